@@ -1,0 +1,547 @@
+"""The Salesforce REST client the worker uses: OAuth, SOQL with paging, describe, collection updates.
+
+It wraps simple-salesforce (and requests for the OAuth call) so that the rest of Healthbeat
+sees plain dicts, small dataclasses and one exception tree, never the libraries' objects.
+Every failure that leaves this module is one of::
+
+    SalesforceError                 anything Salesforce refused that fits no subclass (base class)
+    ├── SalesforceAuthError         credentials refused, or a fresh session refused again
+    ├── SalesforceLimitError        REQUEST_LIMIT_EXCEEDED: not transient; stop, keep progress, resume later
+    ├── SalesforceQueryError        MALFORMED_QUERY, INVALID_FIELD, INVALID_TYPE, unknown sObject...
+    └── SalesforceUnavailable       5xx, timeouts, connection failures, once the retry policy gave up
+
+Messages name Salesforce and the login URL, the operation and Salesforce's error code, and
+never the client secret or the access token. Behaviour the worker relies on:
+
+- a 401 ``INVALID_SESSION_ID`` re-authenticates once and repeats that call (mid-way through
+  paging too: cursors outlive sessions);
+- transient failures are retried under :data:`TRANSIENT_RETRY` with an injectable sleep;
+  ``REQUEST_LIMIT_EXCEEDED`` never is;
+- ``Sforce-Limit-Info`` from every response (errors included) updates :attr:`SalesforceClient.api_usage`;
+- updates go in sObject Collections of at most 200 with ``allOrNone: false`` and the result
+  list must match the request one to one, or the call fails loudly.
+
+A client is not thread-safe; give each thread its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+import tenacity
+from simple_salesforce.api import Salesforce
+from simple_salesforce.exceptions import SalesforceError as _LibError
+from simple_salesforce.exceptions import SalesforceExpiredSession as _LibExpiredSession
+
+from connectors.salesforce.ids import to_18
+
+__all__ = [
+    "COLLECTION_LIMIT",
+    "TRANSIENT_RETRY",
+    "ApiUsage",
+    "RetryPolicy",
+    "SalesforceAuthError",
+    "SalesforceClient",
+    "SalesforceCredentials",
+    "SalesforceError",
+    "SalesforceLimitError",
+    "SalesforceQueryError",
+    "SalesforceUnavailable",
+    "WriteResult",
+]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+COLLECTION_LIMIT: Final = 200
+"""Records per sObject Collections request (Salesforce's maximum)."""
+_QUERY_ERROR_CODES: Final = frozenset(
+    {
+        "MALFORMED_QUERY",
+        "INVALID_FIELD",
+        "INVALID_TYPE",
+        "INVALID_QUERY_FILTER_OPERATOR",
+        "INVALID_QUERY_LOCATOR",
+        "QUERY_TIMEOUT",
+        "NUMBER_OUTSIDE_VALID_RANGE",
+        "NOT_FOUND",
+    }
+)
+_LIMIT_INFO = re.compile(r"api-usage=(?P<used>\d+)/(?P<limit>\d+)")
+_SOBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+# --- values ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SalesforceCredentials:
+    """Where and how to log in (OAuth 2.0 client-credentials flow)."""
+
+    login_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    api_version: str = "59.0"
+    ca_bundle: str | None = None  # PEM file to trust; None = the system's trust store
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome for one record of an update; ``errors`` are ``"CODE: message"`` strings."""
+
+    record_id: str
+    success: bool
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiUsage:
+    """Daily API requests used and allowed, from the latest ``Sforce-Limit-Info`` header."""
+
+    used: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential back-off with jitter for transient failures (see :data:`TRANSIENT_RETRY`)."""
+
+    max_attempts: int = 4
+    initial_wait: float = 0.5
+    max_wait: float = 8.0
+    jitter: float = 0.5
+
+
+TRANSIENT_RETRY: Final = RetryPolicy()
+"""The policy for 5xx, timeouts and connection failures: 4 attempts, 0.5 s doubling to 8 s, plus jitter."""
+
+
+# --- exceptions --------------------------------------------------------------------------
+
+
+class SalesforceError(Exception):
+    """Base of this module's errors; ``status`` and ``error_code`` are Salesforce's when known."""
+
+    def __init__(self, message: str, *, status: int | None = None, error_code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+
+
+class SalesforceAuthError(SalesforceError):
+    """Salesforce refused the credentials, or refused a session it had just issued."""
+
+
+class SalesforceLimitError(SalesforceError):
+    """The org's daily API request limit is exhausted (``REQUEST_LIMIT_EXCEEDED``): do not retry."""
+
+
+class SalesforceQueryError(SalesforceError):
+    """Salesforce refused a query or describe: bad SOQL, unknown field or unknown sObject."""
+
+
+class SalesforceUnavailable(SalesforceError):
+    """Salesforce could not be reached or answered 5xx, still after the retry policy's attempts."""
+
+
+# --- the client --------------------------------------------------------------------------
+
+
+class SalesforceClient:
+    """A session with one Salesforce org. ``connect()`` is optional: the first call connects."""
+
+    def __init__(
+        self,
+        credentials: SalesforceCredentials,
+        *,
+        timeout: float = 30.0,
+        retry_sleep: Callable[[float], None] = time.sleep,
+        max_attempts: int = TRANSIENT_RETRY.max_attempts,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.credentials = credentials
+        self.api_usage: ApiUsage | None = None
+        self.calls = 0
+        self._timeout = timeout
+        self._retry_sleep = retry_sleep
+        self._policy = RetryPolicy(
+            max_attempts, TRANSIENT_RETRY.initial_wait, TRANSIENT_RETRY.max_wait, TRANSIENT_RETRY.jitter
+        )
+        self._verify: str | bool = credentials.ca_bundle or True
+        self._http = requests.Session()
+        self._http.hooks["response"].append(self._observe)
+        self._sf: Salesforce | None = None
+        self._fields: dict[str, dict[str, str]] = {}
+
+    def __enter__(self) -> SalesforceClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._http.close()
+        self._sf = None
+
+    # --- public operations ---------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Obtain an access token (client-credentials flow) and open a session on the instance."""
+        self._retrying("authenticate", self._authenticate)
+
+    def describe_fields(self, sobject: str) -> dict[str, str]:
+        """Field name → Salesforce type for ``sobject``, cached for the life of this client.
+
+        Raises :class:`SalesforceQueryError` if the org has no such object (or hides it).
+        """
+        if not _SOBJECT_NAME.match(sobject):
+            raise ValueError(f"not an sObject name: {sobject!r}")
+        key = sobject.lower()
+        if key not in self._fields:
+            body = self._call("describe", lambda sf: self._describe(sf, sobject))
+            try:
+                self._fields[key] = {str(f["name"]): str(f["type"]) for f in body["fields"]}
+            except (KeyError, TypeError):
+                raise SalesforceError(f"Salesforce describe of {sobject} returned no field list") from None
+        return dict(self._fields[key])
+
+    def missing_fields(self, sobject: str, names: Iterable[str]) -> list[str]:
+        """Those of ``names`` that ``sobject`` lacks, compared case-insensitively as Salesforce does."""
+        present = {name.lower() for name in self.describe_fields(sobject)}
+        return [name for name in names if name.lower() not in present]
+
+    def query(self, soql: str, *, include_deleted: bool = False) -> Iterator[dict[str, Any]]:
+        """Yield every record of ``soql`` (``queryAll`` with ``include_deleted``), page by page.
+
+        Follows ``nextRecordsUrl`` lazily to the end, whatever batch size Salesforce picks;
+        ``attributes`` are removed from records. A locator returned twice is an error, not a loop.
+        """
+        page = self._call(
+            "query", lambda sf: sf.query(soql, include_deleted=include_deleted, **self._kwargs())
+        )
+        seen: set[str] = set()
+        while True:
+            records = page.get("records") if isinstance(page, dict) else None
+            if not isinstance(records, list):
+                raise SalesforceError("Salesforce returned a query page without a records list")
+            for record in records:
+                yield _plain(record)
+            if page.get("done", True):
+                return
+            next_url = page.get("nextRecordsUrl")
+            if not isinstance(next_url, str) or next_url in seen:
+                raise SalesforceError(
+                    f"Salesforce paging is stuck (nextRecordsUrl {next_url!r} repeated or missing)"
+                )
+            seen.add(next_url)
+            page = self._call("query_more", functools.partial(self._query_more, url=next_url))
+
+    def update_records(self, sobject: str, records: Sequence[dict[str, Any]]) -> list[WriteResult]:
+        """Update ``records`` (each with ``"Id"``) in collections of 200; one result per record, in order.
+
+        Uses ``allOrNone: false``, so one bad record does not hold back the others; its result
+        carries Salesforce's errors. Raises :class:`SalesforceError` if Salesforce's answer does
+        not match the request one to one.
+        """
+        if not _SOBJECT_NAME.match(sobject):
+            raise ValueError(f"not an sObject name: {sobject!r}")
+        ids = [_record_id(record, index) for index, record in enumerate(records)]
+        duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if duplicates:
+            raise ValueError(f"the same record appears twice in one update: {duplicates[:3]}")
+        results: list[WriteResult] = []
+        for start in range(0, len(records), COLLECTION_LIMIT):
+            chunk = records[start : start + COLLECTION_LIMIT]
+            chunk_ids = [str(record["Id"]) for record in chunk]
+            body = json.dumps(
+                {
+                    "allOrNone": False,
+                    "records": [
+                        {
+                            "attributes": {"type": sobject},
+                            "id": record["Id"],
+                            **{k: v for k, v in record.items() if k != "Id"},
+                        }
+                        for record in chunk
+                    ],
+                },
+                default=_json_value,
+            )
+            answer = self._call("update", functools.partial(self._patch_collection, body=body))
+            results.extend(_match_results(sobject, chunk_ids, answer))
+        return results
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _kwargs(self) -> dict[str, Any]:
+        # verify on every request: a session-level verify loses to REQUESTS_CA_BUNDLE in requests
+        return {"timeout": self._timeout, "verify": self._verify}
+
+    def _observe(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """Response hook: count data API calls and read ``Sforce-Limit-Info`` (errors included)."""
+        if "/services/data/" in urlsplit(response.url).path:
+            self.calls += 1
+        match = _LIMIT_INFO.search(response.headers.get("Sforce-Limit-Info", ""))
+        if match:
+            self.api_usage = ApiUsage(int(match["used"]), int(match["limit"]))
+
+    def _authenticate(self) -> None:
+        creds = self.credentials
+        where = f"Salesforce at {creds.login_url}"
+        try:
+            response = self._http.post(
+                creds.login_url.rstrip("/") + "/services/oauth2/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": creds.client_id,
+                    "client_secret": creds.client_secret,
+                },
+                timeout=self._timeout,
+                verify=self._verify,
+            )
+        except requests.RequestException as exc:
+            raise _translate_transport(exc, f"login to {where}") from None
+        if response.status_code >= 500:
+            raise SalesforceUnavailable(
+                f"login to {where} failed: HTTP {response.status_code}", status=response.status_code
+            )
+        body = _json_or_none(response)
+        token = body.get("access_token") if isinstance(body, dict) else None
+        instance_url = body.get("instance_url") if isinstance(body, dict) else None
+        if response.status_code != 200 or not isinstance(token, str) or not isinstance(instance_url, str):
+            error = body.get("error", "") if isinstance(body, dict) else ""
+            description = body.get("error_description", "") if isinstance(body, dict) else ""
+            raise SalesforceAuthError(
+                f"{where} refused the client credentials "
+                f"(HTTP {response.status_code} {error}: {description}); "
+                "check SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET and the connected app's "
+                "client-credentials setting",
+                status=response.status_code,
+                error_code=str(error) or None,
+            )
+        self._sf = Salesforce(
+            instance_url=instance_url,
+            session_id=token,
+            version=creds.api_version,
+            session=self._http,
+            object_pairs_hook=dict,
+        )
+
+    def _query_more(self, sf: Salesforce, url: str) -> Any:
+        return sf.query_more(url, identifier_is_url=True, **self._kwargs())
+
+    def _patch_collection(self, sf: Salesforce, body: str) -> Any:
+        return sf.restful("composite/sobjects", method="PATCH", data=body, **self._kwargs())
+
+    def _describe(self, sf: Salesforce, sobject: str) -> Any:
+        try:
+            return sf.restful(f"sobjects/{sobject}/describe", **self._kwargs())
+        except _LibError as exc:
+            if exc.status == 404:
+                raise SalesforceQueryError(
+                    f"Salesforce has no sObject {sobject!r} (describe answered NOT_FOUND): it is not enabled "
+                    "in this org or not visible to the integration user",
+                    status=404,
+                    error_code="NOT_FOUND",
+                ) from None
+            raise
+
+    def _call(self, operation: str, request: Callable[[Salesforce], T]) -> T:
+        """Run ``request`` under the retry policy, re-authenticating once on an expired session."""
+        return self._retrying(operation, lambda: self._attempt(operation, request))
+
+    def _attempt(self, operation: str, request: Callable[[Salesforce], T]) -> T:
+        if self._sf is None:
+            self._authenticate()
+        assert self._sf is not None
+        try:
+            return request(self._sf)
+        except _LibExpiredSession:
+            logger.info("Salesforce session expired during %s; re-authenticating once", operation)
+        except (_LibError, requests.RequestException) as exc:
+            raise _translate(exc, operation) from None
+        self._sf = None
+        self._authenticate()
+        assert self._sf is not None
+        try:
+            return request(self._sf)
+        except _LibExpiredSession:
+            raise SalesforceAuthError(
+                f"Salesforce at {self.credentials.login_url} refused a session it had just issued "
+                f"(INVALID_SESSION_ID during {operation}); check the integration user's access",
+                status=401,
+                error_code="INVALID_SESSION_ID",
+            ) from None
+        except (_LibError, requests.RequestException) as exc:
+            raise _translate(exc, operation) from None
+
+    def _retrying(self, operation: str, action: Callable[[], T]) -> T:
+        policy = self._policy
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(SalesforceUnavailable),
+            stop=tenacity.stop_after_attempt(policy.max_attempts),
+            wait=tenacity.wait_exponential_jitter(
+                initial=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter
+            ),
+            sleep=self._retry_sleep,
+            before_sleep=lambda state: logger.warning(
+                "Salesforce %s failed (%s); attempt %d of %d, retrying in %.1f s",
+                operation,
+                state.outcome.exception() if state.outcome else "?",
+                state.attempt_number,
+                policy.max_attempts,
+                state.next_action.sleep if state.next_action else 0.0,
+            ),
+            reraise=False,
+        )
+        try:
+            return retrying(action)
+        except tenacity.RetryError as exc:
+            last = exc.last_attempt.exception()
+            status = last.status if isinstance(last, SalesforceError) else None
+            raise SalesforceUnavailable(
+                f"Salesforce {operation} failed after {policy.max_attempts} attempts: {last}",
+                status=status,
+            ) from None
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _translate(exc: Exception, operation: str) -> SalesforceError:
+    """Map a simple-salesforce or requests exception to this module's tree."""
+    if isinstance(exc, requests.RequestException):
+        return _translate_transport(exc, f"Salesforce {operation}")
+    assert isinstance(exc, _LibError)
+    code, message = _error_detail(exc.content)
+    text = f"Salesforce {operation} failed: HTTP {exc.status} {code or ''}: {message}".replace(" :", ":")
+    if exc.status >= 500:
+        return SalesforceUnavailable(text, status=exc.status, error_code=code)
+    if code == "REQUEST_LIMIT_EXCEEDED":
+        return SalesforceLimitError(
+            f"Salesforce daily API request limit reached during {operation} ({message}); "
+            "stopping until it resets",
+            status=exc.status,
+            error_code=code,
+        )
+    if code in _QUERY_ERROR_CODES:
+        return SalesforceQueryError(text, status=exc.status, error_code=code)
+    return SalesforceError(text, status=exc.status, error_code=code)
+
+
+def _translate_transport(exc: requests.RequestException, what: str) -> SalesforceError:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return SalesforceError(
+            f"{what} failed TLS verification ({_reason(exc)}); set the CA bundle if this "
+            "Salesforce uses a private CA"
+        )
+    if isinstance(
+        exc, requests.Timeout | requests.ConnectionError | requests.exceptions.ChunkedEncodingError
+    ):
+        return SalesforceUnavailable(f"{what} failed: {type(exc).__name__} ({_reason(exc)})")
+    if isinstance(exc, requests.exceptions.JSONDecodeError):
+        return SalesforceError(f"{what} failed: the response was not JSON")
+    return SalesforceError(f"{what} failed: {type(exc).__name__} ({_reason(exc)})")
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause's text, short: requests' own messages repeat whole URLs and pools."""
+    while exc.__cause__ is not None or (exc.args and isinstance(exc.args[0], BaseException)):
+        exc = exc.__cause__ or exc.args[0]
+    text = str(exc)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _error_detail(content: Any) -> tuple[str | None, str]:
+    """``(errorCode, message)`` from a Salesforce error body (a list of errors, a dict, or text)."""
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        content = content[0]
+    if isinstance(content, dict):
+        code = content.get("errorCode") or content.get("error")
+        message = content.get("message") or content.get("error_description") or ""
+        return (str(code) if code else None), str(message)
+    if isinstance(content, bytes):
+        content = content.decode("utf-8", "replace")
+    return None, str(content)[:300]
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _plain(record: Any) -> dict[str, Any]:
+    """A record without ``attributes`` (nested relationship records too)."""
+    if not isinstance(record, dict):
+        raise SalesforceError("Salesforce returned a record that is not an object")
+    return {
+        k: _plain(v) if isinstance(v, dict) and "attributes" in v else v
+        for k, v in record.items()
+        if k != "attributes"
+    }
+
+
+def _record_id(record: Any, index: int) -> str:
+    record_id = record.get("Id") if isinstance(record, dict) else None
+    if not isinstance(record_id, str):
+        raise ValueError(f'record {index} has no "Id"')
+    return to_18(record_id)
+
+
+def _json_value(value: Any) -> Any:
+    """JSON for values json cannot encode: datetimes as UTC ``...Z``, dates, decimals."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: give it a time zone")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"cannot send {type(value).__name__} to Salesforce")
+
+
+def _match_results(sobject: str, ids: list[str], answer: Any) -> list[WriteResult]:
+    """Pair Salesforce's results with the request, refusing any answer that is not one to one."""
+    if not isinstance(answer, list) or len(answer) != len(ids):
+        got = len(answer) if isinstance(answer, list) else type(answer).__name__
+        raise SalesforceError(
+            f"Salesforce answered an update of {len(ids)} {sobject} records with {got} results; "
+            "refusing to guess which were saved"
+        )
+    results = []
+    for requested, item in zip(ids, answer, strict=True):
+        if not isinstance(item, dict) or not isinstance(item.get("success"), bool):
+            raise SalesforceError(f"Salesforce returned a malformed result for {sobject} {requested}")
+        returned = item.get("id")
+        if returned is not None and to_18(str(returned)) != to_18(requested):
+            raise SalesforceError(
+                f"Salesforce results are out of order: expected {requested}, got {returned}; "
+                "refusing to guess which were saved"
+            )
+        errors = tuple(
+            f"{e.get('statusCode', 'UNKNOWN')}: {e.get('message', '')}"
+            for e in item.get("errors") or ()
+            if isinstance(e, dict)
+        )
+        results.append(WriteResult(requested, item["success"], errors))
+    return results

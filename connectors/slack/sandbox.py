@@ -1,0 +1,822 @@
+"""A local emulator of the part of the Slack Web API that Healthbeat uses.
+
+Tests, the demo and the benchmarks talk to it with the real slack-sdk over real HTTP on 127.0.0.1, so
+it follows Slack's documented wire format rather than what our client happens to send: every method
+answers ``POST`` (form-encoded or JSON body, as slack-sdk sends) and ``GET`` (query string); the token
+comes as ``Authorization: Bearer`` or a ``token`` form field; errors are HTTP 200 with
+``{"ok": false, "error": "..."}`` except rate limits (429 + ``Retry-After``) and injected 5xx; every
+answer carries ``X-OAuth-Scopes`` and a method refuses a token without its scope (``missing_scope``).
+
+Methods: ``auth.test``, ``users.lookupByEmail``, ``users.info``, ``conversations.open``,
+``conversations.list``, ``conversations.history``, ``chat.postMessage``, ``chat.update``. Response
+shapes follow Slack's OpenAPI spec (``/work/shared/reference/slack_web_openapi_v2.json``) plus what
+Slack added after it (message ``metadata``, ``include_all_metadata``, ``invalid_blocks``), which the
+tests check.
+
+Faults on demand with `SlackSandbox.fail_next`: any error code and status (429 with ``Retry-After``,
+5xx), or `LOST_ANSWER`: the call is carried out but the connection closes unanswered.
+
+Simplifications, on purpose: one workspace, public channels only (no private channels or MPIMs), no
+threads listing (replies are hidden from ``conversations.history`` as Slack does), no per-channel
+posting limit unless a test injects ``ratelimited``; ``users.lookupByEmail`` returns a deactivated
+user with ``deleted: true`` (the client treats that and ``users_not_found`` alike).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+TEAM_ID = "T0HBSANDBX"
+BOT_USER_ID = "U0HBBOT0001"
+BOT_ID = "B0HBBOT0001"
+BOT_NAME = "healthbeat"
+
+LOST_ANSWER = 0  # fail_next(status=LOST_ANSWER): do the call, then hang up without answering
+MAX_TEXT = 40_000  # chat.postMessage: longer text is refused with msg_too_long
+MAX_BLOCKS = 50
+_DEFAULT_LIST_LIMIT = 100
+_MAX_LIST_LIMIT = 1000
+_DEFAULT_HISTORY_LIMIT = 100
+_MAX_HISTORY_LIMIT = 999
+
+
+@dataclass(frozen=True)
+class PostedMessage:
+    """A message as the sandbox keeps it; ``user`` is the recipient when ``kind == "im"``."""
+
+    channel: str
+    kind: str  # "im" or "channel"
+    user: str | None
+    text: str
+    blocks: list[dict[str, Any]] | None
+    metadata: dict[str, Any] | None
+    ts: str
+    thread_ts: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One request as the sandbox saw it (the token is never recorded)."""
+
+    method: str
+    params: dict[str, Any]
+    ok: bool
+    error: str | None
+    status: int
+
+
+@dataclass
+class _User:
+    id: str
+    email: str
+    name: str
+    tz: str
+    is_bot: bool
+    deleted: bool
+    updated: int
+
+
+@dataclass
+class _Channel:
+    id: str
+    name: str
+    bot_is_member: bool
+    archived: bool
+    created: int
+
+
+@dataclass
+class _Fault:
+    error: str
+    status: int
+    retry_after: int | None
+    remaining: int
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _ApiError(Exception):
+    """Raised inside a method handler; becomes Slack's ``{"ok": false, "error": ...}`` answer."""
+
+    def __init__(self, error: str, *, status: int = 200, extra: Mapping[str, Any] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
+
+
+class SlackSandbox:
+    """A Slack workspace on loopback: users, public channels, DMs, and every message posted."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "xoxb-sandbox-token",  # noqa: S107 - the sandbox's own fake token
+        team: str = "Healthbeat Sandbox",
+        scopes: Sequence[str] = (
+            "chat:write", "users:read", "users:read.email", "im:write",
+            "channels:history", "channels:read", "im:history",
+        ),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.token = token
+        self.team = team
+        self.scopes = tuple(scopes)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._users: dict[str, _User] = {}
+        self._channels: dict[str, _Channel] = {}
+        self._dms: dict[str, str] = {}  # user id -> D... id
+        self._faults: dict[str, deque[_Fault]] = {}
+        self._last_ts_us = 0
+        self._next_id = 1
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.messages: list[PostedMessage] = []
+        self.calls: list[ApiCall] = []
+        self._users[BOT_USER_ID] = _User(BOT_USER_ID, "", BOT_NAME, "America/New_York", True, False,
+                                         int(clock()))
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Serve on a free port of 127.0.0.1 from a daemon thread."""
+        if self._server is not None:
+            return
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        # A short poll interval makes stop() quick (shutdown waits for the loop's next poll).
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="slack-sandbox", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and release the port; safe to call twice or before `start`."""
+        server, thread = self._server, self._thread
+        self._server, self._thread = None, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> SlackSandbox:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL for ``slack_sdk.WebClient(base_url=...)``, e.g. ``http://127.0.0.1:PORT/api/``."""
+        if self._server is None:
+            raise RuntimeError("SlackSandbox is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/api/"
+
+    # -- arranging the workspace -----------------------------------------------------------------------
+
+    def add_user(self, email: str, name: str, *, tz: str = "America/New_York", is_bot: bool = False,
+                 deleted: bool = False) -> str:
+        """Add a member of the workspace and return their ``U...`` id."""
+        with self._lock:
+            user_id = self._new_id("U")
+            self._users[user_id] = _User(user_id, email, name, tz, is_bot, deleted, int(self._clock()))
+            return user_id
+
+    def add_channel(self, name: str, *, bot_is_member: bool = True, archived: bool = False) -> str:
+        """Add a public channel (``name`` without ``#``) and return its ``C...`` id."""
+        with self._lock:
+            channel_id = self._new_id("C")
+            self._channels[channel_id] = _Channel(channel_id, name.lstrip("#"), bot_is_member, archived,
+                                                  int(self._clock()))
+            return channel_id
+
+    def fail_next(self, method: str, error: str, *, status: int = 200, retry_after: int | None = None,
+                  times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` fail with ``error`` (and ``status``).
+
+        ``("chat.postMessage", "ratelimited", status=429, retry_after=1)`` answers as Slack's rate
+        limiter does; ``("chat.postMessage", "internal_error", status=500)`` as an outage.
+        ``status=LOST_ANSWER`` (0) is the nastiest case for "never post twice": the call is carried
+        out (the message is posted) but the connection closes without an answer; ``error`` is only
+        what `calls` records.
+        """
+        if method not in _METHODS:
+            raise ValueError(f"the Slack sandbox does not emulate {method!r}; it has {sorted(_METHODS)}")
+        with self._lock:
+            self._faults.setdefault(method, deque()).append(_Fault(error, status, retry_after, times))
+
+    # -- inspecting what happened ----------------------------------------------------------------------
+
+    def messages_in(self, channel_id: str) -> list[PostedMessage]:
+        with self._lock:
+            return [m for m in self.messages if m.channel == channel_id]
+
+    def dms_to(self, user_id: str) -> list[PostedMessage]:
+        with self._lock:
+            return [m for m in self.messages if m.kind == "im" and m.user == user_id]
+
+    def reset_calls(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    # -- request handling (called by the HTTP handler) ------------------------------------------------
+
+    def handle(self, method: str, params: dict[str, Any], bearer: str | None, *,
+               body_error: str | None = None) -> _Reply:
+        """Answer one API call; free of HTTP so the dispatch rules are in one place.
+
+        ``body_error`` is how the HTTP layer reports a body it could not read (``invalid_json``...).
+        """
+        with self._lock:
+            recorded = {k: v for k, v in params.items() if k != "token"}
+            fault = self._take_fault(method)
+            try:
+                if fault is not None and fault.status != LOST_ANSWER:
+                    headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+                    raise _ApiError(fault.error, status=fault.status, headers=headers)
+                reply = self._dispatch(method, params, bearer, body_error)
+            except _ApiError as exc:
+                reply = _Reply(exc.status, {"ok": False, "error": exc.error, **exc.extra}, exc.headers)
+            reply.headers["X-OAuth-Scopes"] = ",".join(self.scopes)
+            if fault is not None and fault.status == LOST_ANSWER:
+                reply.status = LOST_ANSWER
+            ok, error = bool(reply.body.get("ok")), reply.body.get("error")
+            if reply.status == LOST_ANSWER and fault is not None:
+                error = fault.error
+            self.calls.append(ApiCall(method, recorded, ok, error, reply.status))
+            return reply
+
+    def _dispatch(self, method: str, params: dict[str, Any], bearer: str | None,
+                  body_error: str | None) -> _Reply:
+        spec = _METHODS.get(method)
+        if spec is None:
+            raise _ApiError("unknown_method", status=404)
+        if body_error is not None:
+            raise _ApiError(body_error)
+        token = bearer if bearer is not None else _str(params, "token")
+        if not token:
+            raise _ApiError("not_authed")
+        if token != self.token:
+            raise _ApiError("invalid_auth")
+        handler, scope_rule = spec
+        needed = scope_rule(self, params)
+        missing = [scope for scope in needed if scope not in self.scopes]
+        if missing:
+            raise _ApiError("missing_scope", extra={"needed": ",".join(missing),
+                                                    "provided": ",".join(self.scopes)})
+        reply = _Reply(200, {"ok": True, **handler(self, params)})
+        reply.headers["X-Accepted-OAuth-Scopes"] = ",".join(needed)
+        return reply
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        queue = self._faults.get(method)
+        if not queue:
+            return None
+        fault = queue[0]
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            queue.popleft()
+        return fault
+
+    # -- helpers used by the method handlers ------------------------------------------------------------
+
+    def _new_id(self, prefix: str) -> str:
+        number = self._next_id
+        self._next_id += 1
+        return f"{prefix}0HB{number:07d}"
+
+    def _next_ts(self) -> str:
+        """Unique, increasing ``"1700000000.000100"``-style ts, close to the clock like Slack's."""
+        now_us = int(Decimal(repr(self._clock())) * 1_000_000)
+        self._last_ts_us = max(now_us, self._last_ts_us + 1)
+        return _format_ts(self._last_ts_us)
+
+    def _dm_for(self, user_id: str) -> str:
+        if user_id not in self._dms:
+            self._dms[user_id] = self._new_id("D")
+        return self._dms[user_id]
+
+    def _user(self, user_id: str) -> _User:
+        user = self._users.get(user_id)
+        if user is None:
+            raise _ApiError("user_not_found")
+        return user
+
+    def _conversation(self, ref: str) -> tuple[str, str, str | None]:
+        """Resolve a ``channel`` argument to (id, kind, DM user): an id, ``#name``/``name`` or a user id."""
+        if ref in self._channels:
+            return ref, "channel", None
+        for user_id, dm_id in self._dms.items():
+            if ref == dm_id:
+                return dm_id, "im", user_id
+        if ref in self._users and not self._users[ref].deleted:
+            return self._dm_for(ref), "im", ref
+        name = ref[1:] if ref.startswith("#") else ref
+        for channel in self._channels.values():
+            if channel.name == name:
+                return channel.id, "channel", None
+        raise _ApiError("channel_not_found")
+
+    def _check_can_read_or_post(self, channel_id: str, kind: str) -> None:
+        if kind != "channel":
+            return
+        channel = self._channels[channel_id]
+        if channel.archived:
+            raise _ApiError("is_archived")
+        if not channel.bot_is_member:
+            raise _ApiError("not_in_channel")
+
+    def _message_json(self, message: PostedMessage, *, with_metadata: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "message", "text": message.text, "user": BOT_USER_ID,
+                               "bot_id": BOT_ID, "team": TEAM_ID, "ts": message.ts}
+        if message.blocks is not None:
+            out["blocks"] = message.blocks
+        if message.thread_ts is not None:
+            out["thread_ts"] = message.thread_ts
+        if message.metadata is not None and with_metadata:
+            out["metadata"] = message.metadata
+        return out
+
+    def _user_json(self, user: _User) -> dict[str, Any]:
+        offset, label = _tz_facts(user.tz, self._clock())
+        handle = user.email.split("@")[0] if user.email else user.name
+        profile: dict[str, Any] = {
+            "avatar_hash": "g0000000000", "status_text": "", "status_emoji": "", "real_name": user.name,
+            "display_name": user.name, "real_name_normalized": user.name,
+            "display_name_normalized": user.name, "title": "", "phone": "", "skype": "",
+            "fields": {}, "team": TEAM_ID,
+        }
+        if user.email:
+            profile["email"] = user.email
+        if user.is_bot and user.id == BOT_USER_ID:
+            profile["bot_id"] = BOT_ID
+        return {
+            "id": user.id, "team_id": TEAM_ID, "name": handle, "deleted": user.deleted, "color": "9f69e7",
+            "real_name": user.name, "tz": user.tz, "tz_label": label, "tz_offset": offset,
+            "profile": profile, "is_admin": False, "is_owner": False, "is_primary_owner": False,
+            "is_restricted": False, "is_ultra_restricted": False, "is_bot": user.is_bot,
+            "is_app_user": False, "updated": user.updated, "has_2fa": False,
+        }
+
+    def _channel_json(self, channel: _Channel) -> dict[str, Any]:
+        empty_text = {"value": "", "creator": "", "last_set": 0}
+        return {
+            "id": channel.id, "name": channel.name, "is_channel": True, "is_group": False,
+            "is_im": False, "is_mpim": False, "is_private": False, "created": channel.created,
+            "is_archived": channel.archived, "is_general": False, "unlinked": 0,
+            "name_normalized": channel.name, "is_shared": False, "is_org_shared": False,
+            "is_pending_ext_shared": False, "pending_shared": [], "parent_conversation": None,
+            "creator": BOT_USER_ID, "is_ext_shared": False, "shared_team_ids": [TEAM_ID],
+            "pending_connected_team_ids": [], "is_member": channel.bot_is_member,
+            "topic": dict(empty_text), "purpose": dict(empty_text), "previous_names": [],
+            "num_members": len(self._users),
+        }
+
+    def _im_json(self, user_id: str) -> dict[str, Any]:
+        return {"id": self._dms[user_id], "created": self._users[user_id].updated, "is_archived": False,
+                "is_im": True, "is_org_shared": False, "user": user_id, "is_user_deleted":
+                self._users[user_id].deleted, "priority": 0}
+
+
+# -- method handlers ------------------------------------------------------------------------------------
+# Each takes the sandbox (lock held) and the request parameters, returns the success body without "ok",
+# or raises _ApiError. Scope rules return the scopes the token needs, all of them, for this request.
+
+Handler = Callable[[SlackSandbox, dict[str, Any]], dict[str, Any]]
+ScopeRule = Callable[[SlackSandbox, dict[str, Any]], tuple[str, ...]]
+
+
+def _auth_test(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
+    return {"url": "https://healthbeat-sandbox.slack.com/", "team": sb.team, "user": BOT_NAME,
+            "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID, "is_enterprise_install": False}
+
+
+def _users_lookup_by_email(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
+    email = (_str(params, "email") or "").strip().lower()
+    for user in sb._users.values():
+        if email and user.email.lower() == email:
+            return {"user": sb._user_json(user)}
+    raise _ApiError("users_not_found")
+
+
+def _users_info(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
+    return {"user": sb._user_json(sb._user(_str(params, "user") or ""))}
+
+
+def _conversations_open(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
+    channel_ref, users_arg = _str(params, "channel"), _str(params, "users")
+    if channel_ref:
+        _, kind, user_id = sb._conversation(channel_ref)
+        if kind != "im" or user_id is None:
+            raise _ApiError("method_not_supported_for_channel_type")
+    else:
+        user_ids = [u.strip() for u in (users_arg or "").split(",") if u.strip()]
+        if not user_ids:
+            raise _ApiError("users_list_not_supplied")
+        if len(user_ids) > 1:  # multi-person DMs are not emulated
+            raise _ApiError("method_not_supported_for_channel_type")
+        user_id = user_ids[0]
+        if sb._user(user_id).deleted:
+            raise _ApiError("user_disabled")
+    already_open = user_id in sb._dms
+    sb._dm_for(user_id)
+    body: dict[str, Any] = {"channel": sb._im_json(user_id) if _bool(params, "return_im")
+                            else {"id": sb._dms[user_id]}}
+    if already_open:
+        body.update({"no_op": True, "already_open": True})
+    return body
+
+
+def _conversations_list(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
+    types = _types(params)
+    unknown = types - {"public_channel", "private_channel", "mpim", "im"}
+    if unknown:
+        raise _ApiError("invalid_types")
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if "public_channel" in types:
+        exclude_archived = _bool(params, "exclude_archived")
+        rows += [(c.id, sb._channel_json(c)) for c in sb._channels.values()
+                 if not (exclude_archived and c.archived)]
+    if "im" in types:
+        rows += [(dm_id, sb._im_json(user_id)) for user_id, dm_id in sb._dms.items()]
+    rows.sort(key=lambda row: row[0])
+    limit = _limit(params, _DEFAULT_LIST_LIMIT, _MAX_LIST_LIMIT)
+    after = _decode_cursor(params, "channel")
+    start = 0 if after is None else next((i for i, (cid, _) in enumerate(rows) if cid > after), len(rows))
+    page = rows[start:start + limit]
+    more = start + limit < len(rows)
+    return {"channels": [row for _, row in page],
+            "response_metadata": {"next_cursor": _encode_cursor("channel", page[-1][0]) if more else ""}}
+
+
+def _conversations_history(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
+    conv_id, kind, _ = sb._conversation(_str(params, "channel") or "")
+    if kind == "channel" and not sb._channels[conv_id].bot_is_member:
+        raise _ApiError("not_in_channel")
+    inclusive = _bool(params, "inclusive")
+    oldest = _ts_param(params, "oldest", "invalid_ts_oldest")
+    latest = _ts_param(params, "latest", "invalid_ts_latest")
+    before = _decode_cursor(params, "next_ts")
+    limit = _limit(params, _DEFAULT_HISTORY_LIMIT, _MAX_HISTORY_LIMIT)
+    with_metadata = _bool(params, "include_all_metadata")
+
+    def in_range(message: PostedMessage) -> bool:
+        us = _parse_ts(message.ts)
+        if oldest is not None and (us < oldest or (us == oldest and not inclusive)):
+            return False
+        if latest is not None and (us > latest or (us == latest and not inclusive)):
+            return False
+        return before is None or us < _parse_ts(before)
+
+    replies: dict[str, list[PostedMessage]] = {}
+    for message in sb.messages:
+        if message.thread_ts is not None and message.thread_ts != message.ts:
+            replies.setdefault(message.thread_ts, []).append(message)
+    visible = [m for m in sb.messages if m.channel == conv_id and m.thread_ts in (None, m.ts) and in_range(m)]
+    visible.sort(key=lambda m: _parse_ts(m.ts), reverse=True)
+    page, more = visible[:limit], len(visible) > limit
+    out_messages = []
+    for message in page:
+        item = sb._message_json(message, with_metadata=with_metadata)
+        if message.ts in replies:
+            thread = replies[message.ts]
+            item.update({"thread_ts": message.ts, "reply_count": len(thread), "latest_reply": thread[-1].ts})
+        out_messages.append(item)
+    body: dict[str, Any] = {"messages": out_messages, "has_more": more, "pin_count": 0,
+                            "channel_actions_ts": None, "channel_actions_count": 0}
+    if more:
+        body["response_metadata"] = {"next_cursor": _encode_cursor("next_ts", page[-1].ts)}
+    return body
+
+
+def _chat_post_message(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
+    conv_id, kind, user_id = sb._conversation(_str(params, "channel") or "")
+    sb._check_can_read_or_post(conv_id, kind)
+    text = _str(params, "text") or ""
+    blocks = _blocks_param(params)
+    if not text.strip() and not blocks and not params.get("attachments"):
+        raise _ApiError("no_text")
+    if len(text) > MAX_TEXT:
+        raise _ApiError("msg_too_long")
+    metadata = _metadata_param(params)
+    thread_ts = _str(params, "thread_ts")
+    if thread_ts is not None and not any(m.ts == thread_ts and m.channel == conv_id for m in sb.messages):
+        thread_ts = None  # Slack posts to the channel when the parent does not exist
+    message = PostedMessage(conv_id, kind, user_id, text, blocks, metadata, sb._next_ts(), thread_ts)
+    sb.messages.append(message)
+    return {"channel": conv_id, "ts": message.ts, "message": sb._message_json(message)}
+
+
+def _chat_update(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
+    conv_id, kind, _ = sb._conversation(_str(params, "channel") or "")
+    sb._check_can_read_or_post(conv_id, kind)
+    ts = _str(params, "ts") or ""
+    index = next((i for i, m in enumerate(sb.messages) if m.channel == conv_id and m.ts == ts), None)
+    if index is None:
+        raise _ApiError("message_not_found")
+    old = sb.messages[index]
+    text = _str(params, "text")
+    blocks = _blocks_param(params) if "blocks" in params else old.blocks
+    new_text = old.text if text is None else text
+    if not new_text.strip() and not blocks:
+        raise _ApiError("no_text")
+    if len(new_text) > MAX_TEXT:
+        raise _ApiError("msg_too_long")
+    metadata = _metadata_param(params) if "metadata" in params else old.metadata
+    message = replace(old, text=new_text, blocks=blocks or None, metadata=metadata)
+    sb.messages[index] = message
+    return {"channel": conv_id, "ts": ts, "text": new_text, "message": sb._message_json(message)}
+
+
+def _no_scope(sb: SlackSandbox, params: dict[str, Any]) -> tuple[str, ...]:
+    return ()
+
+
+def _fixed(*scopes: str) -> ScopeRule:
+    return lambda sb, params: scopes
+
+
+def _list_scopes(sb: SlackSandbox, params: dict[str, Any]) -> tuple[str, ...]:
+    by_type = {"public_channel": "channels:read", "private_channel": "groups:read", "im": "im:read",
+               "mpim": "mpim:read"}
+    return tuple(by_type[kind] for kind in sorted(_types(params)) if kind in by_type)
+
+
+def _history_scopes(sb: SlackSandbox, params: dict[str, Any]) -> tuple[str, ...]:
+    ref = _str(params, "channel") or ""
+    return ("im:history",) if ref.startswith(("D", "U", "W")) else ("channels:history",)
+
+
+_METHODS: dict[str, tuple[Handler, ScopeRule]] = {
+    "auth.test": (_auth_test, _no_scope),
+    "users.lookupByEmail": (_users_lookup_by_email, _fixed("users:read.email")),
+    "users.info": (_users_info, _fixed("users:read")),
+    "conversations.open": (_conversations_open, _fixed("im:write")),
+    "conversations.list": (_conversations_list, _list_scopes),
+    "conversations.history": (_conversations_history, _history_scopes),
+    "chat.postMessage": (_chat_post_message, _fixed("chat:write")),
+    "chat.update": (_chat_update, _fixed("chat:write")),
+}
+
+
+# -- parameter parsing ----------------------------------------------------------------------------------
+
+def _str(params: Mapping[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    return None if value is None else str(value)
+
+
+def _bool(params: Mapping[str, Any], name: str) -> bool:
+    value = params.get(name)
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes")
+
+
+def _limit(params: Mapping[str, Any], default: int, maximum: int) -> int:
+    try:
+        value = int(str(params.get("limit", default)))
+    except ValueError:
+        return default
+    return default if value < 1 else min(value, maximum)
+
+
+def _types(params: Mapping[str, Any]) -> set[str]:
+    return {t.strip() for t in (_str(params, "types") or "public_channel").split(",") if t.strip()}
+
+
+def _encode_cursor(kind: str, value: str) -> str:
+    return base64.b64encode(f"{kind}:{value}".encode()).decode()
+
+
+def _decode_cursor(params: Mapping[str, Any], kind: str) -> str | None:
+    raw = _str(params, "cursor")
+    if not raw:
+        return None
+    try:
+        decoded = base64.b64decode(raw, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise _ApiError("invalid_cursor") from None
+    prefix, _, value = decoded.partition(":")
+    if prefix != kind or not value:
+        raise _ApiError("invalid_cursor")
+    return value
+
+
+_TS = re.compile(r"^\d+(\.\d{1,6})?$")
+
+
+def _parse_ts(ts: str) -> int:
+    """A ts as integer microseconds, so comparisons are exact."""
+    return int(Decimal(ts) * 1_000_000)
+
+
+def _format_ts(us: int) -> str:
+    return f"{us // 1_000_000}.{us % 1_000_000:06d}"
+
+
+def _ts_param(params: Mapping[str, Any], name: str, error: str) -> int | None:
+    raw = _str(params, name)
+    if raw is None or raw == "":
+        return None
+    if not _TS.match(raw.strip()):
+        raise _ApiError(error)
+    try:
+        return _parse_ts(raw.strip())
+    except InvalidOperation:
+        raise _ApiError(error) from None
+
+
+def _json_param(params: Mapping[str, Any], name: str, error: str) -> Any:
+    value = params.get(name)
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise _ApiError(error) from None
+    return value
+
+
+def _blocks_param(params: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    blocks = _json_param(params, "blocks", "invalid_blocks")
+    if blocks is None:
+        return None
+    if _blocks_problem(blocks) is not None:
+        raise _ApiError("invalid_blocks")
+    return list(blocks) or None
+
+
+def _metadata_param(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    metadata = _json_param(params, "metadata", "invalid_metadata_format")
+    if metadata is None:
+        return None
+    if (not isinstance(metadata, dict) or not isinstance(metadata.get("event_type"), str)
+            or not metadata["event_type"] or not isinstance(metadata.get("event_payload"), dict)):
+        raise _ApiError("invalid_metadata_format")
+    return {"event_type": metadata["event_type"], "event_payload": metadata["event_payload"]}
+
+
+# -- Block Kit checks: the limits Slack documents for the blocks a nudge uses --------------------------
+
+_BLOCK_TYPES = {"section", "divider", "header", "context", "actions", "image", "input", "rich_text",
+                "markdown", "file", "video"}
+
+
+def _text_problem(obj: Any, *, max_len: int, plain_only: bool = False) -> str | None:
+    if not isinstance(obj, dict):
+        return "text object must be an object"
+    kinds = ("plain_text",) if plain_only else ("plain_text", "mrkdwn")
+    if obj.get("type") not in kinds:
+        return f"text type must be one of {kinds}"
+    text = obj.get("text")
+    if not isinstance(text, str) or not text:
+        return "text must be a non-empty string"
+    if len(text) > max_len:
+        return f"text longer than {max_len}"
+    return None
+
+
+def _blocks_problem(blocks: Any) -> str | None:
+    """Why Slack would answer ``invalid_blocks``, or None if the blocks are acceptable."""
+    if not isinstance(blocks, list):
+        return "blocks must be an array"
+    if len(blocks) > MAX_BLOCKS:
+        return f"more than {MAX_BLOCKS} blocks"
+    block_ids: set[str] = set()
+    for block in blocks:
+        problem = _block_problem(block, block_ids)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _block_problem(block: Any, block_ids: set[str]) -> str | None:
+    if not isinstance(block, dict) or block.get("type") not in _BLOCK_TYPES:
+        return "unknown block type"
+    block_id = block.get("block_id")
+    if block_id is not None:
+        if not isinstance(block_id, str) or len(block_id) > 255 or block_id in block_ids:
+            return "block_id must be a unique string of at most 255 characters"
+        block_ids.add(block_id)
+    kind = block["type"]
+    if kind == "header":
+        return _text_problem(block.get("text"), max_len=150, plain_only=True)
+    if kind == "section":
+        if "text" not in block and "fields" not in block:
+            return "section needs text or fields"
+        if "text" in block and (problem := _text_problem(block["text"], max_len=3000)):
+            return problem
+        fields = block.get("fields", [])
+        if not isinstance(fields, list) or len(fields) > 10:
+            return "section fields must be an array of at most 10"
+        return next((p for f in fields if (p := _text_problem(f, max_len=2000))), None)
+    if kind in ("context", "actions"):
+        elements = block.get("elements")
+        most = 10 if kind == "context" else 25
+        if not isinstance(elements, list) or not 1 <= len(elements) <= most:
+            return f"{kind} needs 1 to {most} elements"
+        if not all(isinstance(e, dict) and isinstance(e.get("type"), str) for e in elements):
+            return f"{kind} elements must be objects with a type"
+    if kind == "markdown" and not (isinstance(block.get("text"), str) and 0 < len(block["text"]) <= 12000):
+        return "markdown needs text of 1 to 12000 characters"
+    return None
+
+
+def _tz_facts(tz: str, at: float) -> tuple[int, str]:
+    try:
+        moment = datetime.fromtimestamp(at, ZoneInfo(tz))
+    except (ZoneInfoNotFoundError, ValueError):
+        return 0, "Coordinated Universal Time"
+    offset = moment.utcoffset()
+    return (int(offset.total_seconds()) if offset else 0), moment.tzname() or tz
+
+
+# -- HTTP layer -------------------------------------------------------------------------------------------
+
+def _handler_for(sandbox: SlackSandbox) -> type[BaseHTTPRequestHandler]:
+    class _SlackHandler(BaseHTTPRequestHandler):
+        server_version = "SlackSandbox/1.0"
+
+        def do_GET(self) -> None:
+            self._serve(with_body=False)
+
+        def do_POST(self) -> None:
+            self._serve(with_body=True)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: tests read `SlackSandbox.calls` instead of stderr."""
+
+        def _serve(self, *, with_body: bool) -> None:
+            parts = urlsplit(self.path)
+            method = parts.path.removeprefix("/api/").strip("/")
+            params: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
+            body_error = None
+            try:
+                if with_body:
+                    params.update(self._body_params())
+            except _ApiError as exc:
+                body_error = exc.error
+            reply = sandbox.handle(method, params, self._bearer(), body_error=body_error)
+            if reply.status == LOST_ANSWER:
+                self.close_connection = True
+                return
+            payload = json.dumps(reply.body).encode()
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _bearer(self) -> str | None:
+            header = self.headers.get("Authorization", "")
+            scheme, _, value = header.partition(" ")
+            return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+        def _body_params(self) -> dict[str, Any]:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            content_type = self.headers.get_content_type()
+            if not raw:
+                return {}
+            if content_type == "application/json":
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    raise _ApiError("invalid_json") from None
+                if not isinstance(body, dict):
+                    raise _ApiError("json_not_object")
+                # Slack ignores a token in a JSON body: JSON callers must use the Authorization header.
+                return {k: v for k, v in body.items() if k != "token"}
+            if content_type == "application/x-www-form-urlencoded":
+                return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+            raise _ApiError("invalid_form_data")
+
+    return _SlackHandler

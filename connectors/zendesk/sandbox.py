@@ -1,0 +1,683 @@
+"""A local emulator of the Zendesk Support API v2, for tests, the demo and the benchmarks.
+
+It serves, over real HTTP on 127.0.0.1, the few endpoints Healthbeat reads, in Zendesk's
+documented wire format, so that the real client (httpx + tenacity) is exercised as it will
+be in production:
+
+- ``GET /api/v2/incremental/tickets/cursor.json`` — cursor-based incremental export
+  (``start_time`` at least a minute in the past, opaque ``after_cursor``, ``end_of_stream``,
+  deleted tickets kept with ``status: deleted``, a rolling per-minute rate limit answered
+  with 429 + ``Retry-After``);
+- ``GET /api/v2/tickets/{id}/comments.json`` and ``GET /api/v2/organizations.json`` —
+  cursor pagination (``page[size]``, ``page[after]``, ``meta.has_more``, ``links.next``);
+- ``GET /api/v2/users/show_many.json?ids=…`` and ``GET /api/v2/users/me.json``.
+
+Every request needs HTTP Basic auth as ``{email}/token:{api_token}``, as Zendesk API tokens do.
+
+The data is built from Python (``add_organization``, ``add_user``, ``add_ticket``…), so a
+test states its fixture in a few lines. Faults are injected on demand (``fail_next``) and
+every request is recorded (``calls``) so a test can assert what went over the wire.
+
+Two deliberate simplifications: ``page_size`` caps every list endpoint (not only the
+incremental one), so paging is testable with a handful of records; and changes made within
+the last minute are *not* held back from the export as Zendesk does, so the demo need not
+wait a minute after loading data. Timestamps are whole seconds, as in Zendesk.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import html
+import json
+import math
+import re
+import socket
+import threading
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+__all__ = ["ApiCall", "ZendeskSandbox"]
+
+TICKET_STATUSES = ("new", "open", "pending", "hold", "solved", "closed")
+TICKET_PRIORITIES = ("low", "normal", "high", "urgent", None)
+USER_ROLES = ("end-user", "agent", "admin")
+_UPDATABLE_TICKET_FIELDS = frozenset(
+    {"subject", "status", "priority", "assignee_id", "organization_id", "requester_id", "tags", "type"}
+)
+
+_INCREMENTAL_MAX_PAGE = 1000  # Zendesk's per_page ceiling for incremental exports
+_CURSOR_MAX_PAGE = 100  # Zendesk's page[size] ceiling for cursor pagination
+_RATE_WINDOW = timedelta(minutes=1)
+
+# Distinct id ranges per kind, so a test that mixes up an org id and a user id fails loudly.
+_ORG_ID_BASE = 10_000_000
+_USER_ID_BASE = 20_000_000
+_COMMENT_ID_BASE = 30_000_000
+
+RecordKind = Literal["ticket", "organization", "user", "comment"]
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One request the sandbox answered: what a test asserts about traffic."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+
+
+@dataclass
+class _Fault:
+    status: int
+    retry_after: int | None
+    path_contains: str
+    remaining: int
+
+
+@dataclass
+class _Organization:
+    id: int
+    name: str
+    external_id: str | None
+    domain_names: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class _User:
+    id: int
+    name: str
+    email: str
+    role: str
+    organization_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class _Ticket:
+    id: int
+    subject: str
+    description: str
+    status: str
+    priority: str | None
+    requester_id: int
+    organization_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    assignee_id: int | None = None
+    type: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Comment:
+    id: int
+    ticket_id: int
+    author_id: int
+    body: str
+    public: bool
+    created_at: datetime
+
+
+@dataclass
+class _Response:
+    status: int
+    body: JSON
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _ApiError(Exception):
+    """An error answer, raised anywhere in request handling and written out by the handler."""
+
+    def __init__(self, status: int, error: str, description: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(error)
+        body: JSON = {"error": error}
+        if description is not None:
+            body["description"] = description
+        self.response = _Response(status, body, headers or {})
+
+
+class ZendeskSandbox:
+    """An in-memory Zendesk account behind a real HTTP server; see the module docstring."""
+
+    def __init__(self, *, email: str = "agent@example.com", api_token: str = "sandbox-token",  # noqa: S107 - a fixture
+                 page_size: int = 1000, incremental_requests_per_minute: int = 10,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        if not 1 <= page_size <= _INCREMENTAL_MAX_PAGE:
+            raise ValueError(f"page_size must be between 1 and {_INCREMENTAL_MAX_PAGE}, got {page_size}")
+        self._email = email
+        self._api_token = api_token
+        self._page_size = page_size
+        self._rate_limit = incremental_requests_per_minute
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._lock = threading.RLock()
+        self._organizations: dict[int, _Organization] = {}
+        self._users: dict[int, _User] = {}
+        self._tickets: dict[int, _Ticket] = {}
+        self._comments: dict[int, list[_Comment]] = {}
+        self._overrides: dict[tuple[RecordKind, int], JSON] = {}
+        self._ticket_order: list[tuple[int, int]] | None = None  # (updated_at, id), sorted; None = stale
+        self._next_ids = {"ticket": 1, "organization": _ORG_ID_BASE + 1, "user": _USER_ID_BASE + 1,
+                          "comment": _COMMENT_ID_BASE + 1}
+        self._incremental_hits: deque[datetime] = deque()
+        self._faults: list[_Fault] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.calls: list[ApiCall] = []
+        self.agent_id = self.add_user("Sandbox Agent", email, role="admin")
+        """The user the API credentials belong to (what ``users/me`` returns)."""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The base URL to give the client as ZENDESK_URL, e.g. ``http://127.0.0.1:54321``."""
+        if self._server is None:
+            raise RuntimeError("ZendeskSandbox is not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> None:
+        """Bind a free loopback port and serve from a daemon thread."""
+        if self._server is not None:
+            raise RuntimeError("ZendeskSandbox is already started")
+        self._server = _Server(self)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="zendesk-sandbox", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, drop kept-alive connections and release the port; safe to call twice."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> ZendeskSandbox:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- data API --------------------------------------------------------------------------
+
+    def add_organization(self, name: str, *, external_id: str | None = None,
+                         domain_names: Sequence[str] = ()) -> int:
+        """Create an organization and return its id."""
+        with self._lock:
+            now = self._now()
+            org = _Organization(self._new_id("organization"), name, external_id, list(domain_names), now, now)
+            self._organizations[org.id] = org
+            return org.id
+
+    def add_user(self, name: str, email: str, *, role: str = "end-user",
+                 organization_id: int | None = None) -> int:
+        """Create a user (``end-user``, ``agent`` or ``admin``) and return its id."""
+        if role not in USER_ROLES:
+            raise ValueError(f"role must be one of {USER_ROLES}, got {role!r}")
+        with self._lock:
+            self._require_org(organization_id)
+            now = self._now()
+            user = _User(self._new_id("user"), name, email, role, organization_id, now, now)
+            self._users[user.id] = user
+            return user.id
+
+    def add_ticket(self, *, subject: str, requester_id: int, organization_id: int | None,
+                   priority: str | None = "normal", status: str = "open", created_at: datetime | None = None,
+                   description: str = "") -> int:
+        """Create a ticket; a non-empty description becomes its first comment, as in Zendesk."""
+        _check_ticket_values(status=status, priority=priority)
+        with self._lock:
+            self._require_user(requester_id)
+            self._require_org(organization_id)
+            created = _whole_seconds(created_at) if created_at else self._now()
+            ticket = _Ticket(self._new_id("ticket"), subject, description, status, priority, requester_id,
+                             organization_id, created, created)
+            self._tickets[ticket.id] = ticket
+            self._comments[ticket.id] = []
+            if description:
+                self._comments[ticket.id].append(
+                    _Comment(self._new_id("comment"), ticket.id, requester_id, description, True, created))
+            self._ticket_order = None
+            return ticket.id
+
+    def add_comment(self, ticket_id: int, *, author_id: int, body: str, public: bool = True,
+                    created_at: datetime | None = None) -> int:
+        """Add a comment to a ticket and bump the ticket's ``updated_at`` to now."""
+        with self._lock:
+            ticket = self._live_ticket(ticket_id)
+            self._require_user(author_id)
+            when = _whole_seconds(created_at) if created_at else self._now()
+            comment = _Comment(self._new_id("comment"), ticket_id, author_id, body, public, when)
+            self._comments[ticket_id].append(comment)
+            self._touch(ticket)
+            return comment.id
+
+    def update_ticket(self, ticket_id: int, **fields: Any) -> None:
+        """Change ticket fields (status, priority, subject, assignee_id…) and bump ``updated_at``."""
+        unknown = set(fields) - _UPDATABLE_TICKET_FIELDS
+        if unknown:
+            raise ValueError(f"cannot update ticket fields {sorted(unknown)}; "
+                             f"allowed: {sorted(_UPDATABLE_TICKET_FIELDS)} (use delete_ticket to delete)")
+        _check_ticket_values(status=fields.get("status", "open"), priority=fields.get("priority", "normal"))
+        with self._lock:
+            ticket = self._live_ticket(ticket_id)
+            if "requester_id" in fields:
+                self._require_user(fields["requester_id"])
+            if "organization_id" in fields:
+                self._require_org(fields["organization_id"])
+            for name, value in fields.items():
+                setattr(ticket, name, value)
+            self._touch(ticket)
+
+    def delete_ticket(self, ticket_id: int) -> None:
+        """Soft-delete: the ticket stays in the incremental export with ``status: deleted``."""
+        with self._lock:
+            ticket = self._live_ticket(ticket_id)
+            ticket.status = "deleted"
+            self._touch(ticket)
+
+    def override_json(self, kind: RecordKind, record_id: int, **fields: Any) -> None:
+        """Serve these raw JSON fields verbatim for one record, e.g. ``created_at="not a date"``.
+
+        A fault injection for "Zendesk sent a malformed record": only the JSON changes, the
+        record keeps its place in paging order.
+        """
+        with self._lock:
+            self._overrides.setdefault((kind, record_id), {}).update(fields)
+
+    def fail_next(self, status: int, *, retry_after: int | None = None, path_contains: str = "",
+                  times: int = 1) -> None:
+        """Answer the next ``times`` requests whose path and query contain ``path_contains``
+        with ``status`` (and a ``Retry-After`` header if given), before auth and rate limits."""
+        with self._lock:
+            self._faults.append(_Fault(status, retry_after, path_contains, times))
+
+    def reset_calls(self) -> None:
+        """Forget recorded calls, so a test can assert only on what follows."""
+        with self._lock:
+            self.calls.clear()
+
+    # -- request handling (called from server threads) -------------------------------------
+
+    def _serve(self, method: str, target: str, authorization: str | None) -> _Response:
+        """Answer one request; the HTTP handler only parses and writes bytes."""
+        split = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        try:
+            response = self._route(method, split.path, query, target, authorization)
+        except _ApiError as exc:
+            response = exc.response
+        with self._lock:
+            self.calls.append(ApiCall(method, split.path, query, response.status))
+        return response
+
+    def _route(self, method: str, path: str, query: dict[str, str], target: str,
+               authorization: str | None) -> _Response:
+        self._raise_injected_fault(target)
+        self._authenticate(authorization)
+        if method == "GET":
+            if re.fullmatch(r"/api/v2/incremental/tickets/cursor(\.json)?", path):
+                self._count_incremental_request()
+                return _Response(200, self._incremental_tickets(query))
+            if match := re.fullmatch(r"/api/v2/tickets/(\d+)/comments(\.json)?", path):
+                return _Response(200, self._ticket_comments(int(match.group(1)), path, query))
+            if re.fullmatch(r"/api/v2/organizations(\.json)?", path):
+                return _Response(200, self._organizations_page(path, query))
+            if re.fullmatch(r"/api/v2/users/show_many(\.json)?", path):
+                return _Response(200, self._show_many_users(query))
+            if re.fullmatch(r"/api/v2/users/me(\.json)?", path):
+                with self._lock:
+                    return _Response(200, {"user": self._user_json(self._users[self.agent_id])})
+        raise _ApiError(404, "InvalidEndpoint", "Not found")
+
+    def _raise_injected_fault(self, target: str) -> None:
+        with self._lock:
+            fault = next((f for f in self._faults if f.path_contains in target), None)
+            if fault is None:
+                return
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self._faults.remove(fault)
+        headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+        if fault.status == 429:
+            raise _ApiError(429, "APIRateLimitExceeded", "Rate limit exceeded (injected fault)", headers)
+        if fault.status == 401:
+            raise _ApiError(401, "Couldn't authenticate you", headers=headers)
+        raise _ApiError(fault.status, HTTPStatus(fault.status).phrase.replace(" ", ""),
+                        "Injected fault", headers)
+
+    def _authenticate(self, authorization: str | None) -> None:
+        expected = base64.b64encode(f"{self._email}/token:{self._api_token}".encode()).decode()
+        if authorization != f"Basic {expected}":
+            raise _ApiError(401, "Couldn't authenticate you",
+                            headers={"WWW-Authenticate": 'Basic realm="Web Password"'})
+
+    def _count_incremental_request(self) -> None:
+        """Rolling one-minute window, as Zendesk's per-minute limit on the incremental APIs."""
+        with self._lock:
+            now = self._clock()
+            while self._incremental_hits and self._incremental_hits[0] <= now - _RATE_WINDOW:
+                self._incremental_hits.popleft()
+            if len(self._incremental_hits) >= self._rate_limit:
+                wait = (self._incremental_hits[0] + _RATE_WINDOW - now).total_seconds()
+                raise _ApiError(429, "APIRateLimitExceeded",
+                                "Number of allowed incremental export API requests per minute exceeded",
+                                {"Retry-After": str(max(1, math.ceil(wait)))})
+            self._incremental_hits.append(now)
+
+    # -- incremental ticket export ---------------------------------------------------------
+
+    def _incremental_tickets(self, query: dict[str, str]) -> JSON:
+        limit = min(self._page_size, _positive_int(query, "per_page", _INCREMENTAL_MAX_PAGE))
+        with self._lock:
+            if "cursor" in query:
+                position = _decode_export_cursor(query["cursor"])
+            elif "start_time" in query:
+                position = (self._check_start_time(query["start_time"]), 0)
+            else:
+                raise _ApiError(400, "InvalidValue", "start_time or cursor is required")
+            order = self._sorted_tickets()
+            first = bisect_right(order, position)
+            keys = order[first:first + limit]
+            tickets = [self._ticket_json(self._tickets[ticket_id]) for _, ticket_id in keys]
+            end_of_stream = first + len(keys) >= len(order)
+        after = _encode_export_cursor(keys[-1] if keys else position)
+        params = {"cursor": after, **({"per_page": query["per_page"]} if "per_page" in query else {})}
+        return {
+            "tickets": tickets,
+            "after_cursor": after,
+            "after_url": f"{self.url}/api/v2/incremental/tickets/cursor.json?{urlencode(params)}",
+            "before_cursor": None,
+            "before_url": None,
+            "end_of_stream": end_of_stream,
+        }
+
+    def _check_start_time(self, raw: str) -> int:
+        try:
+            start_time = int(raw)
+        except ValueError:
+            raise _ApiError(400, "InvalidValue", f"start_time must be a Unix time, got {raw!r}") from None
+        if start_time < 0:
+            raise _ApiError(400, "InvalidValue", "start_time must not be negative")
+        if start_time > self._clock().timestamp() - 60:
+            raise _ApiError(400, "InvalidValue",
+                            "Too recent start_time. Use a start_time at least one minute in the past")
+        return start_time
+
+    def _sorted_tickets(self) -> list[tuple[int, int]]:
+        if self._ticket_order is None:
+            self._ticket_order = sorted((_unix(t.updated_at), t.id) for t in self._tickets.values())
+        return self._ticket_order
+
+    # -- cursor-paginated lists ------------------------------------------------------------
+
+    def _ticket_comments(self, ticket_id: int, path: str, query: dict[str, str]) -> JSON:
+        with self._lock:
+            ticket = self._tickets.get(ticket_id)
+            if ticket is None or ticket.status == "deleted":
+                raise _ApiError(404, "RecordNotFound", "Not found")
+            comments = sorted(self._comments[ticket_id], key=lambda c: (c.created_at, c.id))
+            items = [((_unix(c.created_at), c.id), self._comment_json(c)) for c in comments]
+        return self._cursor_page("comments", items, path, query)
+
+    def _organizations_page(self, path: str, query: dict[str, str]) -> JSON:
+        with self._lock:
+            items = [((org.id,), self._organization_json(org)) for org in sorted(
+                self._organizations.values(), key=lambda o: o.id)]
+        return self._cursor_page("organizations", items, path, query)
+
+    def _cursor_page(self, name: str, items: Sequence[tuple[tuple[int, ...], JSON]], path: str,
+                     query: dict[str, str]) -> JSON:
+        """Zendesk's cursor pagination over ``items`` sorted by their key tuples."""
+        size = _positive_int(query, "page[size]", _CURSOR_MAX_PAGE, error="InvalidPaginationParameter")
+        if size > _CURSOR_MAX_PAGE:
+            raise _ApiError(400, "InvalidPaginationParameter", f"page[size] max is {_CURSOR_MAX_PAGE}")
+        size = min(size, self._page_size)
+        keys = [key for key, _ in items]
+        first = bisect_right(keys, _decode_page_cursor(query["page[after]"])) if "page[after]" in query else 0
+        page = items[first:first + size]
+        has_more = first + len(page) < len(items)
+        after = _encode_page_cursor(page[-1][0]) if page else None
+        before = _encode_page_cursor(page[0][0]) if page else None
+
+        def link(param: str, cursor: str | None) -> str | None:
+            if cursor is None:
+                return None
+            return f"{self.url}{path}?{urlencode({param: cursor, 'page[size]': size})}"
+
+        return {
+            name: [body for _, body in page],
+            "meta": {"has_more": has_more, "after_cursor": after, "before_cursor": before},
+            "links": {"next": link("page[after]", after) if has_more else None,
+                      "prev": link("page[before]", before) if first > 0 else None},
+        }
+
+    def _show_many_users(self, query: dict[str, str]) -> JSON:
+        raw_ids = [part for part in query.get("ids", "").split(",") if part.strip()]
+        if not raw_ids:
+            raise _ApiError(400, "InvalidValue", "ids is required")
+        if len(raw_ids) > 100:
+            raise _ApiError(400, "InvalidValue", "Too many ids: at most 100 may be requested at once")
+        try:
+            ids = {int(part) for part in raw_ids}
+        except ValueError:
+            raise _ApiError(400, "InvalidValue", "ids must be a comma-separated list of integers") from None
+        with self._lock:
+            return {"users": [self._user_json(self._users[i]) for i in sorted(ids) if i in self._users]}
+
+    # -- JSON shapes -----------------------------------------------------------------------
+
+    def _ticket_json(self, t: _Ticket) -> JSON:
+        body: JSON = {
+            "id": t.id, "url": f"{self.url}/api/v2/tickets/{t.id}.json", "external_id": None,
+            "via": {"channel": "web", "source": {"from": {}, "to": {}, "rel": None}},
+            "created_at": _iso(t.created_at), "updated_at": _iso(t.updated_at),
+            "generated_timestamp": _unix(t.updated_at), "type": t.type, "subject": t.subject,
+            "raw_subject": t.subject, "description": t.description, "priority": t.priority,
+            "status": t.status, "recipient": None, "requester_id": t.requester_id,
+            "submitter_id": t.requester_id, "assignee_id": t.assignee_id,
+            "organization_id": t.organization_id,
+            "group_id": None, "collaborator_ids": [], "follower_ids": [], "email_cc_ids": [],
+            "problem_id": None, "has_incidents": False, "is_public": True, "due_at": None,
+            "tags": list(t.tags), "custom_fields": [], "satisfaction_rating": None,
+            "sharing_agreement_ids": [], "allow_attachments": True,
+        }
+        return {**body, **self._overrides.get(("ticket", t.id), {})}
+
+    def _comment_json(self, c: _Comment) -> JSON:
+        body: JSON = {
+            "id": c.id, "type": "Comment", "author_id": c.author_id, "body": c.body,
+            "html_body": f'<div class="zd-comment" dir="auto"><p>{html.escape(c.body)}</p></div>',
+            "plain_body": c.body, "public": c.public, "attachments": [], "audit_id": c.id + 1,
+            "via": {"channel": "web", "source": {"from": {}, "to": {}, "rel": None}},
+            "created_at": _iso(c.created_at), "metadata": {"system": {}, "custom": {}},
+        }
+        return {**body, **self._overrides.get(("comment", c.id), {})}
+
+    def _organization_json(self, o: _Organization) -> JSON:
+        body: JSON = {
+            "id": o.id, "url": f"{self.url}/api/v2/organizations/{o.id}.json", "name": o.name,
+            "external_id": o.external_id, "domain_names": list(o.domain_names), "details": "", "notes": "",
+            "group_id": None, "shared_tickets": False, "shared_comments": False, "tags": [],
+            "organization_fields": {}, "created_at": _iso(o.created_at), "updated_at": _iso(o.updated_at),
+        }
+        return {**body, **self._overrides.get(("organization", o.id), {})}
+
+    def _user_json(self, u: _User) -> JSON:
+        body: JSON = {
+            "id": u.id, "url": f"{self.url}/api/v2/users/{u.id}.json", "name": u.name, "email": u.email,
+            "role": u.role, "organization_id": u.organization_id, "active": True, "verified": True,
+            "suspended": False, "time_zone": "UTC", "locale": "en-US",
+            "created_at": _iso(u.created_at), "updated_at": _iso(u.updated_at),
+        }
+        return {**body, **self._overrides.get(("user", u.id), {})}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return _whole_seconds(self._clock())
+
+    def _new_id(self, kind: str) -> int:
+        new_id = self._next_ids[kind]
+        self._next_ids[kind] = new_id + 1
+        return new_id
+
+    def _touch(self, ticket: _Ticket) -> None:
+        ticket.updated_at = max(ticket.updated_at, self._now())
+        self._ticket_order = None
+
+    def _live_ticket(self, ticket_id: int) -> _Ticket:
+        ticket = self._tickets.get(ticket_id)
+        if ticket is None or ticket.status == "deleted":
+            raise KeyError(f"no live ticket {ticket_id}")
+        return ticket
+
+    def _require_user(self, user_id: int) -> None:
+        if user_id not in self._users:
+            raise KeyError(f"no user {user_id}")
+
+    def _require_org(self, organization_id: int | None) -> None:
+        if organization_id is not None and organization_id not in self._organizations:
+            raise KeyError(f"no organization {organization_id}")
+
+
+class _Server(ThreadingHTTPServer):
+    """Tracks open connections so ``stop()`` can end kept-alive ones instead of leaking them."""
+
+    daemon_threads = True
+
+    def __init__(self, sandbox: ZendeskSandbox) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.sandbox = sandbox
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.discard(request)
+
+    def close_connections(self) -> None:
+        with self._open_lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):  # already closed by the peer
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects of a real API
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+    def do_PUT(self) -> None:
+        self._answer("PUT")
+
+    def do_DELETE(self) -> None:
+        self._answer("DELETE")
+
+    def _answer(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        response = self.server.sandbox._serve(method, self.path, self.headers.get("Authorization"))
+        payload = json.dumps(response.body).encode()
+        self.send_response(response.status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default per-request stderr line; ``calls`` records traffic instead."""
+
+
+def _check_ticket_values(*, status: str, priority: str | None) -> None:
+    if status not in TICKET_STATUSES:
+        raise ValueError(f"status must be one of {TICKET_STATUSES}, got {status!r}")
+    if priority not in TICKET_PRIORITIES:
+        raise ValueError(f"priority must be one of {TICKET_PRIORITIES}, got {priority!r}")
+
+
+def _positive_int(query: dict[str, str], name: str, default: int, *, error: str = "InvalidValue") -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise _ApiError(400, error, f"{name} must be a positive integer")
+    return int(raw)
+
+
+def _encode_export_cursor(position: tuple[int, int]) -> str:
+    """Opaque, in the shape of Zendesk's own (base64 of ``"<unix>.0||<id>|"``)."""
+    return base64.b64encode(f"{position[0]}.0||{position[1]}|".encode()).decode()
+
+
+def _decode_export_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        text = base64.b64decode(cursor, validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        text = ""
+    match = re.fullmatch(r"(\d+)\.0\|\|(\d+)\|", text)
+    if match is None:
+        raise _ApiError(400, "InvalidCursor", "The cursor is invalid or has expired; restart with start_time")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _encode_page_cursor(key: tuple[int, ...]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode()
+
+
+def _decode_page_cursor(cursor: str) -> tuple[int, ...]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError):
+        key = None
+    if not isinstance(key, list) or not all(isinstance(k, int) for k in key):
+        raise _ApiError(400, "InvalidPaginationParameter", "page[after] is not a valid cursor")
+    return tuple(key)
+
+
+def _whole_seconds(moment: datetime) -> datetime:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).replace(microsecond=0)
+
+
+def _unix(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

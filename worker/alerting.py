@@ -1,0 +1,185 @@
+"""Evaluating alert rules against the scores: the state of each (rule, account) and the nudges it owes.
+
+State per (rule, account): inactive → pending → firing → resolved, with an episode number that grows with
+every firing. A nudge is an outbox row with a unique dedup key (rule, account, episode, kind), written in the
+same transaction as the state change that owes it, so a crash can neither lose it nor owe it twice; the
+sender (`worker.notify`) drains the outbox.
+
+When a rule is new, or its meaning changed, the accounts that already match it are recorded as firing
+without a nudge (a baseline): the rule speaks of crossings, and a fresh install must not send a storm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import jinja2
+from simpleeval import InvalidExpression
+
+from worker.alert_rules import AlertRule, LoadedRules, evaluate, slack_escape, template_environment
+from worker.store import Store, iso, parse_iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AlertReport:
+    fired: int = 0
+    resolved: int = 0
+    baselined: int = 0
+    pending: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def account_contexts(store: Store) -> list[dict[str, Any]]:
+    """The facts a condition or a message may use, one mapping per scored account."""
+    rows = store.query("""
+        SELECT s.account_id, s.score, s.band, s.computed_score, s.trend, s.trend_delta, s.reason,
+               s.coverage, s.churn_risk, s.expansion_readiness, s.overridden, s.measures, s.segment,
+               a.name AS account_name, a.type AS account_type, a.owner_id,
+               u.name AS owner, u.email AS owner_email, u.timezone AS owner_timezone
+        FROM scores s JOIN accounts a ON a.id = s.account_id AND a.is_deleted = 0
+        LEFT JOIN users u ON u.source = 'salesforce' AND u.source_id = a.owner_id
+        ORDER BY s.account_id""")
+    contexts = []
+    for row in rows:
+        measures = {k: v["raw"] for k, v in json.loads(row["measures"] or "{}").items()}
+        delta = row["trend_delta"]
+        contexts.append({
+            **row, "measures": measures, "overridden": bool(row["overridden"]),
+            "previous_score": None if delta is None else round(row["score"] - delta, 2),
+            "days_silent": measures.get("days_since_two_way_touch"),
+            "segment": row["segment"] or "", "owner": row["owner"] or "",
+        })
+    return contexts
+
+
+def _holds(expression: str, context: Mapping[str, Any]) -> bool:
+    return bool(evaluate(expression, context))
+
+
+def render_message(rule: AlertRule, context: Mapping[str, Any], url: str) -> str:
+    """The rule's template; if it cannot render, a plain message with the facts (and a logged error)."""
+    try:
+        return template_environment().from_string(rule.message).render(
+            **context, rule=rule.name, url=url).strip()
+    except jinja2.TemplateError as exc:
+        log.error("alert %s: message template failed for %s (%s); sending the plain facts instead",
+                  rule.name, context.get("account_id"), exc)
+        return (f"{slack_escape(context.get('account_name'))}: health {context.get('score')} "
+                f"({context.get('band')}). {slack_escape(context.get('reason'))}")
+
+
+def build_blocks(rule: AlertRule, context: Mapping[str, Any], text: str, url: str, kind: str) -> list[dict[str, Any]]:
+    """Block Kit: the message, the facts at a glance, and a button to the Salesforce record."""
+    facts = (f"*Score* {context.get('score')}  ·  *Band* {context.get('band')}  ·  "
+             f"*Trend* {slack_escape(context.get('trend') or 'new')}  ·  "
+             f"*Coverage* {round(100 * float(context.get('coverage') or 0))}%")
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": facts}]},
+        {"type": "actions", "elements": [{"type": "button", "action_id": "open_record",
+                                          "text": {"type": "plain_text", "text": "Open in Salesforce"},
+                                          "url": url}]},
+    ]
+    if kind == "resolve":
+        blocks[0]["text"]["text"] = f":white_check_mark: Resolved: {text}"[:3000]
+    return blocks
+
+
+def evaluate_alerts(store: Store, loaded: LoadedRules, now: datetime, *, record_url: str) -> AlertReport:
+    """One pass of every rule over every scored account; state and outbox change in one transaction."""
+    report = AlertReport()
+    contexts = account_contexts(store)
+    states = {(r["rule"], r["account_id"]): r for r in store.query("SELECT * FROM alerts")}
+    state_rows: list[dict[str, Any]] = []
+    outbox_rows: list[dict[str, Any]] = []
+    for rule in loaded.rules.rules:
+        known = {k: v for k, v in states.items() if k[0] == rule.name and v["rule_hash"] == rule.meaning_hash}
+        baseline = not known
+        for context in contexts:
+            account_id = context["account_id"]
+            previous = states.get((rule.name, account_id))
+            current = known.get((rule.name, account_id))
+            url = f"{record_url.rstrip('/')}/{account_id}"
+            try:
+                row, owed = _step(rule, context, current, previous, now, baseline)
+            except (InvalidExpression, TypeError, KeyError, ZeroDivisionError) as exc:
+                report.errors.append(f"{rule.name} on {account_id}: {exc}")
+                continue
+            state_rows.append(row)
+            if row["state"] == "pending":
+                report.pending += 1
+            if owed == "baseline":
+                report.baselined += 1
+            elif owed:
+                text = render_message(rule, context, url) if owed == "fire" else \
+                    f"{slack_escape(context['account_name'])} no longer matches {rule.name}: " \
+                    f"health {context['score']} ({context['band']})."
+                outbox_rows.append(_nudge(rule, context, row["episode"], owed, text, url, now))
+                if owed == "fire":
+                    report.fired += 1
+                else:
+                    report.resolved += 1
+    with store.transaction():
+        store.upsert("alerts", state_rows, ("rule", "account_id"))
+        store.insert_missing("outbox", outbox_rows)
+    for error in report.errors[:10]:
+        log.error("alert rule failed: %s", error)
+    return report
+
+
+def _step(rule: AlertRule, context: Mapping[str, Any], current: Mapping[str, Any] | None,
+          previous: Mapping[str, Any] | None, now: datetime, baseline: bool
+          ) -> tuple[dict[str, Any], str | None]:
+    """The pure state transition for one (rule, account): the new row and what nudge, if any, it owes."""
+    state = current["state"] if current else "inactive"
+    pending = int(current["pending_cycles"]) if current else 0
+    episode = int(previous["episode"]) if previous else 0  # episodes only grow, even across rule edits
+    last = previous["last_notified_at"] if previous else None
+    since = current["since"] if current else None
+    owed: str | None = None
+    matches = _holds(rule.when, context)
+    if state == "firing":
+        cleared = _holds(rule.resolve, context) if rule.resolve else not matches
+        if cleared:
+            state, since, pending = "resolved", iso(now), 0
+            if rule.notify_on_resolve and current and current["last_notified_at"]:
+                owed = "resolve"
+    elif matches:
+        pending += 1
+        if baseline:
+            state, since, owed, episode = "firing", iso(now), "baseline", episode + 1
+        elif pending >= rule.for_cycles and not _cooling(rule, last, now):
+            state, since, owed, episode, last = "firing", iso(now), "fire", episode + 1, iso(now)
+        else:
+            state = "pending"
+            since = since if current and current["state"] == "pending" else iso(now)
+    else:
+        state, pending = ("resolved" if state == "resolved" else "inactive"), 0
+    return ({"rule": rule.name, "account_id": context["account_id"], "state": state, "since": since,
+             "pending_cycles": pending, "episode": episode, "last_notified_at": last,
+             "rule_hash": rule.meaning_hash, "updated_at": iso(now)}, owed)
+
+
+def _cooling(rule: AlertRule, last_notified_at: str | None, now: datetime) -> bool:
+    return last_notified_at is not None and parse_iso(last_notified_at) + rule.cooldown > now
+
+
+def _nudge(rule: AlertRule, context: Mapping[str, Any], episode: int, kind: str, text: str, url: str,
+           now: datetime) -> dict[str, Any]:
+    dedup_key = f"nudge:{rule.name}:{context['account_id']}:{episode}:{kind}"
+    payload = {
+        "dedup_key": dedup_key, "rule": rule.name, "kind": kind, "account_id": context["account_id"],
+        "account_name": context["account_name"], "owner_name": context.get("owner") or None,
+        "owner_email": context.get("owner_email"), "route": rule.route.model_dump(), "text": text,
+        "blocks": build_blocks(rule, context, text, url, kind), "url": url,
+    }
+    return {"dedup_key": dedup_key, "kind": "slack", "account_id": context["account_id"],
+            "payload": json.dumps(payload, sort_keys=True), "status": "pending", "attempts": 0,
+            "last_error": None, "remote_ref": None, "created_at": iso(now), "sent_at": None}

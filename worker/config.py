@@ -1,0 +1,139 @@
+"""One typed settings object, read from the environment and `.env`, validated at start.
+
+The names are a contract with deployments (DESIGN §9): keep them exactly. Secrets are `SecretStr`
+so that printing the settings, or an exception that carries them, never shows a credential.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and says what it should look like."""
+
+
+def parse_duration(value: object) -> timedelta:
+    """Read `15m`, `2h`, `30d`, `90s` or `1w` (also a timedelta or a number of seconds)."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    raise ValueError(f"expected a duration like 90s, 15m, 2h, 30d or 1w, got {value!r}")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Settings(BaseSettings):
+    """Everything the worker needs to know about its deployment."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      populate_by_name=True)
+
+    db: Path = Field(default=Path("healthbeat.db"), validation_alias="HEALTHBEAT_DB")
+    rules_dir: Path = Field(default=Path("rules"), validation_alias="HEALTHBEAT_RULES_DIR")
+    interval: Duration = Field(default=timedelta(minutes=15), validation_alias="HEALTHBEAT_INTERVAL")
+    http_port: int = Field(default=8080, ge=0, le=65535, validation_alias="HEALTHBEAT_HTTP_PORT")
+
+    salesforce_login_url: str = Field(default="https://login.salesforce.com",
+                                      validation_alias="SALESFORCE_LOGIN_URL")
+    salesforce_client_id: str | None = Field(default=None, validation_alias="SALESFORCE_CLIENT_ID")
+    salesforce_client_secret: SecretStr | None = Field(default=None,
+                                                       validation_alias="SALESFORCE_CLIENT_SECRET")
+    salesforce_api_version: str = Field(default="59.0", pattern=r"^\d{2,3}\.0$",
+                                        validation_alias="SALESFORCE_API_VERSION")
+    salesforce_overlap: Duration = Field(default=timedelta(minutes=5),
+                                         validation_alias="HEALTHBEAT_SALESFORCE_OVERLAP")
+
+    zendesk_url: str | None = Field(default=None, validation_alias="ZENDESK_URL")
+    zendesk_email: str | None = Field(default=None, validation_alias="ZENDESK_EMAIL")
+    zendesk_api_token: SecretStr | None = Field(default=None, validation_alias="ZENDESK_API_TOKEN")
+    zendesk_requests_per_minute: int = Field(default=10, ge=1,
+                                             validation_alias="HEALTHBEAT_ZENDESK_REQUESTS_PER_MINUTE")
+
+    slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")
+    slack_api_url: str = Field(default="https://slack.com/api/", validation_alias="SLACK_API_URL")
+    slack_fallback_channel: str | None = Field(default=None, validation_alias="SLACK_FALLBACK_CHANNEL")
+    slack_signing_secret: SecretStr | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET")
+
+    usage_dir: Path | None = Field(default=None, validation_alias="USAGE_DIR")
+
+    ca_bundle: str | None = Field(default=None,
+                                  validation_alias=AliasChoices("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"))
+
+    @field_validator("salesforce_login_url", "zendesk_url", "slack_api_url", mode="before")
+    @classmethod
+    def _url(cls, value: object) -> object:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"expected a URL like https://example.com, got {value!r}")
+        return value
+
+    @field_validator("zendesk_email", "slack_fallback_channel", "salesforce_client_id", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def zendesk_configured(self) -> bool:
+        return bool(self.zendesk_url and self.zendesk_email and self.zendesk_api_token)
+
+    @property
+    def slack_configured(self) -> bool:
+        return self.slack_bot_token is not None and bool(self.slack_bot_token.get_secret_value())
+
+    def secret_values(self) -> list[str]:
+        """Every credential's plain value, so logging can mask each one wherever it appears."""
+        secrets = (self.salesforce_client_secret, self.zendesk_api_token, self.slack_bot_token,
+                   self.slack_signing_secret)
+        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+
+    def require_salesforce(self) -> None:
+        """Salesforce is the one required source: name every missing setting at once."""
+        missing = [name for name, value in (("SALESFORCE_CLIENT_ID", self.salesforce_client_id),
+                                            ("SALESFORCE_CLIENT_SECRET", self.salesforce_client_secret))
+                   if not value]
+        if missing:
+            raise ConfigError(f"Salesforce is not configured: set {' and '.join(missing)} "
+                              f"(an External Client App's consumer key and secret, client-credentials flow)")
+
+    def partial_sources(self) -> list[str]:
+        """Optional sources that are half configured: almost always a typo worth refusing to start for."""
+        problems = []
+        zendesk = {"ZENDESK_URL": self.zendesk_url, "ZENDESK_EMAIL": self.zendesk_email,
+                   "ZENDESK_API_TOKEN": self.zendesk_api_token}
+        if any(zendesk.values()) and not all(zendesk.values()):
+            missing = ", ".join(k for k, v in zendesk.items() if not v)
+            problems.append(f"Zendesk is partly configured: also set {missing} (or unset all three)")
+        return problems
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning pydantic's report into one message that names each bad setting."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            lines.append(f"{name}: {error['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    problems = settings.partial_sources()
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return settings

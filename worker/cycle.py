@@ -1,0 +1,196 @@
+"""One cycle: sync → score → evaluate → write back → notify, each a plain function over the store.
+
+Every stage records what it has done in the store as it goes, so a cycle that dies at any line is simply
+run again. The cycle logs one summary line with counts per stage and keeps a row in `cycles`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.salesforce.client import SalesforceClient, SalesforceCredentials, SalesforceError
+from connectors.slack.client import SlackClient
+from connectors.zendesk.client import ZendeskClient
+from worker.alerting import AlertReport, evaluate_alerts
+from worker.config import Settings
+from worker.notify import NotifyReport, send_nudges
+from worker.rulebook import NoGoodRules, RuleBook
+from worker.scoring import ScoringReport, score_accounts
+from worker.sentiment import SentimentModel, VaderModel, score_pending_texts
+from worker.store import Store, iso
+from worker.sync import SyncAborted, SyncReport, sync_all
+from worker.writeback import WritebackReport, plan_writeback, push_scores
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class Clients:
+    """The adapters a cycle talks through; a source that is not configured is None and skipped."""
+
+    salesforce: SalesforceClient
+    zendesk: ZendeskClient | None
+    slack: SlackClient | None
+
+    def close(self) -> None:
+        if self.zendesk is not None:
+            self.zendesk.close()
+
+
+def build_clients(settings: Settings) -> Clients:
+    settings.require_salesforce()
+    assert settings.salesforce_client_id and settings.salesforce_client_secret  # checked just above
+    salesforce = SalesforceClient(SalesforceCredentials(
+        login_url=settings.salesforce_login_url, client_id=settings.salesforce_client_id,
+        client_secret=settings.salesforce_client_secret.get_secret_value(),
+        api_version=settings.salesforce_api_version, ca_bundle=settings.ca_bundle))
+    zendesk = None
+    if settings.zendesk_configured:
+        assert settings.zendesk_url and settings.zendesk_email and settings.zendesk_api_token
+        zendesk = ZendeskClient(settings.zendesk_url, settings.zendesk_email,
+                                settings.zendesk_api_token.get_secret_value(),
+                                requests_per_minute=settings.zendesk_requests_per_minute)
+    slack = None
+    if settings.slack_configured:
+        assert settings.slack_bot_token is not None
+        slack = SlackClient(settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
+    return Clients(salesforce, zendesk, slack)
+
+
+@dataclass
+class CycleReport:
+    started_at: datetime
+    finished_at: datetime | None = None
+    ok: bool = False
+    error: str | None = None
+    sync: SyncReport | None = None
+    sentiment_scored: int = 0
+    scoring: ScoringReport | None = None
+    alerts: AlertReport | None = None
+    writeback: WritebackReport | None = None
+    notify: NotifyReport | None = None
+    stages: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"cycle {'ok' if self.ok else 'FAILED'}"]
+        if self.finished_at:
+            parts.append(f"in {(self.finished_at - self.started_at).total_seconds():.1f}s")
+        if self.sync:
+            parts.append(f"sync {self.sync.total} records ({self.sync.quarantined} quarantined, "
+                         f"{len(self.sync.failed_streams)} streams failed)")
+        if self.scoring:
+            parts.append(f"scored {self.scoring.scored} ({self.scoring.changed} changed; "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(self.scoring.bands.items())) + ")")
+        if self.alerts:
+            parts.append(f"alerts fired {self.alerts.fired}, resolved {self.alerts.resolved}")
+        if self.writeback:
+            parts.append(f"wrote back {self.writeback.sent} ({self.writeback.failed} failed)")
+        if self.notify:
+            parts.append(f"nudges sent {self.notify.sent} ({self.notify.failed} failed, "
+                         f"{self.notify.waiting} waiting)")
+        if self.error:
+            parts.append(f"error: {self.error}")
+        return "; ".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))  # type: ignore[no-any-return]
+
+
+@contextmanager
+def _recorded(store: Store, report: CycleReport) -> Iterator[None]:
+    cycle_id = store.conn.execute("INSERT INTO cycles (started_at, status) VALUES (?, 'running')",
+                                  (iso(report.started_at),)).lastrowid
+    try:
+        yield
+    finally:
+        store.conn.execute("UPDATE cycles SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
+                           (iso(report.finished_at or report.started_at), "ok" if report.ok else "failed",
+                            json.dumps(report.as_json()), cycle_id))
+
+
+def record_url(store: Store, settings: Settings) -> str:
+    """Links in nudges go to the org's own instance, learnt when we last connected."""
+    return store.cursor("salesforce.instance_url") or settings.salesforce_login_url
+
+
+class Cycle:
+    """The stages, runnable alone (`healthbeat sync`, `score`, ...) or together (`run --once`)."""
+
+    def __init__(self, store: Store, settings: Settings, rulebook: RuleBook, clients: Clients, *,
+                 clock: Clock = system_clock, sentiment: SentimentModel | None = None,
+                 dry_run: bool = False) -> None:
+        self.store = store
+        self.settings = settings
+        self.rulebook = rulebook
+        self.clients = clients
+        self.clock = clock
+        self.dry_run = dry_run
+        self._sentiment = sentiment
+
+    @property
+    def sentiment(self) -> SentimentModel:
+        if self._sentiment is None:
+            self._sentiment = VaderModel()
+        return self._sentiment
+
+    def sync(self, report: CycleReport) -> None:
+        report.sync = sync_all(self.store, self.settings, self.clock(),
+                               salesforce=self.clients.salesforce, zendesk=self.clients.zendesk)
+        instance = getattr(self.clients.salesforce, "instance_url", None)
+        if instance:
+            with self.store.transaction():
+                self.store.save_cursor("salesforce.instance_url", str(instance), 0, self.clock())
+        report.sentiment_scored = score_pending_texts(self.store, self.sentiment)
+
+    def score(self, report: CycleReport) -> None:
+        scorecard, _ = self.rulebook.require()
+        report.scoring = score_accounts(self.store, scorecard, self.clock())
+
+    def evaluate(self, report: CycleReport) -> None:
+        _, alerts = self.rulebook.require()
+        report.alerts = evaluate_alerts(self.store, alerts, self.clock(),
+                                        record_url=record_url(self.store, self.settings))
+
+    def writeback(self, report: CycleReport) -> None:
+        plan_writeback(self.store, self.clock())
+        report.writeback = push_scores(self.store, self.clients.salesforce, self.clock(), dry_run=self.dry_run)
+
+    def notify(self, report: CycleReport) -> None:
+        report.notify = send_nudges(self.store, self.clients.slack, self.clock(),
+                                    fallback_channel=self.settings.slack_fallback_channel,
+                                    dry_run=self.dry_run)
+
+    def run(self, stages: tuple[str, ...] = ("sync", "score", "evaluate", "writeback", "notify")
+            ) -> CycleReport:
+        report = CycleReport(started_at=self.clock())
+        self.rulebook.reload()
+        with _recorded(self.store, report):
+            try:
+                for stage in stages:
+                    getattr(self, stage)(report)
+                    report.stages.append(stage)
+                report.ok = not (report.sync and report.sync.failed_streams) and not (
+                    report.writeback and report.writeback.errors)
+            except SalesforceError as exc:
+                report.error = f"Salesforce: {exc}"
+            except (SyncAborted, NoGoodRules) as exc:
+                report.error = str(exc)
+            except Exception as exc:
+                report.error = f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                report.finished_at = self.clock()
+                log.info(report.summary())
+        return report

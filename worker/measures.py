@@ -1,0 +1,195 @@
+"""The library of measures a scorecard may name: each a set-based SQL query over the store.
+
+A measure turns the store into one raw number per account ("days since the last two-way touch"), as of a
+given time: only data known before `as_of` counts, so history can be replayed and rules previewed. The
+scorecard (YAML) chooses measures by name and gives parameters; it never carries SQL. Each measure also says,
+in words a CSM reads in Salesforce and Slack, what its raw value means.
+
+An account missing from a measure's result has no data for it; the scorecard's missing-data policy decides
+what that means. Count measures answer 0 for every live account (no tickets is data, not a gap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from worker.store import Store, iso
+
+Params = Mapping[str, Any]
+
+_LIVE_ACTIVITY = "a.is_deleted = 0 AND a.account_id IS NOT NULL AND a.occurred_at <= :as_of"
+_OPEN_TICKET = "a.kind = 'ticket' AND a.closed_at IS NULL AND lower(coalesce(a.status, '')) NOT IN " \
+               "('solved', 'closed', 'deleted')"
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    description: str
+    defaults: Mapping[str, Any]
+    sql: str
+    explain: Callable[[float, Params], str]
+    needs: tuple[str, ...] = ()  # extra named parameters the scorecard supplies (e.g. the feature list)
+
+    def query(self, store: Store, params: Params, as_of: datetime) -> dict[str, float]:
+        # Ages are whole days and windows start at midnight, so a score moves when the data does, not
+        # with every tick of the clock (which would rewrite every account in Salesforce each cycle).
+        bound: dict[str, Any] = {"as_of": iso(as_of), "as_of_day": as_of.date().isoformat()}
+        for key, value in {**self.defaults, **params}.items():
+            if isinstance(value, timedelta):
+                bound[key] = value.total_seconds() / 86400.0
+                bound[f"{key}_start"] = (as_of - value).date().isoformat()
+            elif isinstance(value, list | tuple):
+                bound[key] = ",".join(str(v) for v in value)
+                bound[f"{key}_count"] = len(value)
+            else:
+                bound[key] = value
+        rows = store.conn.execute(self.sql, bound).fetchall()
+        return {str(account): float(value) for account, value in rows if value is not None}
+
+
+def _days(value: float) -> str:
+    whole = round(value)
+    return "today" if whole <= 0 else "1 day" if whole == 1 else f"{whole} days"
+
+
+def _window(params: Params) -> str:
+    window = params.get("window")
+    return f"{round(window.total_seconds() / 86400)} days" if isinstance(window, timedelta) else "window"
+
+
+def _plural(count: float, word: str) -> str:
+    n = round(count)
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _feature_list_sql(column: str) -> str:
+    return (f"(SELECT count(DISTINCT j.value) FROM usage_daily u2, json_each(u2.features_used) j "
+            f"WHERE u2.account_id = {column} AND u2.day > :window_start "
+            f"AND u2.day <= :as_of_day "
+            f"AND instr(',' || :features || ',', ',' || j.value || ',') > 0)")
+
+
+LIBRARY: dict[str, Measure] = {m.name: m for m in (
+    Measure(
+        "days_since_two_way_touch",
+        "Days since the last meeting, call or email exchange (a reply within `within`, either way)",
+        {"within": timedelta(days=14)},
+        f"""SELECT t.account_id, julianday(:as_of_day) - julianday(date(max(t.touched))) FROM (
+              SELECT a.account_id, a.occurred_at AS touched FROM activities a
+              WHERE {_LIVE_ACTIVITY} AND a.kind IN ('meeting', 'call')
+              UNION ALL
+              SELECT a.account_id, a.occurred_at FROM activities a
+              WHERE {_LIVE_ACTIVITY} AND a.kind = 'email' AND EXISTS (
+                  SELECT 1 FROM activities p WHERE p.account_id = a.account_id AND p.kind = 'email'
+                  AND p.is_deleted = 0 AND p.direction != a.direction AND p.occurred_at <= a.occurred_at
+                  AND julianday(a.occurred_at) - julianday(p.occurred_at) <= :within)
+            ) t GROUP BY t.account_id""",
+        lambda v, p: (f"No two-way touch in {_days(v)}" if v >= 14
+                      else f"Last two-way touch {_days(v)} ago" if v >= 1 else "Two-way touch today")),
+    Measure(
+        "meetings", "Meetings held in the window", {"window": timedelta(days=90)},
+        f"""SELECT acc.id, count(a.source_id) FROM accounts acc
+            LEFT JOIN activities a ON a.account_id = acc.id AND a.kind = 'meeting' AND {_LIVE_ACTIVITY}
+                 AND a.occurred_at > :window_start
+            WHERE acc.is_deleted = 0 GROUP BY acc.id""",
+        lambda v, p: (f"No meetings in {_window(p)}" if v == 0
+                      else f"{_plural(v, 'meeting')} in {_window(p)}")),
+    Measure(
+        "inbound_answered_share", "Share of inbound emails answered within `within`",
+        {"window": timedelta(days=90), "within": timedelta(days=2)},
+        f"""SELECT a.account_id, avg(EXISTS (
+                  SELECT 1 FROM activities r WHERE r.account_id = a.account_id AND r.kind = 'email'
+                  AND r.direction = 'out' AND r.is_deleted = 0 AND r.occurred_at >= a.occurred_at
+                  AND julianday(r.occurred_at) - julianday(a.occurred_at) <= :within
+                  AND r.occurred_at <= :as_of))
+            FROM activities a
+            WHERE {_LIVE_ACTIVITY} AND a.kind = 'email' AND a.direction = 'in'
+              AND a.occurred_at > :window_start
+              AND julianday(:as_of) - julianday(a.occurred_at) > :within
+            GROUP BY a.account_id""",
+        lambda v, p: f"{round(v * 100)}% of inbound emails answered"),
+    Measure(
+        "inbound_sentiment", "Recency-weighted sentiment of inbound emails and ticket comments (-1..1)",
+        {"window": timedelta(days=180), "half_life": timedelta(days=30)},
+        f"""SELECT a.account_id,
+                   sum(a.sentiment * pow(0.5, (julianday(:as_of_day) - julianday(date(a.occurred_at)))
+                                         / :half_life))
+                   / sum(pow(0.5, (julianday(:as_of_day) - julianday(date(a.occurred_at))) / :half_life))
+            FROM activities a
+            WHERE {_LIVE_ACTIVITY} AND a.direction = 'in' AND a.sentiment IS NOT NULL
+              AND a.kind IN ('email', 'ticket_comment', 'ticket') AND a.occurred_at > :window_start
+            GROUP BY a.account_id""",
+        lambda v, p: ("Customer messages sound negative" if v <= -0.2
+                      else "Customer messages sound positive" if v >= 0.3
+                      else "Customer messages sound neutral") + f" ({v:+.2f})"),
+    Measure(
+        "open_tickets", "Support tickets open now", {},
+        f"""SELECT acc.id, count(a.source_id) FROM accounts acc
+            LEFT JOIN activities a ON a.account_id = acc.id AND {_LIVE_ACTIVITY} AND {_OPEN_TICKET}
+            WHERE acc.is_deleted = 0 GROUP BY acc.id""",
+        lambda v, p: f"{_plural(v, 'open ticket')}"),
+    Measure(
+        "urgent_tickets", "High-priority or urgent tickets opened in the window",
+        {"window": timedelta(days=30), "priorities": ("urgent", "high")},
+        f"""SELECT acc.id, count(a.source_id) FROM accounts acc
+            LEFT JOIN activities a ON a.account_id = acc.id AND {_LIVE_ACTIVITY} AND a.kind = 'ticket'
+                 AND a.occurred_at > :window_start
+                 AND instr(',' || :priorities || ',', ',' || lower(a.priority) || ',') > 0
+            WHERE acc.is_deleted = 0 GROUP BY acc.id""",
+        lambda v, p: (f"No urgent tickets in {_window(p)}" if v == 0
+                      else f"{_plural(v, 'urgent ticket')} in {_window(p)}")),
+    Measure(
+        "days_since_last_active", "Days since the product was last used", {},
+        """SELECT u.account_id, julianday(:as_of_day) - julianday(max(u.day))
+           FROM usage_daily u WHERE u.active_users > 0 AND u.day <= :as_of_day
+           GROUP BY u.account_id""",
+        lambda v, p: f"Product last used {_days(v)} ago" if v >= 1 else "Product used today"),
+    Measure(
+        "usage_frequency", "Share of days in the window with any active user",
+        {"window": timedelta(days=30)},
+        """SELECT u.account_id, count(DISTINCT u.day) / :window FROM usage_daily u
+           WHERE u.active_users > 0 AND u.day > :window_start
+             AND u.day <= :as_of_day
+           GROUP BY u.account_id
+           UNION ALL
+           SELECT DISTINCT u.account_id, 0.0 FROM usage_daily u
+           WHERE u.day <= :as_of_day AND u.account_id NOT IN (
+               SELECT account_id FROM usage_daily WHERE active_users > 0
+               AND day > :window_start AND day <= :as_of_day)""",
+        lambda v, p: f"Product used on {round(v * 100)}% of days in {_window(p)}"),
+    Measure(
+        "feature_adoption", "Share of the scorecard's features used in the window",
+        {"window": timedelta(days=30)},
+        f"""SELECT acc.account_id, {_feature_list_sql('acc.account_id')} * 1.0 / :features_count
+            FROM (SELECT DISTINCT account_id FROM usage_daily WHERE day <= :as_of_day) acc""",
+        lambda v, p: f"Uses {round(v * 100)}% of key features", needs=("features",)),
+    Measure(
+        "seat_utilization", "Average daily active users against contracted seats (value realization)",
+        {"window": timedelta(days=30)},
+        """SELECT u.account_id,
+                  sum(u.active_users) * 1.0 / :window
+                  / coalesce(max(u.seats), (SELECT contracted_seats FROM accounts WHERE id = u.account_id))
+           FROM usage_daily u
+           WHERE u.day > :window_start AND u.day <= :as_of_day
+           GROUP BY u.account_id
+           HAVING coalesce(max(u.seats), (SELECT contracted_seats FROM accounts WHERE id = u.account_id)) > 0""",
+        lambda v, p: f"{round(v * 100)}% of contracted seats in daily use"),
+    Measure(
+        "days_to_renewal", "Days until the next open renewal closes", {},
+        """SELECT o.account_id, min(julianday(o.close_date) - julianday(:as_of_day))
+           FROM opportunities o
+           WHERE o.is_deleted = 0 AND o.is_closed = 0 AND o.close_date >= :as_of_day
+           GROUP BY o.account_id""",
+        lambda v, p: f"Renewal in {_days(v)}"),
+)}
+
+# `health` is the overall score itself, for derived scores such as churn risk.
+DERIVED_ONLY = {"health"}
+
+
+def known_measures() -> Sequence[str]:
+    return sorted([*LIBRARY, *DERIVED_ONLY])

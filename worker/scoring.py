@@ -1,0 +1,265 @@
+"""Scoring every account: raw measures (set-based SQL) → points → groups → overall, plus derived scores.
+
+Deterministic given the store, the scorecard and `as_of`: the same inputs give the same scores, so history
+can be replayed and a rule change previewed. Each score carries its coverage (share of weight that had data)
+and an explanation naming the measures that moved it most, in words a CSM can read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from worker.measures import LIBRARY
+from worker.scorecard import LoadedScorecard, MeasureSpec, Scorecard
+from worker.store import Store, iso
+
+log = logging.getLogger(__name__)
+
+Raw = dict[str, dict[str, float]]  # "group.measure" -> account -> raw value
+
+
+@dataclass(frozen=True)
+class MeasureResult:
+    key: str
+    raw: float | None
+    points: float | None
+    weight: float  # share of the overall score (0..1) this measure carried
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class AccountScore:
+    account_id: str
+    score: float
+    computed_score: float
+    band: str
+    coverage: float
+    reason: str
+    churn_risk: float | None
+    expansion_readiness: float | None
+    overridden: bool
+    measures: tuple[MeasureResult, ...]
+    groups: Mapping[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class ScoringReport:
+    scored: int = 0
+    changed: int = 0
+    bands: dict[str, int] = field(default_factory=dict)
+
+
+def interpolate(points: list[tuple[float, float]], raw: float) -> float:
+    """Piecewise linear between the file's [raw, score] pairs; flat beyond both ends."""
+    if raw <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if raw <= x1:
+            return y0 + (y1 - y0) * (raw - x0) / (x1 - x0)
+    return points[-1][1]
+
+
+def band_of(score: float, scorecard: Scorecard) -> str:
+    if score < scorecard.bands.red:
+        return "red"
+    if score < scorecard.bands.yellow:
+        return "yellow"
+    return "green"
+
+
+def _measure_raw(store: Store, scorecard: Scorecard, as_of: datetime) -> Raw:
+    """One query per distinct (measure, parameters) in the whole scorecard, however often it is used."""
+    cache: dict[str, dict[str, float]] = {}
+    raw: Raw = {}
+    specs = [(f"{g}.{k}", k, s) for g, group in scorecard.groups.items() for k, s in group.measures.items()]
+    specs += [(f"{d}.{k}", k, s) for d, derived in scorecard.derived.items() for k, s in derived.measures.items()]
+    for scoped, key, spec in specs:
+        name = spec.measure or key
+        if name not in LIBRARY:
+            continue
+        params = spec.params()
+        measure = LIBRARY[name]
+        if "features" in measure.needs:
+            params["features"] = tuple(scorecard.features)
+        signature = json.dumps([name, sorted((k, str(v)) for k, v in params.items())])
+        if signature not in cache:
+            cache[signature] = measure.query(store, params, as_of)
+        raw[scoped] = cache[signature]
+    return raw
+
+
+def _points_for(spec: MeasureSpec, value: float | None, default_policy: str) -> float | None:
+    if value is not None:
+        return interpolate(spec.points, value)
+    policy = spec.missing or default_policy
+    return {"skip": None, "neutral": 50.0, "zero": 0.0}[policy]
+
+
+def _weighted(parts: list[tuple[float, float | None]]) -> tuple[float | None, float]:
+    """Weighted mean over the parts with a value, and the share of weight that had one."""
+    total = sum(w for w, _ in parts)
+    present = [(w, v) for w, v in parts if v is not None]
+    weight = sum(w for w, _ in present)
+    if not present or weight == 0:
+        return None, 0.0
+    return sum(w * v for w, v in present) / weight, weight / total if total else 0.0
+
+
+def score_account(account_id: str, raw: Raw, scorecard: Scorecard) -> tuple[float, float, list[MeasureResult],
+                                                                            dict[str, float | None]]:
+    """The overall score, its coverage, per-measure results (with their share of the score) and groups."""
+    group_parts: list[tuple[float, float | None]] = []
+    group_scores: dict[str, float | None] = {}
+    details: list[tuple[str, str, float | None, float | None, float]] = []  # group, key, raw, points, w
+    coverage_parts: list[tuple[float, float]] = []
+    for group_name, group in scorecard.groups.items():
+        parts = []
+        for key, spec in group.measures.items():
+            value = raw.get(f"{group_name}.{key}", {}).get(account_id)
+            points = _points_for(spec, value, scorecard.missing)
+            parts.append((spec.weight, points))
+            details.append((group_name, key, value, points, spec.weight))
+        group_score, group_coverage = _weighted(parts)
+        group_scores[group_name] = group_score
+        group_parts.append((group.weight, group_score))
+        coverage_parts.append((group.weight, group_coverage))
+    overall, _ = _weighted(group_parts)
+    total_group_weight = sum(g.weight for g in scorecard.groups.values())
+    coverage = sum(w * c for w, c in coverage_parts) / total_group_weight
+    # Each measure's share of the final number: its weight among the measures with data in its group,
+    # times its group's weight among the groups with data.
+    live_groups = sum(scorecard.groups[g].weight for g, s in group_scores.items() if s is not None)
+    results = []
+    for group_name, key, value, points, weight in details:
+        group = scorecard.groups[group_name]
+        live = sum(s.weight for k, s in group.measures.items()
+                   if _points_for(s, raw.get(f"{group_name}.{k}", {}).get(account_id),
+                                  scorecard.missing) is not None)
+        share = (weight / live) * (group.weight / live_groups) if points is not None and live and live_groups \
+            else 0.0
+        spec = group.measures[key]
+        reason = LIBRARY[spec.measure or key].explain(value, spec.params()) if value is not None else None
+        results.append(MeasureResult(key, value, points, share, reason))
+    return (round(overall if overall is not None else 0.0, 2), round(coverage, 4), results, group_scores)
+
+
+def derived_score(name: str, spec_measures: Mapping[str, MeasureSpec], account_id: str, raw: Raw,
+                  health: float, default_policy: str) -> float | None:
+    parts = []
+    for key, spec in spec_measures.items():
+        value = health if (spec.measure or key) == "health" else raw.get(f"{name}.{key}", {}).get(account_id)
+        parts.append((spec.weight, _points_for(spec, value, default_policy)))
+    value, _ = _weighted(parts)
+    return None if value is None else round(value, 2)
+
+
+def explain(results: list[MeasureResult], band: str, limit: int) -> str:
+    """The few measures that moved the score most: the biggest weighted shortfalls for red and yellow
+    accounts, the biggest weighted strengths for green ones."""
+    scored = [r for r in results if r.points is not None and r.reason]
+    if band == "green":
+        ranked = sorted(scored, key=lambda r: (-r.weight * (r.points or 0), r.key))
+        picked = [r for r in ranked if (r.points or 0) >= 70][:limit]
+    else:
+        ranked = sorted(scored, key=lambda r: (-r.weight * (100 - (r.points or 0)), r.key))
+        picked = [r for r in ranked if (r.points or 0) < 60][:limit]
+    missing = [r for r in results if r.points is None]
+    text = "; ".join(r.reason or "" for r in picked)
+    if not text:
+        text = "No single measure stands out"
+    if missing and len(missing) * 2 >= len(results):
+        text += f" (little data: {len(results) - len(missing)} of {len(results)} measures)"
+    return text
+
+
+def _override(account: Mapping[str, object], as_of: datetime) -> tuple[float, str] | None:
+    value = account.get("override_value")
+    if value is None:
+        return None
+    until = account.get("override_until")
+    if isinstance(until, str) and until and date.fromisoformat(until[:10]) < as_of.date():
+        return None
+    reason = account.get("override_reason") or "no reason given"
+    suffix = f" until {until}" if until else ""
+    return float(str(value)), f"Pinned by CSM at {round(float(str(value)))}{suffix}: {reason}"
+
+
+def trend(store: Store, account_id: str, score: float, scorecard: Scorecard, as_of: datetime
+          ) -> tuple[str, float | None]:
+    """Change against the oldest score of an earlier day within the trend window ("new" until one exists)."""
+    window_start = (as_of - scorecard.trend.window).date().isoformat()
+    row = store.conn.execute(
+        "SELECT score FROM score_history WHERE account_id = ? AND day >= ? AND day < ? ORDER BY day LIMIT 1",
+        (account_id, window_start, as_of.date().isoformat())).fetchone()
+    if row is None or row[0] is None:
+        return "new", None
+    delta = round(score - float(row[0]), 1)
+    days = round(scorecard.trend.window.total_seconds() / 86400)
+    if delta >= scorecard.trend.flat:
+        return f"↑ +{delta:g} ({days}d)", delta
+    if delta <= -scorecard.trend.flat:
+        return f"↓ {delta:g} ({days}d)", delta
+    return f"→ {delta:+g} ({days}d)", delta
+
+
+def confidence(coverage: float, scorecard: Scorecard) -> str:
+    if coverage >= scorecard.confidence.high:
+        return "High"
+    if coverage >= scorecard.confidence.medium:
+        return "Medium"
+    return "Low"
+
+
+def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> ScoringReport:
+    """Score every live account and keep one history row per account per day, in one transaction."""
+    scorecard = loaded.scorecard
+    raw = _measure_raw(store, scorecard, as_of)
+    accounts = store.query("SELECT id, override_value, override_reason, override_until FROM accounts "
+                           "WHERE is_deleted = 0 ORDER BY id")
+    previous = {r["account_id"]: r for r in store.query("SELECT account_id, score, band FROM scores")}
+    report = ScoringReport()
+    score_rows, history_rows = [], []
+    for account in accounts:
+        account_id = account["id"]
+        computed, coverage, results, groups = score_account(account_id, raw, scorecard)
+        override = _override(account, as_of)
+        score = override[0] if override else computed
+        band = band_of(score, scorecard)
+        reason = explain(results, band, scorecard.max_reasons)
+        if override:
+            reason = f"{override[1]} (computed {round(computed)}: {reason})"
+        churn = expansion = None
+        if "churn_risk" in scorecard.derived:
+            churn = derived_score("churn_risk", scorecard.derived["churn_risk"].measures, account_id, raw, score,
+                                  scorecard.missing)
+        if "expansion_readiness" in scorecard.derived:
+            expansion = derived_score("expansion_readiness", scorecard.derived["expansion_readiness"].measures, account_id, raw,
+                                      score, scorecard.missing)
+        trend_text, delta = trend(store, account_id, score, scorecard, as_of)
+        measures_json = json.dumps({r.key: {"raw": r.raw, "points": r.points, "weight": round(r.weight, 4)}
+                                    for r in results}, sort_keys=True)
+        score_rows.append({
+            "account_id": account_id, "score": score, "band": band, "computed_score": computed,
+            "trend": trend_text, "trend_delta": delta, "reason": reason, "coverage": coverage,
+            "churn_risk": churn, "expansion_readiness": expansion,
+            "confidence": confidence(coverage, scorecard), "overridden": int(bool(override)),
+            "measures": measures_json, "segment": None, "scorecard_hash": loaded.digest,
+            "scored_at": iso(as_of)})
+        history_rows.append({"account_id": account_id, "day": as_of.date().isoformat(), "score": score,
+                             "band": band, "churn_risk": churn, "expansion_readiness": expansion,
+                             "coverage": coverage, "scored_at": iso(as_of)})
+        before = previous.get(account_id)
+        if before is None or before["score"] != score or before["band"] != band:
+            report.changed += 1
+        report.bands[band] = report.bands.get(band, 0) + 1
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM scores WHERE account_id NOT IN (SELECT id FROM accounts WHERE is_deleted = 0)")
+        store.upsert("scores", score_rows, ("account_id",))
+        store.upsert("score_history", history_rows, ("account_id", "day"))
+    report.scored = len(score_rows)
+    return report
+

@@ -1,0 +1,269 @@
+"""The SQLite store: the one place where the worker's state lives, and the unit of every transaction.
+
+Each stage records what it has done in the same transaction as its effect (a page of records and the
+cursor that covers it; a state change and the outbox row for its nudge), so a crash at any line resumes
+without loss and without repeats. Tables are named for people who open the file with `sqlite3` or
+Datasette; the views at the end answer the common questions without reading the code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+log = logging.getLogger(__name__)
+
+# Each migration is applied once, in order, inside a transaction; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        source TEXT NOT NULL, source_id TEXT NOT NULL, name TEXT, email TEXT, role TEXT,
+        timezone TEXT, is_active INTEGER NOT NULL DEFAULT 1, modstamp TEXT,
+        PRIMARY KEY (source, source_id));
+    CREATE TABLE accounts (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT, industry TEXT, website TEXT, owner_id TEXT,
+        annual_revenue REAL, contracted_seats REAL, override_value REAL, override_reason TEXT,
+        override_until TEXT, is_deleted INTEGER NOT NULL DEFAULT 0, merged_into TEXT, modstamp TEXT);
+    CREATE TABLE opportunities (
+        id TEXT PRIMARY KEY, account_id TEXT, name TEXT, type TEXT, stage TEXT, amount REAL,
+        close_date TEXT, is_closed INTEGER, is_won INTEGER, is_deleted INTEGER NOT NULL DEFAULT 0,
+        modstamp TEXT);
+    CREATE INDEX opportunities_account ON opportunities (account_id);
+    CREATE TABLE activities (
+        source TEXT NOT NULL, source_id TEXT NOT NULL, kind TEXT NOT NULL, account_id TEXT,
+        related_id TEXT, parent_id TEXT, occurred_at TEXT NOT NULL, direction TEXT, subject TEXT,
+        text TEXT, text_hash TEXT, sentiment REAL, status TEXT, priority TEXT, closed_at TEXT,
+        is_deleted INTEGER NOT NULL DEFAULT 0, modstamp TEXT,
+        PRIMARY KEY (source, source_id));
+    CREATE INDEX activities_account ON activities (account_id, kind, occurred_at);
+    CREATE INDEX activities_related ON activities (related_id) WHERE account_id IS NULL;
+    CREATE TABLE zendesk_organizations (
+        id INTEGER PRIMARY KEY, name TEXT, external_id TEXT, domains TEXT, account_id TEXT,
+        mapped_by TEXT);
+    CREATE TABLE usage_daily (
+        account_id TEXT NOT NULL, day TEXT NOT NULL, active_users INTEGER NOT NULL,
+        events INTEGER NOT NULL, features_used TEXT NOT NULL, seats INTEGER, source_file TEXT,
+        PRIMARY KEY (account_id, day));
+    CREATE TABLE sentiment_cache (
+        text_hash TEXT NOT NULL, model TEXT NOT NULL, compound REAL NOT NULL,
+        PRIMARY KEY (text_hash, model));
+    CREATE TABLE sync_state (
+        stream TEXT PRIMARY KEY, cursor TEXT, records INTEGER NOT NULL DEFAULT 0, updated_at TEXT);
+    CREATE TABLE scores (
+        account_id TEXT PRIMARY KEY, score REAL, band TEXT, computed_score REAL, trend TEXT,
+        trend_delta REAL, reason TEXT, coverage REAL, churn_risk REAL, expansion_readiness REAL,
+        confidence TEXT, overridden INTEGER NOT NULL DEFAULT 0, measures TEXT, segment TEXT,
+        scorecard_hash TEXT, scored_at TEXT);
+    CREATE TABLE score_history (
+        account_id TEXT NOT NULL, day TEXT NOT NULL, score REAL, band TEXT, churn_risk REAL,
+        expansion_readiness REAL, coverage REAL, scored_at TEXT,
+        PRIMARY KEY (account_id, day));
+    CREATE TABLE alerts (
+        rule TEXT NOT NULL, account_id TEXT NOT NULL, state TEXT NOT NULL, since TEXT,
+        pending_cycles INTEGER NOT NULL DEFAULT 0, episode INTEGER NOT NULL DEFAULT 0,
+        last_notified_at TEXT, rule_hash TEXT, updated_at TEXT,
+        PRIMARY KEY (rule, account_id));
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, dedup_key TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+        account_id TEXT, payload TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, remote_ref TEXT, created_at TEXT NOT NULL,
+        sent_at TEXT);
+    CREATE INDEX outbox_status ON outbox (kind, status);
+    CREATE TABLE writeback_state (
+        account_id TEXT PRIMARY KEY, fields TEXT NOT NULL, written_at TEXT NOT NULL);
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, stream TEXT NOT NULL,
+        source_id TEXT, reason TEXT NOT NULL, raw TEXT, seen_at TEXT NOT NULL);
+    CREATE TABLE cycles (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, started_at TEXT NOT NULL, finished_at TEXT,
+        status TEXT NOT NULL, summary TEXT);
+    CREATE VIEW account_health AS
+        SELECT a.id AS account_id, a.name, u.name AS owner, s.score, s.band, s.trend, s.reason,
+               s.coverage, s.churn_risk, s.expansion_readiness, s.overridden, s.scored_at
+        FROM accounts a LEFT JOIN scores s ON s.account_id = a.id
+        LEFT JOIN users u ON u.source = 'salesforce' AND u.source_id = a.owner_id
+        WHERE a.is_deleted = 0;
+    CREATE VIEW open_alerts AS
+        SELECT al.rule, al.account_id, a.name, al.state, al.since, al.episode, al.last_notified_at
+        FROM alerts al JOIN accounts a ON a.id = al.account_id
+        WHERE al.state IN ('pending', 'firing');
+    CREATE VIEW pending_outbox AS
+        SELECT id, kind, account_id, status, attempts, last_error, created_at FROM outbox
+        WHERE status NOT IN ('sent', 'confirmed');
+    """,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """The store's one timestamp form: UTC, second precision, `Z` suffix, so text order is time order."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class StoreLocked(Exception):
+    """Another worker holds this database: two writers must never share one."""
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    source: str
+    stream: str
+    source_id: str | None
+    reason: str
+    raw: Any
+
+
+class Store:
+    """A thin owner of the sqlite-utils database: migrations, transactions and the worker's lock."""
+
+    def __init__(self, path: Path | str, *, lock: bool = False) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = None
+        if lock:
+            self._acquire_lock()
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        if str(path) != ":memory:":
+            self.db.enable_wal()
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        self._migrate()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def _acquire_lock(self) -> None:
+        import fcntl
+
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLocked(f"{self.path} is in use by another Healthbeat worker "
+                              f"(lock file {lock_path})") from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        self.db.conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All-or-nothing: the unit of "upsert a page and advance its cursor"."""
+        conn = self.conn
+        if conn.in_transaction:  # nested use joins the outer transaction
+            yield conn
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        self.conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                          "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+        applied = {row[0] for row in self.conn.execute("SELECT version FROM schema_migrations")}
+        for version, script in enumerate(MIGRATIONS, start=1):
+            if version in applied:
+                continue
+            with self.transaction() as conn:
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, iso(utcnow())))
+            log.info("store: applied migration %d", version)
+
+    @property
+    def schema_version(self) -> int:
+        row = self.conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    # -- generic helpers ---------------------------------------------------------------------------
+    def upsert(self, table: str, rows: Sequence[dict[str, Any]], pk: Sequence[str]) -> None:
+        """Insert or replace by key: re-reading a record never duplicates it."""
+        if not rows:
+            return
+        columns = list(rows[0].keys())
+        placeholders = ", ".join("?" for _ in columns)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in pk)
+        conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        sql = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "
+               f"ON CONFLICT ({', '.join(pk)}) {conflict}")
+        self.conn.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+
+    def insert_missing(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows whose key is not there yet; existing rows (a better source) are left alone."""
+        if not rows:
+            return
+        columns = list(rows[0].keys())
+        sql = (f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
+               f"VALUES ({', '.join('?' for _ in columns)})")
+        self.conn.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        cursor = self.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    # -- sync cursors ------------------------------------------------------------------------------
+    def cursor(self, stream: str) -> str | None:
+        value = self.scalar("SELECT cursor FROM sync_state WHERE stream = ?", (stream,))
+        return str(value) if value is not None else None
+
+    def save_cursor(self, stream: str, cursor: str | None, records: int, now: datetime) -> None:
+        self.conn.execute(
+            "INSERT INTO sync_state (stream, cursor, records, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (stream) DO UPDATE SET cursor = excluded.cursor, "
+            "records = sync_state.records + excluded.records, updated_at = excluded.updated_at",
+            (stream, cursor, records, iso(now)))
+
+    # -- quarantine --------------------------------------------------------------------------------
+    def quarantine(self, items: Iterable[Quarantined], now: datetime) -> int:
+        rows = [(q.source, q.stream, q.source_id, q.reason, json.dumps(q.raw, default=str), iso(now))
+                for q in items]
+        self.conn.executemany("INSERT INTO quarantine (source, stream, source_id, reason, raw, seen_at) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (ours contain no semicolons inside literals)."""
+    return [part.strip() for part in script.split(";") if part.strip()]

@@ -1,0 +1,480 @@
+"""Pull activity into the store, incrementally: the first stage of a cycle.
+
+Every stream follows one discipline: read from the committed cursor (minus an overlap, with `>=`, since
+many records can share one stamp), upsert each page by (source, source id) and move the cursor in the
+same transaction, never past the run's start. Re-reading is harmless; a crash loses nothing. A bad record is
+quarantined with its reason and the rest of the page goes on. A stream that fails ends alone: the other
+streams still run, and the next cycle resumes from what was committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import islice
+from typing import Any
+from urllib.parse import urlparse
+
+from connectors.salesforce.client import (
+    SalesforceAuthError,
+    SalesforceClient,
+    SalesforceError,
+    SalesforceLimitError,
+)
+from connectors.salesforce.ids import to_18
+from connectors.usage.reader import BadUsageRow, list_usage_files, read_usage_file
+from connectors.zendesk.client import ZendeskAuthError, ZendeskClient, ZendeskError, ZendeskNotFound
+from connectors.zendesk.records import BadRecord, ZendeskComment, ZendeskOrganization, ZendeskTicket
+from worker.config import Settings
+from worker.store import Quarantined, Store, iso, parse_iso
+
+log = logging.getLogger(__name__)
+
+PAGE = 2000
+ZENDESK_BACKFILL = timedelta(days=365)
+
+
+@dataclass
+class SyncReport:
+    records: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+    failed_streams: dict[str, str] = field(default_factory=dict)
+    skipped_streams: dict[str, str] = field(default_factory=dict)
+    unmapped_organizations: list[int] = field(default_factory=list)
+    api_calls: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.records.values())
+
+    def add(self, stream: str, count: int) -> None:
+        self.records[stream] = self.records.get(stream, 0) + count
+
+
+class SyncAborted(Exception):
+    """The cycle cannot go on (bad credentials): names the system and what to check."""
+
+
+# -- Salesforce ---------------------------------------------------------------------------------------
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SalesforceStream:
+    """A stream declared by a few attributes: the object, its fields, and how a record becomes rows."""
+
+    sobject: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    to_rows: Callable[[dict[str, Any]], list[tuple[str, Row]]]
+    has_is_deleted: bool = True
+    optional_object: bool = False
+
+
+def _sf_time(value: Any) -> str | None:
+    return iso(parse_iso(value.replace("+0000", "+00:00"))) if value else None
+
+
+def _deleted(record: dict[str, Any]) -> int:
+    return 1 if record.get("IsDeleted") else 0
+
+
+def _account_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
+    return [("accounts", {
+        "id": r["Id"], "name": r["Name"], "type": r.get("Type"), "industry": r.get("Industry"),
+        "website": r.get("Website"), "owner_id": r.get("OwnerId"), "annual_revenue": r.get("AnnualRevenue"),
+        "contracted_seats": r.get("Contracted_Seats__c"), "override_value": r.get("Health_Override__c"),
+        "override_reason": r.get("Health_Override_Reason__c"),
+        "override_until": r.get("Health_Override_Until__c"),
+        "is_deleted": 1 if r.get("IsDeleted") or r.get("MasterRecordId") else 0,
+        "merged_into": r.get("MasterRecordId"), "modstamp": _sf_time(r["SystemModstamp"])})]
+
+
+def _user_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
+    return [("users", {"source": "salesforce", "source_id": r["Id"], "name": r.get("Name"),
+                       "email": r.get("Email"), "role": "owner", "timezone": r.get("TimeZoneSidKey"),
+                       "is_active": 1 if r.get("IsActive", True) else 0,
+                       "modstamp": _sf_time(r["SystemModstamp"])})]
+
+
+def _opportunity_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
+    return [("opportunities", {
+        "id": r["Id"], "account_id": r.get("AccountId"), "name": r.get("Name"), "type": r.get("Type"),
+        "stage": r.get("StageName"), "amount": r.get("Amount"), "close_date": r.get("CloseDate"),
+        "is_closed": int(bool(r.get("IsClosed"))), "is_won": int(bool(r.get("IsWon"))),
+        "is_deleted": _deleted(r), "modstamp": _sf_time(r["SystemModstamp"])})]
+
+
+def _activity(source_id: str, kind: str, r: dict[str, Any], *, occurred: Any, account_id: Any,
+              related_id: Any = None, direction: str | None, subject: Any = None, text: Any = None,
+              status: Any = None, priority: Any = None, closed: Any = None) -> Row:
+    occurred_at = _sf_time(occurred)
+    if occurred_at is None:
+        raise ValueError(f"{kind} has no date")
+    return {"source": "salesforce", "source_id": source_id, "kind": kind,
+            "account_id": account_id if _is_account(account_id) else None,
+            "related_id": related_id, "parent_id": None, "occurred_at": occurred_at, "direction": direction,
+            "subject": subject, "text": text, "text_hash": None, "sentiment": None, "status": status,
+            "priority": priority, "closed_at": _sf_time(closed), "is_deleted": _deleted(r),
+            "modstamp": _sf_time(r["SystemModstamp"])}
+
+
+def _is_account(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("001")
+
+
+def _event_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
+    return [("activities", _activity(
+        r["Id"], "meeting", r, occurred=r.get("ActivityDateTime") or r.get("StartDateTime"),
+        account_id=r.get("AccountId"), related_id=r.get("WhatId"), direction="both",
+        subject=r.get("Subject")))]
+
+
+def _task_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
+    """Only email and call tasks are activity; to-dos are not. An email task is the same email as its
+    `EmailMessage` (keyed by the task's Id there), so the task only fills in when no message exists."""
+    subtype = r.get("TaskSubtype")
+    if subtype not in ("Email", "Call"):
+        return []
+    occurred = r.get("CompletedDateTime") or (f"{r['ActivityDate']}T12:00:00.000+0000"
+                                              if r.get("ActivityDate") else r.get("CreatedDate"))
+    row = _activity(r["Id"], "email" if subtype == "Email" else "call", r, occurred=occurred,
+                    account_id=r.get("AccountId"), related_id=r.get("WhatId"),
+                    direction="out" if subtype == "Email" else "both", subject=r.get("Subject"))
+    return [("activities:fill" if subtype == "Email" else "activities", row)]
+
+
+def _email_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
+    related = r.get("RelatedToId") or r.get("ParentId")
+    return [("activities", _activity(
+        r.get("ActivityId") or r["Id"], "email", r, occurred=r.get("MessageDate") or r.get("CreatedDate"),
+        account_id=related, related_id=related, direction="in" if r.get("Incoming") else "out",
+        subject=r.get("Subject"), text=r.get("TextBody")))]
+
+
+def _case_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
+    return [("activities", _activity(
+        r["Id"], "ticket", r, occurred=r.get("CreatedDate"), account_id=r.get("AccountId"),
+        direction="in", subject=r.get("Subject"), text=r.get("Description"), status=r.get("Status"),
+        priority=(r.get("Priority") or "").lower() or None, closed=r.get("ClosedDate")))]
+
+
+_STAMP = ("Id", "SystemModstamp")
+SALESFORCE_STREAMS: tuple[SalesforceStream, ...] = (
+    SalesforceStream("User", (*_STAMP, "Name", "Email"), ("IsActive", "TimeZoneSidKey"), _user_rows,
+                     has_is_deleted=False),
+    SalesforceStream("Account", (*_STAMP, "Name", "OwnerId", "IsDeleted"),
+                     ("Type", "Industry", "Website", "AnnualRevenue", "MasterRecordId", "Contracted_Seats__c",
+                      "Health_Override__c", "Health_Override_Reason__c", "Health_Override_Until__c"),
+                     _account_rows),
+    SalesforceStream("Opportunity", (*_STAMP, "AccountId", "StageName", "CloseDate", "IsDeleted"),
+                     ("Name", "Type", "Amount", "IsClosed", "IsWon"), _opportunity_rows),
+    SalesforceStream("Event", (*_STAMP, "AccountId", "IsDeleted"),
+                     ("WhatId", "Subject", "StartDateTime", "ActivityDateTime"), _event_rows),
+    SalesforceStream("Task", (*_STAMP, "AccountId", "TaskSubtype", "IsDeleted", "CreatedDate"),
+                     ("WhatId", "Subject", "ActivityDate", "CompletedDateTime"), _task_rows),
+    SalesforceStream("EmailMessage", (*_STAMP, "Incoming", "IsDeleted", "CreatedDate"),
+                     ("RelatedToId", "ParentId", "ActivityId", "Subject", "TextBody", "MessageDate"),
+                     _email_rows, optional_object=True),
+    SalesforceStream("Case", (*_STAMP, "AccountId", "Status", "IsDeleted", "CreatedDate"),
+                     ("Subject", "Description", "Priority", "IsClosed", "ClosedDate"), _case_rows),
+)
+
+_KEYS = {"accounts": ("id",), "users": ("source", "source_id"), "opportunities": ("id",),
+         "activities": ("source", "source_id")}
+
+
+def soql_datetime(moment: datetime) -> str:
+    """SOQL wants `2024-01-01T00:00:00Z`; a stored `+0000` form would break the query."""
+    return iso(moment)
+
+
+def build_soql(stream: SalesforceStream, fields: Sequence[str], since: datetime | None) -> str:
+    where = f" WHERE SystemModstamp >= {soql_datetime(since)}" if since else ""
+    return f"SELECT {', '.join(fields)} FROM {stream.sobject}{where} ORDER BY SystemModstamp ASC, Id ASC"
+
+
+def sync_salesforce(store: Store, client: SalesforceClient, settings: Settings, now: datetime,
+                    report: SyncReport) -> None:
+    try:
+        client.connect()
+    except SalesforceAuthError as exc:
+        raise SyncAborted(str(exc)) from None
+    for stream in SALESFORCE_STREAMS:
+        name = f"salesforce.{stream.sobject}"
+        try:
+            sync_salesforce_stream(store, client, stream, settings.salesforce_overlap, now, report)
+        except SalesforceLimitError as exc:
+            report.failed_streams[name] = str(exc)
+            log.error("sync %s: %s; stopping Salesforce for this cycle, progress kept", name, exc)
+            break
+        except SalesforceAuthError as exc:
+            raise SyncAborted(str(exc)) from None
+        except SalesforceError as exc:
+            report.failed_streams[name] = str(exc)
+            log.error("sync %s failed: %s; other streams go on, next cycle resumes from the cursor",
+                      name, exc)
+    _resolve_related_accounts(store)
+    report.api_calls["salesforce"] = client.calls
+
+
+def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: SalesforceStream,
+                           overlap: timedelta, now: datetime, report: SyncReport) -> None:
+    name = f"salesforce.{stream.sobject}"
+    try:
+        available = client.describe_fields(stream.sobject)
+    except SalesforceError as exc:
+        if stream.optional_object:
+            report.skipped_streams[name] = f"{stream.sobject} is not available in this org ({exc})"
+            log.warning("sync %s skipped: %s is not available in this org", name, stream.sobject)
+            return
+        raise
+    missing_required = [f for f in stream.required if f not in available]
+    if missing_required:
+        raise SalesforceError(f"{stream.sobject} lacks required fields {', '.join(missing_required)}")
+    missing_optional = [f for f in stream.optional if f not in available]
+    if missing_optional:
+        log.info("sync %s: optional fields not in this org, carrying on without them: %s",
+                 name, ", ".join(missing_optional))
+    fields = [*stream.required, *(f for f in stream.optional if f in available)]
+    cursor = store.cursor(name)
+    since = parse_iso(cursor) - overlap if cursor else None
+    records = client.query(build_soql(stream, fields, since), include_deleted=stream.has_is_deleted)
+    for page in _chunks(records, PAGE):
+        _store_salesforce_page(store, stream, page, now, report)
+
+
+def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[dict[str, Any]],
+                           now: datetime, report: SyncReport) -> None:
+    name = f"salesforce.{stream.sobject}"
+    tables: dict[str, list[Row]] = {}
+    bad: list[Quarantined] = []
+    for record in page:
+        try:
+            for table, row in stream.to_rows(record):
+                tables.setdefault(table, []).append(row)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            bad.append(Quarantined("salesforce", stream.sobject, record.get("Id"),
+                                   f"{type(exc).__name__}: {exc}", record))
+    newest = max(parse_iso(_sf_time(r["SystemModstamp"]) or iso(now)) for r in page)
+    with store.transaction():
+        for table, rows in tables.items():
+            if table.endswith(":fill"):
+                store.insert_missing(table.split(":")[0], rows)
+            else:
+                store.upsert(table, rows, _KEYS[table])
+        store.quarantine(bad, now)
+        # The cursor never passes the run's start: records stamped during the run are read next time.
+        store.save_cursor(name, iso(min(newest, now)), len(page), now)
+    report.add(name, len(page))
+    report.quarantined += len(bad)
+    for item in bad:
+        log.warning("quarantined %s %s: %s", stream.sobject, item.source_id, item.reason)
+
+
+def _resolve_related_accounts(store: Store) -> None:
+    """Emails filed under an opportunity or a case belong to that record's account, as in Salesforce."""
+    with store.transaction() as conn:
+        conn.execute("""
+            UPDATE activities SET account_id = coalesce(
+                (SELECT o.account_id FROM opportunities o WHERE o.id = activities.related_id),
+                (SELECT c.account_id FROM activities c
+                  WHERE c.source = 'salesforce' AND c.source_id = activities.related_id))
+            WHERE account_id IS NULL AND source = 'salesforce' AND related_id IS NOT NULL""")
+
+
+def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+# -- Zendesk ------------------------------------------------------------------------------------------
+
+def sync_zendesk(store: Store, client: ZendeskClient, now: datetime, report: SyncReport) -> None:
+    try:
+        client.verify()
+        _sync_organizations(store, client, now, report)
+        _sync_tickets(store, client, now, report)
+    except ZendeskAuthError as exc:
+        report.failed_streams["zendesk"] = str(exc)
+        log.error("sync zendesk: %s", exc)
+    except ZendeskError as exc:
+        report.failed_streams["zendesk.tickets"] = str(exc)
+        log.error("sync zendesk failed: %s; next cycle resumes from the cursor", exc)
+    report.api_calls["zendesk"] = client.calls
+
+
+def _domain(website: str | None) -> str | None:
+    if not website:
+        return None
+    host = urlparse(website if "://" in website else f"https://{website}").hostname or ""
+    return host.removeprefix("www.").lower() or None
+
+
+def _sync_organizations(store: Store, client: ZendeskClient, now: datetime, report: SyncReport) -> None:
+    """Map each organization to an Account by external id, else by domain; never guess beyond that."""
+    accounts = {r["id"]: _domain(r["website"]) for r in
+                store.query("SELECT id, website FROM accounts WHERE is_deleted = 0")}
+    by_domain: dict[str, str] = {}
+    for account_id, domain in accounts.items():
+        if domain:
+            by_domain.setdefault(domain, account_id)
+    rows, bad = [], []
+    for item in client.organizations():
+        if isinstance(item, BadRecord):
+            bad.append(Quarantined("zendesk", "organizations", None, item.reason, item.raw))
+            continue
+        account_id, mapped_by = _map_organization(item, accounts, by_domain)
+        rows.append({"id": item.id, "name": item.name, "external_id": item.external_id,
+                     "domains": json.dumps(list(item.domain_names)), "account_id": account_id,
+                     "mapped_by": mapped_by})
+    with store.transaction() as conn:
+        store.upsert("zendesk_organizations", rows, ("id",))
+        store.quarantine(bad, now)
+        conn.execute("""
+            UPDATE activities SET account_id = (SELECT z.account_id FROM zendesk_organizations z
+                                                WHERE 'org:' || z.id = activities.related_id)
+            WHERE source = 'zendesk' AND account_id IS NOT (SELECT z.account_id FROM zendesk_organizations z
+                                                            WHERE 'org:' || z.id = activities.related_id)""")
+    report.add("zendesk.organizations", len(rows))
+    report.quarantined += len(bad)
+    report.unmapped_organizations = [r["id"] for r in rows if r["account_id"] is None]
+    if report.unmapped_organizations:
+        log.warning("zendesk: %d organizations have no Salesforce account (ids %s); their tickets are "
+                    "not scored until mapped", len(report.unmapped_organizations),
+                    ", ".join(map(str, report.unmapped_organizations[:20])))
+
+
+def _map_organization(org: ZendeskOrganization, accounts: dict[str, str | None],
+                      by_domain: dict[str, str]) -> tuple[str | None, str | None]:
+    if org.external_id:
+        candidate = org.external_id.strip()
+        if len(candidate) in (15, 18):
+            full = to_18(candidate) if len(candidate) == 15 else candidate
+            if full in accounts:
+                return full, "external_id"
+    for domain in org.domain_names:
+        match = by_domain.get(domain.lower().removeprefix("www."))
+        if match:
+            return match, "domain"
+    return None, None
+
+
+def _sync_tickets(store: Store, client: ZendeskClient, now: datetime, report: SyncReport) -> None:
+    name = "zendesk.tickets"
+    cursor = store.cursor(name)
+    known_roles = {r["source_id"]: r["role"] for r in
+                   store.query("SELECT source_id, role FROM users WHERE source = 'zendesk'")}
+    for page in client.ticket_pages(cursor=cursor, start_time=now - ZENDESK_BACKFILL):
+        tickets = [t for t in page.tickets if isinstance(t, ZendeskTicket)]
+        bad = [Quarantined("zendesk", "tickets", None, t.reason, t.raw)
+               for t in page.tickets if isinstance(t, BadRecord)]
+        comments = {t.id: _comments(client, t.id) for t in tickets if not t.is_deleted}
+        authors = {c.author_id for cs in comments.values() for c in cs if str(c.author_id) not in known_roles}
+        users = client.users(authors) if authors else []
+        for user in users:
+            known_roles[str(user.id)] = user.role
+        with store.transaction() as conn:
+            store.upsert("users", [{"source": "zendesk", "source_id": str(u.id), "name": u.name,
+                                    "email": u.email, "role": u.role, "timezone": None, "is_active": 1,
+                                    "modstamp": iso(now)} for u in users], ("source", "source_id"))
+            store.upsert("activities", [_ticket_row(t) for t in tickets], ("source", "source_id"))
+            rows = [_comment_row(t, c, known_roles) for t in tickets for c in comments.get(t.id, [])]
+            store.upsert("activities", rows, ("source", "source_id"))
+            deleted = [str(t.id) for t in tickets if t.is_deleted]
+            conn.executemany("UPDATE activities SET is_deleted = 1 WHERE source = 'zendesk' AND parent_id = ?",
+                             [(d,) for d in deleted])
+            conn.execute("""
+                UPDATE activities SET account_id = (SELECT z.account_id FROM zendesk_organizations z
+                                                    WHERE 'org:' || z.id = activities.related_id)
+                WHERE source = 'zendesk' AND account_id IS NULL AND related_id IS NOT NULL""")
+            store.quarantine(bad, now)
+            store.save_cursor(name, page.after_cursor or cursor, len(page.tickets), now)
+        cursor = page.after_cursor or cursor
+        report.add(name, len(tickets))
+        report.add("zendesk.comments", len(rows))
+        report.quarantined += len(bad)
+
+
+def _comments(client: ZendeskClient, ticket_id: int) -> list[ZendeskComment]:
+    """A ticket deleted between the export and this call has no comments left to count."""
+    try:
+        return client.ticket_comments(ticket_id)
+    except ZendeskNotFound:
+        return []
+
+
+def _ticket_row(t: ZendeskTicket) -> Row:
+    return {"source": "zendesk", "source_id": f"ticket:{t.id}", "kind": "ticket", "account_id": None,
+            "related_id": f"org:{t.organization_id}" if t.organization_id else None, "parent_id": None,
+            "occurred_at": iso(t.created_at), "direction": "in", "subject": t.subject, "text": None,
+            "text_hash": None, "sentiment": None, "status": t.status, "priority": t.priority,
+            "closed_at": iso(t.updated_at) if t.status in ("solved", "closed") else None,
+            "is_deleted": 1 if t.is_deleted else 0, "modstamp": iso(t.updated_at)}
+
+
+def _comment_row(t: ZendeskTicket, c: ZendeskComment, roles: dict[str, str]) -> Row:
+    """Inbound means the customer wrote it: the author's role decides, not who opened the ticket."""
+    role = roles.get(str(c.author_id))
+    return {"source": "zendesk", "source_id": f"comment:{c.id}", "kind": "ticket_comment",
+            "account_id": None, "related_id": f"org:{t.organization_id}" if t.organization_id else None,
+            "parent_id": str(t.id), "occurred_at": iso(c.created_at),
+            "direction": "in" if role == "end-user" else "out", "subject": None, "text": c.body,
+            "text_hash": None, "sentiment": None, "status": None, "priority": None, "closed_at": None,
+            "is_deleted": 0, "modstamp": iso(t.updated_at)}
+
+
+# -- Usage files --------------------------------------------------------------------------------------
+
+def sync_usage(store: Store, settings: Settings, now: datetime, report: SyncReport) -> None:
+    """Re-read a file only when its size or mtime changed; a later row for an account-day wins."""
+    folder = settings.usage_dir
+    if folder is None:
+        return
+    if not folder.is_dir():
+        report.failed_streams["usage"] = f"USAGE_DIR {folder} is not a folder"
+        log.error("sync usage: USAGE_DIR %s is not a folder", folder)
+        return
+    name = "usage.files"
+    seen: dict[str, str] = json.loads(store.cursor(name) or "{}")
+    for usage_file in list_usage_files(folder):
+        if seen.get(usage_file.path.name) == usage_file.fingerprint:
+            continue
+        rows: dict[tuple[str, str], Row] = {}
+        bad: list[Quarantined] = []
+        for item in read_usage_file(usage_file.path):
+            if isinstance(item, BadUsageRow):
+                bad.append(Quarantined("usage", "usage_daily", f"{item.file}:{item.line}",
+                                       f"{item.file} line {item.line}: {item.reason}", item.raw))
+                continue
+            account_id = to_18(item.account_id) if len(item.account_id) == 15 else item.account_id
+            rows[(account_id, item.day.isoformat())] = {
+                "account_id": account_id, "day": item.day.isoformat(), "active_users": item.active_users,
+                "events": item.events, "features_used": json.dumps(list(item.features_used)),
+                "seats": item.seats, "source_file": f"{item.file}:{item.line}"}
+        seen[usage_file.path.name] = usage_file.fingerprint
+        with store.transaction():
+            store.upsert("usage_daily", list(rows.values()), ("account_id", "day"))
+            store.quarantine(bad, now)
+            store.save_cursor(name, json.dumps(seen, sort_keys=True), len(rows), now)
+        report.add(name, len(rows))
+        report.quarantined += len(bad)
+        for item_bad in bad:
+            log.warning("quarantined usage row: %s", item_bad.reason)
+
+
+def sync_all(store: Store, settings: Settings, now: datetime, *,
+             salesforce: SalesforceClient, zendesk: ZendeskClient | None) -> SyncReport:
+    report = SyncReport()
+    sync_salesforce(store, salesforce, settings, now, report)
+    if zendesk is not None:
+        sync_zendesk(store, zendesk, now, report)
+    else:
+        report.skipped_streams["zendesk"] = "not configured"
+    sync_usage(store, settings, now, report)
+    return report
