@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -82,11 +83,11 @@ class CycleReport:
     writeback: WritebackReport | None = None
     notify: NotifyReport | None = None
     stages: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     def summary(self) -> str:
         parts = [f"cycle {'ok' if self.ok else 'FAILED'}"]
-        if self.finished_at:
-            parts.append(f"in {(self.finished_at - self.started_at).total_seconds():.1f}s")
+        parts.append(f"in {self.seconds:.1f}s")
         if self.sync:
             parts.append(f"sync {self.sync.total} records ({self.sync.quarantined} quarantined, "
                          f"{len(self.sync.failed_streams)} streams failed)")
@@ -175,6 +176,7 @@ class Cycle:
     def run(self, stages: tuple[str, ...] = ("sync", "score", "evaluate", "writeback", "notify")
             ) -> CycleReport:
         report = CycleReport(started_at=self.clock())
+        started = time.monotonic()
         self.rulebook.reload()
         with _recorded(self.store, report):
             try:
@@ -192,5 +194,6 @@ class Cycle:
                 raise
             finally:
                 report.finished_at = self.clock()
+                report.seconds = time.monotonic() - started
                 log.info(report.summary())
         return report

@@ -157,11 +157,11 @@ def derived_score(name: str, spec_measures: Mapping[str, MeasureSpec], account_i
     return None if value is None else round(value, 2)
 
 
-def explain(results: list[MeasureResult], band: str, limit: int) -> str:
+def explain(results: list[MeasureResult], band: str, limit: int, *, falling: bool = False) -> str:
     """The few measures that moved the score most: the biggest weighted shortfalls for red and yellow
-    accounts, the biggest weighted strengths for green ones."""
+    accounts (and for a green one that is falling fast), the biggest weighted strengths for green ones."""
     scored = [r for r in results if r.points is not None and r.reason]
-    if band == "green":
+    if band == "green" and not falling:
         ranked = sorted(scored, key=lambda r: (-r.weight * (r.points or 0), r.key))
         picked = [r for r in ranked if (r.points or 0) >= 70][:limit]
     else:
@@ -229,7 +229,9 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> Sc
         override = _override(account, as_of)
         score = override[0] if override else computed
         band = band_of(score, scorecard)
-        reason = explain(results, band, scorecard.max_reasons)
+        trend_text, delta = trend(store, account_id, score, scorecard, as_of)
+        falling = delta is not None and delta <= -3 * scorecard.trend.flat
+        reason = explain(results, band, scorecard.max_reasons, falling=falling)
         if override:
             reason = f"{override[1]} (computed {round(computed)}: {reason})"
         churn = expansion = None
@@ -239,7 +241,6 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> Sc
         if "expansion_readiness" in scorecard.derived:
             expansion = derived_score("expansion_readiness", scorecard.derived["expansion_readiness"].measures, account_id, raw,
                                       score, scorecard.missing)
-        trend_text, delta = trend(store, account_id, score, scorecard, as_of)
         measures_json = json.dumps({r.key: {"raw": r.raw, "points": r.points, "weight": round(r.weight, 4)}
                                     for r in results}, sort_keys=True)
         score_rows.append({

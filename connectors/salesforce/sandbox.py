@@ -826,7 +826,7 @@ class _Server(ThreadingHTTPServer):
     """A threading server that tracks its connections so ``stop()`` can close keep-alive ones."""
 
     daemon_threads = True
-    allow_reuse_address = False
+    allow_reuse_address = True  # as HTTPServer: a restarted server may bind while old connections linger
 
     def __init__(
         self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], sandbox: SalesforceSandbox

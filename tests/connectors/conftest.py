@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -103,8 +104,13 @@ def sf_client(make_sf_client: Callable[..., SalesforceClient], sf_sandbox: Sales
 @pytest.fixture
 def sf_http(sf_sandbox: SalesforceSandbox) -> Iterator[httpx.Client]:
     """A raw HTTPS client for wire-format tests, trusting the sandbox's CA."""
-    with httpx.Client(base_url=sf_sandbox.url, verify=sf_sandbox.ca_cert_path, timeout=5.0) as client:
+    with httpx.Client(base_url=sf_sandbox.url, verify=sf_trust(sf_sandbox), timeout=5.0) as client:
         yield client
+
+
+def sf_trust(sandbox: SalesforceSandbox) -> ssl.SSLContext:
+    """An SSL context trusting only the sandbox's throw-away CA."""
+    return ssl.create_default_context(cafile=sandbox.ca_cert_path)
 
 
 def sf_token(http: httpx.Client, sandbox: SalesforceSandbox) -> str:
@@ -132,7 +138,7 @@ def make_sf_http() -> Iterator[Callable[[SalesforceSandbox], tuple[httpx.Client,
     clients: list[httpx.Client] = []
 
     def make(sandbox: SalesforceSandbox) -> tuple[httpx.Client, dict[str, str]]:
-        client = httpx.Client(base_url=sandbox.url, verify=sandbox.ca_cert_path, timeout=5.0)
+        client = httpx.Client(base_url=sandbox.url, verify=sf_trust(sandbox), timeout=5.0)
         clients.append(client)
         return client, {"Authorization": f"Bearer {sf_token(client, sandbox)}"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -453,9 +454,10 @@ def test_stop_releases_the_port_and_removes_the_ca_file() -> None:
     with sandbox:
         port = int(sandbox.url.rsplit(":", 1)[1])
         ca_path = sandbox.ca_cert_path
-        with httpx.Client(verify=ca_path) as http:  # leave a keep-alive connection open
+        with httpx.Client(verify=ssl.create_default_context(cafile=ca_path)) as http:  # leave a keep-alive connection open
             assert http.get(f"{sandbox.url}/services/data/").status_code == 200
             sandbox.stop()
     assert not os.path.exists(ca_path)
-    with socket.socket() as probe:
+    with socket.socket() as probe:  # TIME_WAIT remnants are fine; a listener would make bind fail
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))

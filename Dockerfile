@@ -1,0 +1,26 @@
+# syntax=docker/dockerfile:1
+# Healthbeat worker: `docker run --env-file .env -v healthbeat-data:/data healthbeat`
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY worker ./worker
+COPY connectors ./connectors
+RUN python -m venv /opt/healthbeat \
+    && /opt/healthbeat/bin/pip install --no-cache-dir .
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 healthbeat \
+    && mkdir -p /data \
+    && chown healthbeat /data
+COPY --from=build /opt/healthbeat /opt/healthbeat
+COPY rules /app/rules
+ENV PATH=/opt/healthbeat/bin:$PATH \
+    HEALTHBEAT_DB=/data/healthbeat.db \
+    HEALTHBEAT_RULES_DIR=/app/rules \
+    PYTHONUNBUFFERED=1
+WORKDIR /data
+VOLUME ["/data"]
+USER healthbeat
+ENTRYPOINT ["healthbeat"]
+CMD ["run"]
