@@ -97,7 +97,6 @@ def build_world(salesforce: SalesforceSandbox, zendesk: ZendeskSandbox | None, s
     """Create owners, accounts and `history_days` of activity up to `now` in every given sandbox."""
     now = now or datetime.now(UTC)
     world = World(salesforce, zendesk, slack, usage_dir, seed, rng=random.Random(seed))
-    rng = world.rng
     if slack is not None and fallback_channel:
         world.fallback_channel_id = slack.add_channel(fallback_channel)
     for index, (name, tz) in enumerate(_OWNERS):

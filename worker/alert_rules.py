@@ -105,9 +105,9 @@ class AlertRule(BaseModel):
 
     @model_validator(mode="after")
     def _hysteresis(self) -> AlertRule:
-        if self.resolve is not None:
-            if bool(evaluate(self.when, SAMPLE_CONTEXT)) and bool(evaluate(self.resolve, SAMPLE_CONTEXT)):
-                raise ValueError(f"resolve ({self.resolve}) holds whenever when ({self.when}) does on the "
+        if self.resolve is not None and bool(evaluate(self.when, SAMPLE_CONTEXT)) \
+                and bool(evaluate(self.resolve, SAMPLE_CONTEXT)):
+            raise ValueError(f"resolve ({self.resolve}) holds whenever when ({self.when}) does on the "
                                  f"sample account: the alert would flap (inverted hysteresis?)")
         return self
 

@@ -7,6 +7,7 @@ strictly increasing in raw value, scores within 0..100, bands in order, paramete
 from __future__ import annotations
 
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ class MeasureSpec(_Strict):
     @field_validator("points")
     @classmethod
     def _points_in_order(cls, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        for (raw_a, _), (raw_b, _) in zip(points, points[1:], strict=False):
+        for (raw_a, _), (raw_b, _) in pairwise(points):
             if raw_b <= raw_a:
                 raise ValueError(f"raw values must increase strictly ({raw_a} then {raw_b})")
         for _, score in points:

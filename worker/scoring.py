@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from itertools import pairwise
 
 from worker.measures import LIBRARY
 from worker.scorecard import LoadedScorecard, MeasureSpec, Scorecard
@@ -57,7 +58,7 @@ def interpolate(points: list[tuple[float, float]], raw: float) -> float:
     """Piecewise linear between the file's [raw, score] pairs; flat beyond both ends."""
     if raw <= points[0][0]:
         return points[0][1]
-    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+    for (x0, y0), (x1, y1) in pairwise(points):
         if raw <= x1:
             return y0 + (y1 - y0) * (raw - x0) / (x1 - x0)
     return points[-1][1]
@@ -147,12 +148,15 @@ def score_account(account_id: str, raw: Raw, scorecard: Scorecard) -> tuple[floa
     return (round(overall if overall is not None else 0.0, 2), round(coverage, 4), results, group_scores)
 
 
-def derived_score(name: str, spec_measures: Mapping[str, MeasureSpec], account_id: str, raw: Raw,
-                  health: float, default_policy: str) -> float | None:
+def derived_score(scorecard: Scorecard, name: str, account_id: str, raw: Raw, health: float) -> float | None:
+    """A derived score (churn risk, expansion readiness): the same weighted points, `health` as an input."""
+    derived = scorecard.derived.get(name)  # type: ignore[call-overload]
+    if derived is None:
+        return None
     parts = []
-    for key, spec in spec_measures.items():
+    for key, spec in derived.measures.items():
         value = health if (spec.measure or key) == "health" else raw.get(f"{name}.{key}", {}).get(account_id)
-        parts.append((spec.weight, _points_for(spec, value, default_policy)))
+        parts.append((spec.weight, _points_for(spec, value, scorecard.missing)))
     value, _ = _weighted(parts)
     return None if value is None else round(value, 2)
 
@@ -225,7 +229,7 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> Sc
     score_rows, history_rows = [], []
     for account in accounts:
         account_id = account["id"]
-        computed, coverage, results, groups = score_account(account_id, raw, scorecard)
+        computed, coverage, results, _groups = score_account(account_id, raw, scorecard)
         override = _override(account, as_of)
         score = override[0] if override else computed
         band = band_of(score, scorecard)
@@ -234,13 +238,8 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> Sc
         reason = explain(results, band, scorecard.max_reasons, falling=falling)
         if override:
             reason = f"{override[1]} (computed {round(computed)}: {reason})"
-        churn = expansion = None
-        if "churn_risk" in scorecard.derived:
-            churn = derived_score("churn_risk", scorecard.derived["churn_risk"].measures, account_id, raw, score,
-                                  scorecard.missing)
-        if "expansion_readiness" in scorecard.derived:
-            expansion = derived_score("expansion_readiness", scorecard.derived["expansion_readiness"].measures, account_id, raw,
-                                      score, scorecard.missing)
+        churn = derived_score(scorecard, "churn_risk", account_id, raw, score)
+        expansion = derived_score(scorecard, "expansion_readiness", account_id, raw, score)
         measures_json = json.dumps({r.key: {"raw": r.raw, "points": r.points, "weight": round(r.weight, 4)}
                                     for r in results}, sort_keys=True)
         score_rows.append({

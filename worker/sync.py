@@ -324,7 +324,8 @@ def _sync_organizations(store: Store, client: ZendeskClient, now: datetime, repo
     for account_id, domain in accounts.items():
         if domain:
             by_domain.setdefault(domain, account_id)
-    rows, bad = [], []
+    rows: list[Row] = []
+    bad: list[Quarantined] = []
     for item in client.organizations():
         if isinstance(item, BadRecord):
             bad.append(Quarantined("zendesk", "organizations", None, item.reason, item.raw))
