@@ -19,7 +19,7 @@ from rich.table import Table
 
 from worker.config import ConfigError, Settings, load_settings
 from worker.logs import configure_logging
-from worker.rulebook import RuleBook
+from worker.rulebook import RuleBook, load_rules
 from worker.store import Store, StoreLocked
 
 log = logging.getLogger("healthbeat")
@@ -191,7 +191,7 @@ def demo(db: Annotated[Path, typer.Option("--db", help="Where to leave the demo'
 def rules_check(rules_dir: RulesOption = None) -> None:
     """Validate scorecard.yaml and alerts.yaml: every problem with file, line and field."""
     settings = _settings(rules_dir=rules_dir)
-    problems = RuleBook(settings.rules_dir).reload()
+    _, _, problems = load_rules(settings.rules_dir)
     if problems:
         for problem in problems:
             typer.echo(problem, err=True)

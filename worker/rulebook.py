@@ -21,6 +21,21 @@ class NoGoodRules(Exception):
     """The rule files are broken and no earlier good version is loaded: nothing to score with."""
 
 
+def load_rules(rules_dir: Path) -> tuple[LoadedScorecard | None, LoadedRules | None, list[str]]:
+    """Both rule files, each None if it failed, and every problem found in either."""
+    problems: list[str] = []
+    scorecard = alerts = None
+    try:
+        scorecard = load_scorecard(rules_dir)
+    except RuleFileError as exc:
+        problems += [str(p) for p in exc.problems]
+    try:
+        alerts = load_alert_rules(rules_dir)
+    except RuleFileError as exc:
+        problems += [str(p) for p in exc.problems]
+    return scorecard, alerts, problems
+
+
 @dataclass
 class RuleBook:
     rules_dir: Path
@@ -30,15 +45,9 @@ class RuleBook:
 
     def reload(self) -> list[str]:
         """Load both files; keep the previous good version of any that fails. Returns the problems."""
-        self.problems = []
-        try:
-            self.scorecard = load_scorecard(self.rules_dir)
-        except RuleFileError as exc:
-            self.problems += [str(p) for p in exc.problems]
-        try:
-            self.alerts = load_alert_rules(self.rules_dir)
-        except RuleFileError as exc:
-            self.problems += [str(p) for p in exc.problems]
+        scorecard, alerts, self.problems = load_rules(self.rules_dir)
+        self.scorecard = scorecard or self.scorecard
+        self.alerts = alerts or self.alerts
         for problem in self.problems:
             log.error("rules: %s%s", problem,
                       " (keeping the last good rules)" if self.scorecard and self.alerts else "")

@@ -233,9 +233,7 @@ class SalesforceClient:
         Follows ``nextRecordsUrl`` lazily to the end, whatever batch size Salesforce picks;
         ``attributes`` are removed from records. A locator returned twice is an error, not a loop.
         """
-        page = self._call(
-            "query", lambda sf: sf.query(soql, include_deleted=include_deleted, **self._kwargs())
-        )
+        page = self._call("query", lambda sf: sf.query(soql, include_deleted=include_deleted, **self._kwargs()))
         seen: set[str] = set()
         while True:
             records = page.get("records") if isinstance(page, dict) else None
@@ -247,9 +245,7 @@ class SalesforceClient:
                 return
             next_url = page.get("nextRecordsUrl")
             if not isinstance(next_url, str) or next_url in seen:
-                raise SalesforceError(
-                    f"Salesforce paging is stuck (nextRecordsUrl {next_url!r} repeated or missing)"
-                )
+                raise SalesforceError(f"Salesforce paging is stuck (nextRecordsUrl {next_url!r} repeated or missing)")
             seen.add(next_url)
             page = self._call("query_more", functools.partial(self._query_more, url=next_url))
 
@@ -397,9 +393,9 @@ class SalesforceClient:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(SalesforceUnavailable),
             stop=tenacity.stop_after_attempt(policy.max_attempts),
-            wait=tenacity.wait_exponential_jitter(
-                initial=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter
-            ),
+            # exponential plus additive jitter, composed so that every tenacity >= 8.2 accepts it
+            wait=tenacity.wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait)
+            + tenacity.wait_random(0, policy.jitter),
             sleep=self._retry_sleep,
             before_sleep=lambda state: logger.warning(
                 "Salesforce %s failed (%s); attempt %d of %d, retrying in %.1f s",
@@ -436,8 +432,7 @@ def _translate(exc: Exception, operation: str) -> SalesforceError:
         return SalesforceUnavailable(text, status=exc.status, error_code=code)
     if code == "REQUEST_LIMIT_EXCEEDED":
         return SalesforceLimitError(
-            f"Salesforce daily API request limit reached during {operation} ({message}); "
-            "stopping until it resets",
+            f"Salesforce daily API request limit reached during {operation} ({message}); stopping until it resets",
             status=exc.status,
             error_code=code,
         )
@@ -449,12 +444,9 @@ def _translate(exc: Exception, operation: str) -> SalesforceError:
 def _translate_transport(exc: requests.RequestException, what: str) -> SalesforceError:
     if isinstance(exc, requests.exceptions.SSLError):
         return SalesforceError(
-            f"{what} failed TLS verification ({_reason(exc)}); set the CA bundle if this "
-            "Salesforce uses a private CA"
+            f"{what} failed TLS verification ({_reason(exc)}); set the CA bundle if this Salesforce uses a private CA"
         )
-    if isinstance(
-        exc, requests.Timeout | requests.ConnectionError | requests.exceptions.ChunkedEncodingError
-    ):
+    if isinstance(exc, requests.Timeout | requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
         return SalesforceUnavailable(f"{what} failed: {type(exc).__name__} ({_reason(exc)})")
     if isinstance(exc, requests.exceptions.JSONDecodeError):
         return SalesforceError(f"{what} failed: the response was not JSON")
@@ -494,9 +486,7 @@ def _plain(record: Any) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise SalesforceError("Salesforce returned a record that is not an object")
     return {
-        k: _plain(v) if isinstance(v, dict) and "attributes" in v else v
-        for k, v in record.items()
-        if k != "attributes"
+        k: _plain(v) if isinstance(v, dict) and "attributes" in v else v for k, v in record.items() if k != "attributes"
     }
 
 

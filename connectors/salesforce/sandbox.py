@@ -72,9 +72,7 @@ _LOCATOR = re.compile(r"^(?P<locator>01g[0-9A-Za-z]{15})-(?P<offset>\d+)$")
 _ORG_ID: Final = make_id("00D", 1)
 _INTEGRATION_USER_ID: Final = make_id("005", 0, pod="0I")
 _STAMP_FIELDS: Final = ("LastModifiedDate", "SystemModstamp")
-_ROLLED_BACK: Final = (
-    "Record rolled back because not all records were valid and the request was using AllOrNone header"
-)
+_ROLLED_BACK: Final = "Record rolled back because not all records were valid and the request was using AllOrNone header"
 _READ_ONLY: Final = (
     "Unable to create/update fields: {field}. Please check the security settings of this field and verify "
     "that it is read/write for your profile or permission set."
@@ -264,9 +262,7 @@ class SalesforceSandbox:
         """Soft-delete a record (``IsDeleted=True``, to the recycle bin), as Salesforce does."""
         spec = self._spec(sobject)
         if not spec.has_is_deleted:
-            raise ValueError(
-                f"{spec.name} records cannot be deleted in Salesforce (deactivate users instead)"
-            )
+            raise ValueError(f"{spec.name} records cannot be deleted in Salesforce (deactivate users instead)")
         with self._lock:
             record = self._record(spec, record_id)
             record["IsDeleted"] = True
@@ -310,9 +306,7 @@ class SalesforceSandbox:
 
     # --- fault injection ---------------------------------------------------------------------
 
-    def fail_next(
-        self, status: int, error_code: str, message: str, *, path_contains: str = "", times: int = 1
-    ) -> None:
+    def fail_next(self, status: int, error_code: str, message: str, *, path_contains: str = "", times: int = 1) -> None:
         """Answer the next ``times`` requests whose path contains ``path_contains`` with an error.
 
         The body is Salesforce's (``[{"message", "errorCode"}]``), or OAuth's
@@ -378,9 +372,7 @@ class SalesforceSandbox:
                 return record_id
 
     @staticmethod
-    def _default_stamps(
-        record: dict[str, Any], given: Mapping[str, Any], now: str, *, creating: bool
-    ) -> None:
+    def _default_stamps(record: dict[str, Any], given: Mapping[str, Any], now: str, *, creating: bool) -> None:
         stamp = given.get("SystemModstamp") or given.get("LastModifiedDate") or now
         for name in _STAMP_FIELDS:
             if name not in given:
@@ -425,16 +417,12 @@ class _Api:
     def __init__(self, sandbox: SalesforceSandbox) -> None:
         self.sb = sandbox
 
-    def handle(
-        self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
-    ) -> _Response:
+    def handle(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> _Response:
         """Answer one request; ``headers`` keys are lower-case."""
         fault = self.sb._take_fault(self.sb._faults, path)
         if fault is not None:
             if path.rstrip("/") == TOKEN_PATH:
-                return _Response(
-                    fault.status, {"error": fault.error_code, "error_description": fault.message}
-                )
+                return _Response(fault.status, {"error": fault.error_code, "error_description": fault.message})
             return self._with_usage(_errors(fault.status, fault.error_code, fault.message))
         if path.rstrip("/") == TOKEN_PATH:
             return self.token(method, body)
@@ -449,17 +437,13 @@ class _Api:
             return _errors(401, "INVALID_SESSION_ID", "Session expired or invalid")
         with self.sb._lock:
             if self.sb._api_calls_used >= self.sb.daily_api_limit:
-                return self._with_usage(
-                    _errors(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
-                )
+                return self._with_usage(_errors(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."))
             self.sb._api_calls_used += 1
         rest = (match["rest"] or "/").rstrip("/") or "/"
         return self._with_usage(self.route(method, match["version"], rest, parse_qs(query), body))
 
     def _with_usage(self, response: _Response) -> _Response:
-        response.headers["Sforce-Limit-Info"] = (
-            f"api-usage={self.sb.api_calls_used}/{self.sb.daily_api_limit}"
-        )
+        response.headers["Sforce-Limit-Info"] = f"api-usage={self.sb.api_calls_used}/{self.sb.daily_api_limit}"
         return response
 
     def supported(self, version: str) -> bool:
@@ -472,9 +456,7 @@ class _Api:
 
     @staticmethod
     def not_allowed(method: str, allowed: str) -> _Response:
-        return _errors(
-            405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are {allowed}"
-        )
+        return _errors(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are {allowed}")
 
     # --- OAuth ---------------------------------------------------------------------------
 
@@ -486,17 +468,11 @@ class _Api:
         if grant_type is None:
             return _Response(400, {"error": "invalid_request", "error_description": "grant_type is required"})
         if grant_type != "client_credentials":
-            return _Response(
-                400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"}
-            )
+            return _Response(400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"})
         if form.get("client_id") != self.sb.client_id:
-            return _Response(
-                400, {"error": "invalid_client_id", "error_description": "client identifier invalid"}
-            )
+            return _Response(400, {"error": "invalid_client_id", "error_description": "client identifier invalid"})
         if not hmac.compare_digest(form.get("client_secret", ""), self.sb.client_secret):
-            return _Response(
-                400, {"error": "invalid_client", "error_description": "invalid client credentials"}
-            )
+            return _Response(400, {"error": "invalid_client", "error_description": "invalid client credentials"})
         access_token = f"{_ORG_ID[:15]}!{secrets.token_urlsafe(48)}"
         issued_at = str(int(self.sb._clock().timestamp() * 1000))
         identity = f"{self.sb.url}/id/{_ORG_ID}/{_INTEGRATION_USER_ID}"
@@ -518,9 +494,7 @@ class _Api:
 
     # --- data API routes -----------------------------------------------------------------
 
-    def route(
-        self, method: str, version: str, rest: str, params: dict[str, list[str]], body: bytes
-    ) -> _Response:
+    def route(self, method: str, version: str, rest: str, params: dict[str, list[str]], body: bytes) -> _Response:
         parts = rest.strip("/").split("/") if rest != "/" else []
         head = parts[0] if parts else ""
         if method == "PATCH" and parts == ["composite", "sobjects"]:
@@ -555,10 +529,7 @@ class _Api:
         top = int(float(self.sb.api_version))
         return _Response(
             200,
-            [
-                {"label": f"API {v}.0", "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
-                for v in range(20, top + 1)
-            ],
+            [{"label": f"API {v}.0", "url": f"/services/data/v{v}.0", "version": f"{v}.0"} for v in range(20, top + 1)],
         )
 
     def limits(self) -> _Response:
@@ -592,9 +563,7 @@ class _Api:
             return self.retrieve(version, spec, parts[1], params)
         return _not_found()
 
-    def retrieve(
-        self, version: str, spec: SObjectSpec, record_id: str, params: dict[str, list[str]]
-    ) -> _Response:
+    def retrieve(self, version: str, spec: SObjectSpec, record_id: str, params: dict[str, list[str]]) -> _Response:
         with self.sb._lock:
             try:
                 record = dict(self.sb._record(spec, record_id))
@@ -608,9 +577,7 @@ class _Api:
             for name in names:
                 field_spec = spec.field(name)
                 if field_spec is None:
-                    return _errors(
-                        400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {spec.name}"
-                    )
+                    return _errors(400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {spec.name}")
                 chosen[field_spec.name] = record[field_spec.name]
             record = chosen
         return _Response(200, _serialize(spec.name, record, version))
@@ -680,9 +647,7 @@ class _Api:
             try:
                 prepared = [_prepare_update(self.sb, record, index) for index, record in enumerate(records)]
             except FieldValueError as exc:
-                return _Response(
-                    400, [{"message": exc.message, "errorCode": exc.code}], record_count=len(records)
-                )
+                return _Response(400, [{"message": exc.message, "errorCode": exc.code}], record_count=len(records))
             _mark_duplicates(prepared)
             failed = any(p.errors for p in prepared)
             now = format_datetime(self.sb._clock())
@@ -743,9 +708,7 @@ def _prepare_update(sb: SalesforceSandbox, raw: Any, index: int) -> _Update:
         update.errors.append(_error("MISSING_ARGUMENT", "Id not specified in an update call"))
         return update
     if not is_salesforce_id(record_id) or record_id[:3] != spec.key_prefix:
-        update.errors.append(
-            _error("MALFORMED_ID", f"{spec.name} ID: id value of incorrect type: {record_id}", ["Id"])
-        )
+        update.errors.append(_error("MALFORMED_ID", f"{spec.name} ID: id value of incorrect type: {record_id}", ["Id"]))
         return update
     record_id = to_18(record_id)
     record = sb._data[spec.name].get(record_id)
@@ -833,22 +796,28 @@ class _Server(ThreadingHTTPServer):
     ) -> None:
         super().__init__(address, handler)
         self.sandbox = sandbox
-        self._connections: set[socket.socket] = set()
+        self._connections: dict[socket.socket, threading.Thread] = {}
         self._connections_lock = threading.Lock()
 
-    def track(self, connection: socket.socket, *, open_: bool) -> None:
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Handle one connection, registered so that ``close_connections`` can end it."""
         with self._connections_lock:
-            if open_:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
+            self._connections[request] = threading.current_thread()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.pop(request, None)
 
-    def close_connections(self) -> None:
+    def close_connections(self, timeout: float = 5.0) -> None:
+        """Shut down open (keep-alive) connections and wait for their handler threads to end."""
         with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
+            connections = list(self._connections.items())
+        for connection, _ in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
+        for _, thread in connections:
+            thread.join(timeout)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Stay quiet: clients that go away or refuse our certificate are part of the tests."""
@@ -864,21 +833,9 @@ class _Handler(BaseHTTPRequestHandler):
         return cast(_Server, self.server).sandbox
 
     def setup(self) -> None:
-        server = cast(_Server, self.server)
-        server.track(self.request, open_=True)
-        try:
-            self.request.settimeout(self.timeout)
-            self.request.do_handshake()  # here, not in the accept loop: a slow client blocks only itself
-        except BaseException:
-            server.track(self.request, open_=False)
-            raise
+        self.request.settimeout(self.timeout)
+        self.request.do_handshake()  # here, not in the accept loop: a slow client blocks only itself
         super().setup()
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            cast(_Server, self.server).track(self.request, open_=False)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the default per-request stderr lines."""
@@ -913,9 +870,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
         response = sandbox._api.handle(self.command, split.path, split.query, headers, body)
-        sandbox._record_call(
-            ApiCall(self.command, split.path, split.query, response.status, response.record_count)
-        )
+        sandbox._record_call(ApiCall(self.command, split.path, split.query, response.status, response.record_count))
         payload = b"" if response.body is None else json.dumps(response.body).encode()
         try:
             self.send_response(response.status)

@@ -117,9 +117,7 @@ class FieldSpec:
             "filterable": not (self.type == "textarea" and self.length > 255),
             "sortable": not (self.type == "textarea" and self.length > 255),
             "referenceTo": list(self.reference_to),
-            "relationshipName": self.name[:-2]
-            if self.type == "reference" and self.name.endswith("Id")
-            else None,
+            "relationshipName": self.name[:-2] if self.type == "reference" and self.name.endswith("Id") else None,
             "picklistValues": [
                 {"value": v, "label": v, "active": True, "defaultValue": False} for v in self.picklist_values
             ],
@@ -371,9 +369,7 @@ def _standard_objects() -> list[SObjectSpec]:
             _text("Subject", 255),
             _long_text("Description", 32000),
             _picklist("TaskSubtype", "Email", "Call", "Task", restricted=True),
-            _picklist(
-                "Status", "Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"
-            ),
+            _picklist("Status", "Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"),
             _f("ActivityDate", "date"),
             _f("CompletedDateTime", "datetime", updateable=False),
             *_system_fields(),
@@ -521,9 +517,7 @@ def normalize_value(spec: FieldSpec, value: Any) -> Any:
     """
     if value is None:
         if not spec.nillable:
-            raise FieldValueError(
-                "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{spec.name}]", spec.name
-            )
+            raise FieldValueError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{spec.name}]", spec.name)
         return None
     kind = spec.type
     if kind == "boolean":

@@ -51,9 +51,7 @@ class SoqlError(Exception):
         self.error_code = error_code
         self.detail = detail
         self.row, self.column, line = _locate(soql, position)
-        self.message = (
-            f"\n{line}\n{' ' * (self.column - 1)}^\nERROR at Row:{self.row}:Column:{self.column}\n{detail}"
-        )
+        self.message = f"\n{line}\n{' ' * (self.column - 1)}^\nERROR at Row:{self.row}:Column:{self.column}\n{detail}"
         super().__init__(self.message)
 
 
@@ -139,9 +137,7 @@ def _read_string(soql: str, start: int) -> Token:
         if char == "\\":
             escaped = soql[pos + 1 : pos + 2]
             if escaped not in _ESCAPES:
-                raise SoqlError(
-                    "MALFORMED_QUERY", f"Invalid string literal: invalid escape '\\{escaped}'", soql, pos
-                )
+                raise SoqlError("MALFORMED_QUERY", f"Invalid string literal: invalid escape '\\{escaped}'", soql, pos)
             chars.append(_ESCAPES[escaped])
             pos += 2
         elif char == "'":
@@ -156,9 +152,7 @@ def _read_number_or_date(soql: str, pos: int) -> Token:
     if match := _DATETIME_RE.match(soql, pos):
         text = match.group()
         if not text.endswith("Z") and not re.search(r"[+-]\d{2}:?\d{2}$", text):
-            raise SoqlError(
-                "MALFORMED_QUERY", f"datetime literal {text} needs a time zone, e.g. {text}Z", soql, pos
-            )
+            raise SoqlError("MALFORMED_QUERY", f"datetime literal {text} needs a time zone, e.g. {text}Z", soql, pos)
         try:
             return Token("datetime", text, parse_datetime(text, require_zone=True), pos)
         except ValueError:
@@ -324,9 +318,7 @@ class _Parser:
         if self.token.text == "(":
             raise self.error(f"function {token.text}() is not supported by the Healthbeat sandbox", token)
         if "." in token.text:
-            raise self.error(
-                f"relationship path '{token.text}' is not supported by the Healthbeat sandbox", token
-            )
+            raise self.error(f"relationship path '{token.text}' is not supported by the Healthbeat sandbox", token)
         return FieldRef(token.text, token.pos)
 
     def order_list(self) -> tuple[OrderItem, ...]:
@@ -494,9 +486,7 @@ def compile_query(soql: str, schema: Schema) -> BoundQuery:
         seen.add(spec.name)
     order = tuple((binder.sortable(item.field), item.descending, item.nulls_last) for item in query.order_by)
     if query.offset is not None and query.offset > MAX_OFFSET:
-        raise SoqlError(
-            "NUMBER_OUTSIDE_VALID_RANGE", f"Maximum SOQL offset allowed is {MAX_OFFSET}", soql, len(soql)
-        )
+        raise SoqlError("NUMBER_OUTSIDE_VALID_RANGE", f"Maximum SOQL offset allowed is {MAX_OFFSET}", soql, len(soql))
     predicate = binder.condition(query.where) if query.where is not None else None
     return BoundQuery(sobject, fields, query.is_count, predicate, order, query.limit, query.offset or 0)
 
@@ -599,9 +589,7 @@ class _Binder:
             try:
                 return to_18(text)
             except ValueError:
-                raise self.invalid(
-                    f"invalid ID field: {text}", value.pos, "INVALID_QUERY_FILTER_OPERATOR"
-                ) from None
+                raise self.invalid(f"invalid ID field: {text}", value.pos, "INVALID_QUERY_FILTER_OPERATOR") from None
         if expected == "string" and value.kind == "string":
             return _unescape_like(str(value.value)).casefold()
         raise self.invalid(

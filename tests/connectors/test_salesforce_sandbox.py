@@ -6,6 +6,7 @@ import os
 import re
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -24,20 +25,23 @@ def soql(http: httpx.Client, auth: dict[str, str], query: str, *, endpoint: str 
     return http.get(f"{V}/{endpoint}", params={"q": query}, headers=auth)
 
 
-def patch_accounts(http: httpx.Client, auth: dict[str, str], records: list[dict[str, Any]],
-                   all_or_none: bool = False) -> httpx.Response:
-    body = {"allOrNone": all_or_none,
-            "records": [{"attributes": {"type": "Account"}, **record} for record in records]}
+def patch_accounts(
+    http: httpx.Client, auth: dict[str, str], records: list[dict[str, Any]], all_or_none: bool = False
+) -> httpx.Response:
+    body = {"allOrNone": all_or_none, "records": [{"attributes": {"type": "Account"}, **record} for record in records]}
     return http.patch(f"{V}/composite/sobjects", json=body, headers=auth)
 
 
 # --- OAuth ----------------------------------------------------------------------------------
 
+
 def test_token_endpoint_issues_a_bearer_token_for_the_instance(
     sf_http: httpx.Client, sf_sandbox: SalesforceSandbox
 ) -> None:
-    response = sf_http.post("/services/oauth2/token", data={
-        "grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"})
+    response = sf_http.post(
+        "/services/oauth2/token",
+        data={"grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"},
+    )
     assert response.status_code == 200
     body = response.json()
     assert set(body) >= {"access_token", "instance_url", "id", "token_type", "issued_at", "signature"}
@@ -51,8 +55,10 @@ def test_token_endpoint_issues_a_bearer_token_for_the_instance(
     [
         ({"client_id": "sandbox-client", "client_secret": "wrong"}, "invalid_client"),
         ({"client_id": "someone-else", "client_secret": "sandbox-secret"}, "invalid_client_id"),
-        ({"grant_type": "password", "client_id": "sandbox-client", "client_secret": "sandbox-secret"},
-         "unsupported_grant_type"),
+        (
+            {"grant_type": "password", "client_id": "sandbox-client", "client_secret": "sandbox-secret"},
+            "unsupported_grant_type",
+        ),
     ],
 )
 def test_token_endpoint_refuses_bad_requests_with_oauth_error_bodies(
@@ -91,6 +97,7 @@ def test_unsupported_api_version_is_not_found(sf_http: httpx.Client, sf_auth: di
 
 # --- limits ---------------------------------------------------------------------------------
 
+
 def test_every_data_call_is_counted_in_sforce_limit_info_but_the_token_call_is_not(
     sf_http: httpx.Client, sf_sandbox: SalesforceSandbox, sf_auth: dict[str, str]
 ) -> None:
@@ -118,6 +125,7 @@ def test_calls_over_the_daily_limit_get_request_limit_exceeded(
 
 
 # --- query and queryAll ------------------------------------------------------------------------
+
 
 def test_query_pages_with_next_records_url_and_total_size(
     make_sf_sandbox: Callable[..., SalesforceSandbox], make_sf_http: MakeHttp
@@ -162,8 +170,10 @@ def test_later_pages_come_from_the_snapshot_taken_at_query_time(
     sandbox.update("Account", second, {"Name": "renamed"})
     sandbox.insert("Account", {"Name": "C"})
     rest = http.get(page["nextRecordsUrl"], headers=auth).json()
-    assert (page["records"][0]["Id"], rest["records"]) == (first, [
-        {"attributes": {"type": "Account", "url": f"{V}/sobjects/Account/{second}"}, "Id": second, "Name": "B"}])
+    assert (page["records"][0]["Id"], rest["records"]) == (
+        first,
+        [{"attributes": {"type": "Account", "url": f"{V}/sobjects/Account/{second}"}, "Id": second, "Name": "B"}],
+    )
     assert rest["done"] is True
 
 
@@ -222,14 +232,19 @@ def test_unencoded_plus_in_a_datetime_literal_arrives_as_a_space_and_breaks_the_
 
 # --- describe -----------------------------------------------------------------------------------
 
+
 def test_describe_reports_custom_fields_with_type_precision_and_updateability(
     sf_http: httpx.Client, sf_auth: dict[str, str]
 ) -> None:
     body = sf_http.get(f"{V}/sobjects/Account/describe", headers=sf_auth).json()
     fields = {f["name"]: f for f in body["fields"]}
     assert body["name"] == "Account"
-    assert (fields["Health_Score__c"]["type"], fields["Health_Score__c"]["precision"],
-            fields["Health_Score__c"]["scale"], fields["Health_Score__c"]["custom"]) == ("double", 5, 2, True)
+    assert (
+        fields["Health_Score__c"]["type"],
+        fields["Health_Score__c"]["precision"],
+        fields["Health_Score__c"]["scale"],
+        fields["Health_Score__c"]["custom"],
+    ) == ("double", 5, 2, True)
     assert (fields["Health_Band__c"]["type"], fields["Health_Band__c"]["length"]) == ("string", 40)
     assert fields["SystemModstamp"]["updateable"] is False
     assert fields["Name"]["custom"] is False
@@ -259,16 +274,22 @@ def test_org_with_missing_field_and_object_describes_without_them(
     assert http.get(f"{V}/sobjects/EmailMessage/describe", headers=auth).status_code == 404
 
 
-def test_global_describe_lists_every_object_with_its_key_prefix(
-    sf_http: httpx.Client, sf_auth: dict[str, str]
-) -> None:
+def test_global_describe_lists_every_object_with_its_key_prefix(sf_http: httpx.Client, sf_auth: dict[str, str]) -> None:
     body = sf_http.get(f"{V}/sobjects", headers=sf_auth).json()
     prefixes = {o["name"]: o["keyPrefix"] for o in body["sobjects"]}
-    assert prefixes == {"Account": "001", "User": "005", "Event": "00U", "Task": "00T", "EmailMessage": "02s",
-                        "Case": "500", "Opportunity": "006"}
+    assert prefixes == {
+        "Account": "001",
+        "User": "005",
+        "Event": "00U",
+        "Task": "00T",
+        "EmailMessage": "02s",
+        "Case": "500",
+        "Opportunity": "006",
+    }
 
 
 # --- sObject Collections update -------------------------------------------------------------
+
 
 def test_collection_update_saves_fields_and_bumps_system_modstamp(
     sf_http: httpx.Client, sf_sandbox: SalesforceSandbox, sf_auth: dict[str, str], sf_clock: SfClock
@@ -288,20 +309,29 @@ def test_collection_update_reports_per_record_errors_in_request_order(
 ) -> None:
     ok, deleted, locked = (sf_sandbox.insert("Account", {"Name": n}) for n in ("ok", "deleted", "locked"))
     sf_sandbox.delete("Account", deleted)
-    response = patch_accounts(sf_http, sf_auth, [
-        {"id": ok, "Health_Band__c": "green"},
-        {"id": "0015g0ZZZZZZZZZ", "Health_Band__c": "green"},  # well-formed, never created
-        {"id": deleted, "Health_Band__c": "green"},
-        {"id": locked, "SystemModstamp": "2024-01-01T00:00:00Z"},
-        {"id": locked, "Health_Scor__c": 1},
-        {"id": locked, "Health_Band__c": "x" * 41},
-    ])
+    response = patch_accounts(
+        sf_http,
+        sf_auth,
+        [
+            {"id": ok, "Health_Band__c": "green"},
+            {"id": "0015g0ZZZZZZZZZ", "Health_Band__c": "green"},  # well-formed, never created
+            {"id": deleted, "Health_Band__c": "green"},
+            {"id": locked, "SystemModstamp": "2024-01-01T00:00:00Z"},
+            {"id": locked, "Health_Scor__c": 1},
+            {"id": locked, "Health_Band__c": "x" * 41},
+        ],
+    )
     assert response.status_code == 200
     results = response.json()
     assert [r["success"] for r in results] == [True, False, False, False, False, False]
     codes = [r["errors"][0]["statusCode"] for r in results[1:]]
-    assert codes == ["INVALID_CROSS_REFERENCE_KEY", "ENTITY_IS_DELETED", "INVALID_FIELD_FOR_INSERT_UPDATE",
-                     "INVALID_FIELD", "STRING_TOO_LONG"]
+    assert codes == [
+        "INVALID_CROSS_REFERENCE_KEY",
+        "ENTITY_IS_DELETED",
+        "INVALID_FIELD_FOR_INSERT_UPDATE",
+        "INVALID_FIELD",
+        "STRING_TOO_LONG",
+    ]
     assert results[3]["errors"][0]["fields"] == ["SystemModstamp"]
     assert sf_sandbox.get("Account", locked)["Health_Band__c"] is None
 
@@ -320,8 +350,9 @@ def test_all_or_none_rolls_back_every_record_when_one_fails(
     sf_http: httpx.Client, sf_sandbox: SalesforceSandbox, sf_auth: dict[str, str]
 ) -> None:
     good, bad = (sf_sandbox.insert("Account", {"Name": n}) for n in ("good", "bad"))
-    response = patch_accounts(sf_http, sf_auth, [
-        {"id": good, "Health_Band__c": "green"}, {"id": bad, "IsDeleted": True}], all_or_none=True)
+    response = patch_accounts(
+        sf_http, sf_auth, [{"id": good, "Health_Band__c": "green"}, {"id": bad, "IsDeleted": True}], all_or_none=True
+    )
     results = response.json()
     assert results[0]["errors"][0]["statusCode"] == "ALL_OR_NONE_OPERATION_ROLLED_BACK"
     assert results[1]["errors"][0]["statusCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
@@ -332,8 +363,9 @@ def test_value_of_the_wrong_json_type_fails_the_whole_request(
     sf_http: httpx.Client, sf_sandbox: SalesforceSandbox, sf_auth: dict[str, str]
 ) -> None:
     first, second = (sf_sandbox.insert("Account", {"Name": n}) for n in ("a", "b"))
-    response = patch_accounts(sf_http, sf_auth, [
-        {"id": first, "Health_Band__c": "green"}, {"id": second, "Health_Score__c": "seventy"}])
+    response = patch_accounts(
+        sf_http, sf_auth, [{"id": first, "Health_Band__c": "green"}, {"id": second, "Health_Score__c": "seventy"}]
+    )
     assert response.status_code == 400
     assert response.json()[0]["errorCode"] == "JSON_PARSER_ERROR"
     assert sf_sandbox.get("Account", first)["Health_Band__c"] is None
@@ -361,13 +393,17 @@ def test_calls_log_method_path_query_status_and_composite_record_count(
     patch_accounts(sf_http, sf_auth, [{"id": account_id, "Health_Band__c": "green"}])
     query_call, update_call = sf_sandbox.calls
     assert (query_call.method, query_call.path, query_call.status, query_call.record_count) == (
-        "GET", f"{V}/query", 200, None)
+        "GET",
+        f"{V}/query",
+        200,
+        None,
+    )
     assert "q=SELECT" in query_call.query
-    assert (update_call.method, update_call.path, update_call.record_count) == (
-        "PATCH", f"{V}/composite/sobjects", 1)
+    assert (update_call.method, update_call.path, update_call.record_count) == ("PATCH", f"{V}/composite/sobjects", 1)
 
 
 # --- fault injection ---------------------------------------------------------------------------
+
 
 def test_fail_next_answers_matching_requests_with_the_error_then_stops(
     sf_http: httpx.Client, sf_sandbox: SalesforceSandbox, sf_auth: dict[str, str]
@@ -384,7 +420,9 @@ def test_fail_next_on_the_token_endpoint_uses_the_oauth_error_shape(
     sf_sandbox.fail_next(503, "temporarily_unavailable", "maintenance", path_contains="oauth2")
     response = sf_http.post("/services/oauth2/token", data={"grant_type": "client_credentials"})
     assert (response.status_code, response.json()) == (
-        503, {"error": "temporarily_unavailable", "error_description": "maintenance"})
+        503,
+        {"error": "temporarily_unavailable", "error_description": "maintenance"},
+    )
 
 
 def test_dropped_connection_is_a_transport_error_for_the_client(
@@ -397,6 +435,7 @@ def test_dropped_connection_is_a_transport_error_for_the_client(
 
 
 # --- data API ---------------------------------------------------------------------------------
+
 
 def test_insert_assigns_18_character_ids_with_each_object_key_prefix(sf_sandbox: SalesforceSandbox) -> None:
     user_id = sf_sandbox.insert("User", {"Name": "Ann", "Email": "ann@example.com"})
@@ -415,8 +454,12 @@ def test_insert_with_an_unknown_field_names_it(sf_sandbox: SalesforceSandbox) ->
 def test_back_dated_insert_keeps_the_given_stamps(sf_sandbox: SalesforceSandbox) -> None:
     account_id = sf_sandbox.insert("Account", {"Name": "Old", "LastModifiedDate": datetime(2023, 1, 2, tzinfo=UTC)})
     record = sf_sandbox.get("Account", account_id)
-    assert record["LastModifiedDate"] == record["SystemModstamp"] == record["CreatedDate"] == (
-        "2023-01-02T00:00:00.000+0000")
+    assert (
+        record["LastModifiedDate"]
+        == record["SystemModstamp"]
+        == record["CreatedDate"]
+        == ("2023-01-02T00:00:00.000+0000")
+    )
 
 
 def test_update_through_the_data_api_bumps_the_stamps_to_the_clock(
@@ -444,19 +487,26 @@ def test_records_lists_live_rows_unless_deleted_are_asked_for(sf_sandbox: Salesf
 def test_ids_are_deterministic_for_the_same_inserts(make_sf_sandbox: Callable[..., SalesforceSandbox]) -> None:
     first, second = make_sf_sandbox(), make_sf_sandbox()
     assert [first.insert("Account", {"Name": str(i)}) for i in range(3)] == [
-        second.insert("Account", {"Name": str(i)}) for i in range(3)]
+        second.insert("Account", {"Name": str(i)}) for i in range(3)
+    ]
 
 
 # --- lifecycle ---------------------------------------------------------------------------------
+
 
 def test_stop_releases_the_port_and_removes_the_ca_file() -> None:
     sandbox = SalesforceSandbox()
     with sandbox:
         port = int(sandbox.url.rsplit(":", 1)[1])
         ca_path = sandbox.ca_cert_path
-        with httpx.Client(verify=ssl.create_default_context(cafile=ca_path)) as http:  # leave a keep-alive connection open
+        # stop while a keep-alive connection is still open: stop() must close it, not wait for it
+        with httpx.Client(verify=ssl.create_default_context(cafile=ca_path)) as http:
             assert http.get(f"{sandbox.url}/services/data/").status_code == 200
             sandbox.stop()
+            handlers = [t for t in threading.enumerate() if "process_request" in t.name]
+            for thread in handlers:
+                thread.join(timeout=1)
+            assert not [t for t in handlers if t.is_alive()]
     assert not os.path.exists(ca_path)
     with socket.socket() as probe:  # TIME_WAIT remnants are fine; a listener would make bind fail
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

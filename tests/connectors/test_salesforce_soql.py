@@ -13,14 +13,42 @@ from connectors.salesforce.soql import SoqlError, compile_query, parse
 ACME, GLOBEX, INITECH, UMBRELLA = (make_id("001", n) for n in (1, 2, 3, 4))
 
 ACCOUNTS: list[dict[str, Any]] = [
-    {"Id": ACME, "Name": "Acme", "Type": "Customer - Direct", "AnnualRevenue": 500.0, "IsDeleted": False,
-     "SystemModstamp": "2024-01-01T10:00:00.000+0000", "Health_Override_Until__c": "2024-03-01"},
-    {"Id": GLOBEX, "Name": "globex", "Type": "Prospect", "AnnualRevenue": None, "IsDeleted": False,
-     "SystemModstamp": "2024-01-02T10:00:00.000+0000", "Health_Override_Until__c": None},
-    {"Id": INITECH, "Name": "Initech 100%", "Type": None, "AnnualRevenue": 100.0, "IsDeleted": False,
-     "SystemModstamp": "2024-01-03T10:00:00.000+0000", "Health_Override_Until__c": "2024-01-15"},
-    {"Id": UMBRELLA, "Name": "O'Brien & Co", "Type": "Customer - Direct", "AnnualRevenue": 2500.0,
-     "IsDeleted": True, "SystemModstamp": "2024-01-04T10:00:00.000+0000", "Health_Override_Until__c": None},
+    {
+        "Id": ACME,
+        "Name": "Acme",
+        "Type": "Customer - Direct",
+        "AnnualRevenue": 500.0,
+        "IsDeleted": False,
+        "SystemModstamp": "2024-01-01T10:00:00.000+0000",
+        "Health_Override_Until__c": "2024-03-01",
+    },
+    {
+        "Id": GLOBEX,
+        "Name": "globex",
+        "Type": "Prospect",
+        "AnnualRevenue": None,
+        "IsDeleted": False,
+        "SystemModstamp": "2024-01-02T10:00:00.000+0000",
+        "Health_Override_Until__c": None,
+    },
+    {
+        "Id": INITECH,
+        "Name": "Initech 100%",
+        "Type": None,
+        "AnnualRevenue": 100.0,
+        "IsDeleted": False,
+        "SystemModstamp": "2024-01-03T10:00:00.000+0000",
+        "Health_Override_Until__c": "2024-01-15",
+    },
+    {
+        "Id": UMBRELLA,
+        "Name": "O'Brien & Co",
+        "Type": "Customer - Direct",
+        "AnnualRevenue": 2500.0,
+        "IsDeleted": True,
+        "SystemModstamp": "2024-01-04T10:00:00.000+0000",
+        "Health_Override_Until__c": None,
+    },
 ]
 
 
@@ -45,6 +73,7 @@ def refusal(soql: str, schema: Schema) -> SoqlError:
 
 # --- parsing and projection -----------------------------------------------------------------
 
+
 def test_selected_fields_come_back_in_select_order_with_schema_casing(schema: Schema) -> None:
     rows = run("select name, ID from ACCOUNT where id = '" + ACME + "'", schema)
     assert rows == [{"Name": "Acme", "Id": ACME}]
@@ -68,6 +97,7 @@ def test_query_spanning_lines_reports_row_and_column_of_the_error(schema: Schema
 
 
 # --- comparison operators -------------------------------------------------------------------
+
 
 def test_text_equality_ignores_case_as_salesforce_does(schema: Schema) -> None:
     assert ids("SELECT Id FROM Account WHERE Name = 'GLOBEX'", schema) == [GLOBEX]
@@ -134,9 +164,9 @@ def test_malformed_id_literal_is_refused(schema: Schema) -> None:
 
 # --- logical operators ----------------------------------------------------------------------
 
+
 def test_and_or_not_and_parentheses_combine(schema: Schema) -> None:
-    soql = ("SELECT Id FROM Account WHERE (Type = 'Prospect' OR AnnualRevenue > 1000) "
-            "AND (NOT Name = 'globex')")
+    soql = "SELECT Id FROM Account WHERE (Type = 'Prospect' OR AnnualRevenue > 1000) AND (NOT Name = 'globex')"
     assert ids(soql, schema) == [UMBRELLA]
 
 
@@ -158,6 +188,7 @@ def test_not_after_and_is_refused_like_salesforce(schema: Schema) -> None:
 
 
 # --- datetimes and dates ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "literal",
@@ -194,13 +225,17 @@ def test_date_field_compares_with_a_date_literal(schema: Schema) -> None:
 def test_date_literal_on_a_datetime_field_is_refused_with_salesforce_message(schema: Schema) -> None:
     error = refusal("SELECT Id FROM Account WHERE SystemModstamp > 2024-01-01", schema)
     assert error.error_code == "INVALID_FIELD"
-    assert ("value of filter criterion for field 'SystemModstamp' must be of type dateTime and should not be "
-            "enclosed in quotes") in error.message
+    assert (
+        "value of filter criterion for field 'SystemModstamp' must be of type dateTime and should not be "
+        "enclosed in quotes"
+    ) in error.message
 
 
 def test_quoted_datetime_is_refused(schema: Schema) -> None:
-    assert refusal("SELECT Id FROM Account WHERE SystemModstamp > '2024-01-01T00:00:00Z'",
-                   schema).error_code == "INVALID_FIELD"
+    assert (
+        refusal("SELECT Id FROM Account WHERE SystemModstamp > '2024-01-01T00:00:00Z'", schema).error_code
+        == "INVALID_FIELD"
+    )
 
 
 def test_unquoted_number_on_a_text_field_is_refused(schema: Schema) -> None:
@@ -210,13 +245,17 @@ def test_unquoted_number_on_a_text_field_is_refused(schema: Schema) -> None:
 
 # --- ORDER BY, LIMIT, OFFSET --------------------------------------------------------------
 
+
 def test_order_by_ascending_puts_nulls_first_by_default(schema: Schema) -> None:
     assert ids("SELECT Id FROM Account ORDER BY AnnualRevenue", schema) == [GLOBEX, INITECH, ACME, UMBRELLA]
 
 
 def test_order_by_descending_nulls_last(schema: Schema) -> None:
     assert ids("SELECT Id FROM Account ORDER BY AnnualRevenue DESC NULLS LAST", schema) == [
-        UMBRELLA, ACME, INITECH, GLOBEX,
+        UMBRELLA,
+        ACME,
+        INITECH,
+        GLOBEX,
     ]
 
 
@@ -226,7 +265,10 @@ def test_order_by_text_ignores_case(schema: Schema) -> None:
 
 def test_order_by_several_fields_breaks_ties_with_the_next(schema: Schema) -> None:
     assert ids("SELECT Id FROM Account ORDER BY Type DESC NULLS LAST, AnnualRevenue DESC", schema) == [
-        GLOBEX, UMBRELLA, ACME, INITECH,
+        GLOBEX,
+        UMBRELLA,
+        ACME,
+        INITECH,
     ]
 
 
@@ -240,10 +282,13 @@ def test_offset_above_two_thousand_is_refused(schema: Schema) -> None:
 
 # --- refusals -------------------------------------------------------------------------------
 
+
 def test_unknown_field_gets_salesforce_invalid_field_message(schema: Schema) -> None:
     error = refusal("SELECT Id, Helth_Score__c FROM Account", schema)
     assert error.error_code == "INVALID_FIELD"
-    assert error.message.startswith("\nSELECT Id, Helth_Score__c FROM Account\n           ^\nERROR at Row:1:Column:12\n")
+    assert error.message.startswith(
+        "\nSELECT Id, Helth_Score__c FROM Account\n           ^\nERROR at Row:1:Column:12\n"
+    )
     assert "No such column 'Helth_Score__c' on entity 'Account'" in error.message
 
 
