@@ -825,6 +825,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes; don't let the body wait 40 ms
     server_version = "SalesforceSandbox/1.0"
     timeout = 30
 

@@ -1,0 +1,156 @@
+"""What sync keeps in the store, through the real clients and the sandboxes: each record once, deletions seen,
+bad input quarantined with its reason while the rest goes on."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from connectors.world import sf_datetime
+from worker.config import Settings
+from worker.cycle import Clients
+from worker.demo import Sandboxes, ShiftedClock
+from worker.store import Store
+from worker.sync import SyncReport, sync_all
+
+
+def _sync(store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> SyncReport:
+    return sync_all(store, settings, clock(), salesforce=clients.salesforce, zendesk=clients.zendesk)
+
+
+def _account(sandboxes: Sandboxes, name: str = "Acme", website: str = "https://www.acme.example") -> str:
+    owner = sandboxes.salesforce.insert("User", {"Name": "Dana", "Email": "dana@example.com"})
+    return sandboxes.salesforce.insert("Account", {"Name": name, "OwnerId": owner, "Website": website})
+
+
+def _activities(store: Store, account_id: str, kind: str) -> list[dict[str, object]]:
+    return store.query("SELECT * FROM activities WHERE account_id = ? AND kind = ? AND is_deleted = 0",
+                       (account_id, kind))
+
+
+def test_an_email_logged_as_task_and_as_email_message_counts_once(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    account = _account(sandboxes)
+    at = sf_datetime(clock() - timedelta(days=1))
+    task = sandboxes.salesforce.insert("Task", {"AccountId": account, "WhatId": account, "TaskSubtype": "Email",
+                                                "Subject": "Email: renewal", "CompletedDateTime": at})
+    sandboxes.salesforce.insert("EmailMessage", {"RelatedToId": account, "ActivityId": task, "Incoming": False,
+                                                 "Subject": "renewal", "TextBody": "See you Tuesday",
+                                                 "MessageDate": at})
+
+    _sync(store, settings, clients, clock)
+
+    emails = _activities(store, account, "email")
+    assert len(emails) == 1
+    assert emails[0]["text"] == "See you Tuesday"
+
+
+def test_a_second_sync_re_reads_the_overlap_without_duplicating_anything(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    account = _account(sandboxes)
+    for day in range(3):
+        sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "Sync",
+                                              "ActivityDateTime": sf_datetime(clock() - timedelta(days=day))})
+    _sync(store, settings, clients, clock)
+    before = store.scalar("SELECT count(*) FROM activities")
+
+    _sync(store, settings, clients, clock)
+
+    assert store.scalar("SELECT count(*) FROM activities") == before
+    assert len(_activities(store, account, "meeting")) == 3
+
+
+def test_a_record_deleted_in_salesforce_stops_counting(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    account = _account(sandboxes)
+    meeting = sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "QBR",
+                                                    "ActivityDateTime": sf_datetime(clock())})
+    _sync(store, settings, clients, clock)
+    sandboxes.salesforce.delete("Event", meeting)
+
+    _sync(store, settings, clients, clock)
+
+    assert _activities(store, account, "meeting") == []
+
+
+def test_the_cursor_never_passes_the_start_of_the_run(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    account = _account(sandboxes)
+    sandboxes.salesforce.insert("Event", {"AccountId": account, "ActivityDateTime": sf_datetime(clock()),
+                                          "SystemModstamp": sf_datetime(clock() + timedelta(hours=2))})
+    started = clock()
+
+    _sync(store, settings, clients, clock)
+
+    assert (store.cursor("salesforce.Event") or "") <= started.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_bad_usage_row_is_quarantined_with_file_and_line_and_the_rest_is_kept(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock,
+        usage_dir: Path) -> None:
+    account = _account(sandboxes)
+    (usage_dir / "usage.csv").write_text(
+        "account_id,date,active_users,events,features_used,seats\n"
+        f"{account},2026-01-01,5,50,api;sso,10\n"
+        f"{account},2026-01-02,five,50,api,10\n"
+        f"{account[:15]},2026-01-03,7,70,,10\n")
+
+    report = _sync(store, settings, clients, clock)
+
+    days = [r["day"] for r in store.query("SELECT day FROM usage_daily WHERE account_id = ? ORDER BY day",
+                                          (account,))]
+    assert days == ["2026-01-01", "2026-01-03"]
+    reasons = [r["reason"] for r in store.query("SELECT reason FROM quarantine WHERE source = 'usage'")]
+    assert reasons == ["usage.csv line 3: active_users: expected a whole number, got 'five'"]
+    assert report.quarantined == 1
+
+
+def test_a_later_usage_row_for_the_same_account_and_day_replaces_the_earlier(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock,
+        usage_dir: Path) -> None:
+    account = _account(sandboxes)
+    (usage_dir / "a.csv").write_text(f"account_id,date,active_users,events\n{account},2026-01-01,5,50\n")
+    (usage_dir / "b.jsonl").write_text(
+        f'{{"account_id": "{account}", "date": "2026-01-01", "active_users": 9, "events": 90, '
+        f'"features_used": ["api"], "extra": "ignored"}}\n')
+
+    _sync(store, settings, clients, clock)
+
+    rows = store.query("SELECT active_users, features_used FROM usage_daily WHERE account_id = ?", (account,))
+    assert rows == [{"active_users": 9, "features_used": '["api"]'}]
+
+
+def test_a_zendesk_organization_maps_by_external_id_then_domain_and_the_rest_is_reported(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    by_id = _account(sandboxes, "Acme", "https://www.acme.example")
+    by_domain = _account(sandboxes, "Globex", "globex.example")
+    zd = sandboxes.zendesk
+    zd.add_organization("Acme Inc", external_id=by_id)
+    zd.add_organization("Globex", domain_names=["globex.example"])
+    stranger = zd.add_organization("Initech", domain_names=["initech.example"])
+
+    report = _sync(store, settings, clients, clock)
+
+    mapped = {r["name"]: (r["account_id"], r["mapped_by"]) for r in
+              store.query("SELECT name, account_id, mapped_by FROM zendesk_organizations")}
+    assert mapped == {"Acme Inc": (by_id, "external_id"), "Globex": (by_domain, "domain"), "Initech": (None, None)}
+    assert report.unmapped_organizations == [stranger]
+
+
+def test_ticket_comments_are_inbound_only_when_the_customer_wrote_them(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    account = _account(sandboxes)
+    zd = sandboxes.zendesk
+    org = zd.add_organization("Acme", external_id=account)
+    customer = zd.add_user("Cy Customer", "cy@acme.example", organization_id=org)
+    agent = zd.add_user("Al Agent", "al@support.example", role="agent")
+    ticket = zd.add_ticket(subject="Broken", requester_id=customer, organization_id=org, priority="urgent",
+                           created_at=clock() - timedelta(hours=5), description="It is broken again")
+    zd.add_comment(ticket, author_id=agent, body="Looking into it", created_at=clock() - timedelta(hours=4))
+
+    _sync(store, settings, clients, clock)
+
+    comments = {r["text"]: r["direction"] for r in _activities(store, account, "ticket_comment")}
+    assert comments == {"It is broken again": "in", "Looking into it": "out"}
+    tickets = _activities(store, account, "ticket")
+    assert [(t["priority"], t["status"]) for t in tickets] == [("urgent", "open")]
