@@ -21,6 +21,6 @@ ENV PATH=/opt/healthbeat/bin:$PATH \
     PYTHONUNBUFFERED=1
 WORKDIR /data
 VOLUME ["/data"]
-USER healthbeat
+USER 10001
 ENTRYPOINT ["healthbeat"]
 CMD ["run"]

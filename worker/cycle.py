@@ -149,7 +149,7 @@ class Cycle:
     def sync(self, report: CycleReport) -> None:
         report.sync = sync_all(self.store, self.settings, self.clock(),
                                salesforce=self.clients.salesforce, zendesk=self.clients.zendesk)
-        instance = getattr(self.clients.salesforce, "instance_url", None)
+        instance = self.clients.salesforce.instance_url
         if instance:
             with self.store.transaction():
                 self.store.save_cursor("salesforce.instance_url", str(instance), 0, self.clock())

@@ -176,6 +176,7 @@ class SalesforceClient:
         self.credentials = credentials
         self.api_usage: ApiUsage | None = None
         self.calls = 0
+        self.instance_url: str | None = None  # the org's own host, learnt at login (links to records)
         self._timeout = timeout
         self._retry_sleep = retry_sleep
         self._policy = RetryPolicy(
@@ -183,6 +184,7 @@ class SalesforceClient:
         )
         self._verify: str | bool = credentials.ca_bundle or True
         self._http = requests.Session()
+        self._http.verify = self._verify
         self._http.hooks["response"].append(self._observe)
         self._sf: Salesforce | None = None
         self._fields: dict[str, dict[str, str]] = {}
@@ -332,6 +334,7 @@ class SalesforceClient:
                 status=response.status_code,
                 error_code=str(error) or None,
             )
+        self.instance_url = instance_url.rstrip("/")
         self._sf = Salesforce(
             instance_url=instance_url,
             session_id=token,

@@ -440,7 +440,8 @@ class _Api:
                 return self._with_usage(_errors(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."))
             self.sb._api_calls_used += 1
         rest = (match["rest"] or "/").rstrip("/") or "/"
-        return self._with_usage(self.route(method, match["version"], rest, parse_qs(query), body))
+        batch_hint = _batch_size_option(headers.get("sforce-query-options", ""))
+        return self._with_usage(self.route(method, match["version"], rest, parse_qs(query), body, batch_hint))
 
     def _with_usage(self, response: _Response) -> _Response:
         response.headers["Sforce-Limit-Info"] = f"api-usage={self.sb.api_calls_used}/{self.sb.daily_api_limit}"
@@ -494,7 +495,9 @@ class _Api:
 
     # --- data API routes -----------------------------------------------------------------
 
-    def route(self, method: str, version: str, rest: str, params: dict[str, list[str]], body: bytes) -> _Response:
+    def route(
+        self, method: str, version: str, rest: str, params: dict[str, list[str]], body: bytes, batch_hint: int | None
+    ) -> _Response:
         parts = rest.strip("/").split("/") if rest != "/" else []
         head = parts[0] if parts else ""
         if method == "PATCH" and parts == ["composite", "sobjects"]:
@@ -516,7 +519,7 @@ class _Api:
                 },
             )
         if head in ("query", "queryAll") and len(parts) == 1:
-            return self.query(version, head, params.get("q", [""])[0], params)
+            return self.query(version, head, params.get("q", [""])[0], batch_hint)
         if head in ("query", "queryAll") and len(parts) == 2:
             return self.query_more(version, head, parts[1])
         if head == "limits" and len(parts) == 1:
@@ -584,7 +587,7 @@ class _Api:
 
     # --- queries -----------------------------------------------------------------------------
 
-    def query(self, version: str, endpoint: str, soql: str, params: dict[str, list[str]]) -> _Response:
+    def query(self, version: str, endpoint: str, soql: str, batch_hint: int | None) -> _Response:
         if not soql.strip():
             return _errors(400, "MALFORMED_QUERY", "A query string has to be specified")
         try:
@@ -598,7 +601,7 @@ class _Api:
             snapshot = [_serialize(bound.sobject.name, row, version) for row in rows]
             self.sb._cursor_sequence += 1
             locator = make_id("01g", self.sb._cursor_sequence, pod="D0")
-            cursor = _Cursor(snapshot, self.sb.batch_size)
+            cursor = _Cursor(snapshot, min(self.sb.batch_size, batch_hint or self.sb.batch_size))
             self.sb._cursors[locator] = cursor
             while len(self.sb._cursors) > MAX_OPEN_CURSORS:
                 self.sb._cursors.popitem(last=False)
@@ -761,6 +764,12 @@ def _mark_duplicates(updates: list[_Update]) -> None:
             update.errors.append(_error("DUPLICATE_VALUE", f"Duplicate id in list: {update.known_id}"))
             update.record = None
         seen.add(update.known_id)
+
+
+def _batch_size_option(header: str) -> int | None:
+    """``Sforce-Query-Options: batchSize=N``: Salesforce takes 200..2000 and treats it as a hint."""
+    match = re.search(r"batchSize=(\d+)", header)
+    return None if match is None else max(200, min(2000, int(match.group(1))))
 
 
 def _versioned(value: Any, version: str) -> Any:

@@ -577,8 +577,10 @@ def _normalize_date(spec: FieldSpec, value: Any) -> str:
     raise _json_error(spec, "date", value)
 
 
-def _normalize_text(spec: FieldSpec, value: str) -> str:
-    if spec.type in ("id", "reference") and value:
+def _normalize_text(spec: FieldSpec, value: str) -> str | None:
+    if spec.type == "reference" and not value:
+        return None  # Salesforce stores an empty lookup as null
+    if spec.type in ("id", "reference"):
         try:
             return to_18(value)
         except ValueError:

@@ -511,3 +511,15 @@ def test_stop_releases_the_port_and_removes_the_ca_file() -> None:
     with socket.socket() as probe:  # TIME_WAIT remnants are fine; a listener would make bind fail
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
+
+
+def test_query_options_header_sets_the_batch_size_within_salesforce_bounds(
+    sf_http: httpx.Client, sf_sandbox: SalesforceSandbox, sf_auth: dict[str, str]
+) -> None:
+    for i in range(450):
+        sf_sandbox.insert("Account", {"Name": str(i)})
+    asked_small = {**sf_auth, "Sforce-Query-Options": "batchSize=50"}
+    asked_300 = {**sf_auth, "Sforce-Query-Options": "batchSize=300"}
+    small = sf_http.get(f"{V}/query", params={"q": "SELECT Id FROM Account"}, headers=asked_small).json()
+    mid = sf_http.get(f"{V}/query", params={"q": "SELECT Id FROM Account"}, headers=asked_300).json()
+    assert (len(small["records"]), len(mid["records"])) == (200, 300)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from connectors.salesforce.ids import make_id, to_18
-from connectors.salesforce.schema import Schema, build_schema
+from connectors.salesforce.schema import Schema, build_schema, normalize_value
 from connectors.salesforce.soql import SoqlError, compile_query, parse
 
 ACME, GLOBEX, INITECH, UMBRELLA = (make_id("001", n) for n in (1, 2, 3, 4))
@@ -354,3 +354,11 @@ def test_features_beyond_the_sandbox_are_refused_saying_so(schema: Schema, soql:
 
 def test_to_18_matches_salesforce_documented_example() -> None:
     assert to_18("001A0000006Vm9r") == "001A0000006Vm9rIAC"
+
+
+def test_schema_stores_an_empty_lookup_as_null() -> None:
+    account = build_schema().sobject("Account")
+    assert account is not None
+    owner = account.field("ownerid")
+    assert owner is not None
+    assert normalize_value(owner, "") is None
