@@ -75,7 +75,9 @@ def _run_stages(stages: tuple[str, ...], db: Path | None, rules_dir: Path | None
         report = Cycle(store, settings, RuleBook(settings.rules_dir), clients, dry_run=dry_run).run(stages)
         clients.close()
     if not report.ok:
-        err.print(f"[red]{report.summary()}[/red]")
+        typer.echo(report.summary(), err=True)
+        for problem in report.problems():
+            typer.echo(f"  {problem}", err=True)
         raise typer.Exit(1)
 
 

@@ -89,11 +89,13 @@ class CycleReport:
         parts = [f"cycle {'ok' if self.ok else 'FAILED'}"]
         parts.append(f"in {self.seconds:.1f}s")
         if self.sync:
-            parts.append(f"sync {self.sync.total} records ({self.sync.quarantined} quarantined, "
-                         f"{len(self.sync.failed_streams)} streams failed)")
+            parts.append(f"sync {self.sync.total} records ({self.sync.quarantined} quarantined)")
+            if self.sync.failed_streams:
+                parts.append("failed streams: " + ", ".join(sorted(self.sync.failed_streams)))
         if self.scoring:
-            parts.append(f"scored {self.scoring.scored} ({self.scoring.changed} changed; "
-                         + ", ".join(f"{k} {v}" for k, v in sorted(self.scoring.bands.items())) + ")")
+            bands = ", ".join(f"{k} {v}" for k, v in sorted(self.scoring.bands.items()))
+            parts.append(f"scored {self.scoring.scored} ({self.scoring.changed} changed"
+                         + (f"; {bands})" if bands else ")"))
         if self.alerts:
             parts.append(f"alerts fired {self.alerts.fired}, resolved {self.alerts.resolved}")
         if self.writeback:
@@ -104,6 +106,18 @@ class CycleReport:
         if self.error:
             parts.append(f"error: {self.error}")
         return "; ".join(parts)
+
+    def problems(self) -> list[str]:
+        """What made this cycle fail, one line each, for the exit status and the operator."""
+        found = [f"{stream}: {error}" for stream, error in sorted(self.sync.failed_streams.items())] \
+            if self.sync else []
+        if self.writeback and self.writeback.errors:
+            found += [f"writeback: {error}" for error in self.writeback.errors]
+        if self.notify and self.notify.blocked:
+            found.append(f"notify: {self.notify.blocked}")
+        if self.error:
+            found.append(self.error)
+        return found
 
     def as_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=str))  # type: ignore[no-any-return]
@@ -183,8 +197,7 @@ class Cycle:
                 for stage in stages:
                     getattr(self, stage)(report)
                     report.stages.append(stage)
-                report.ok = not (report.sync and report.sync.failed_streams) and not (
-                    report.writeback and report.writeback.errors)
+                report.ok = not report.problems()
             except SalesforceError as exc:
                 report.error = f"Salesforce: {exc}"
             except (SyncAborted, NoGoodRules) as exc:

@@ -38,6 +38,7 @@ class NotifyReport:
     recovered: int = 0
     to_fallback: int = 0
     errors: list[str] = field(default_factory=list)
+    blocked: str | None = None  # Slack as a whole refused or failed: nothing more could be sent
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ def send_nudges(store: Store, slack: SlackClient | None, now: datetime, *, fallb
             _deliver(store, slack, row, payload, fallback_channel, now, report)
         except SlackAuthError as exc:
             report.errors.append(str(exc))
+            report.blocked = str(exc)
             log.error("notify: %s; nudges wait in the outbox", exc)
             break
         except SlackUnavailable as exc:
@@ -101,6 +103,7 @@ def send_nudges(store: Store, slack: SlackClient | None, now: datetime, *, fallb
             _mark(store, row["id"], "inflight", None, str(exc), now)
             report.failed += 1
             report.errors.append(str(exc))
+            report.blocked = str(exc)
             log.error("notify: Slack unavailable (%s); the rest wait for the next cycle", exc)
             break
         except (SlackError, NoRoute) as exc:

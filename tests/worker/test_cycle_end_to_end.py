@@ -5,8 +5,13 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
+from pydantic import SecretStr
+
 from connectors.world import World, advance, stir_trouble
-from worker.cycle import Cycle
+from worker.config import Settings
+from worker.cycle import Cycle, build_clients
+from worker.rulebook import RuleBook
+from worker.sentiment import VaderModel
 from worker.demo import Sandboxes, ShiftedClock, pick_changes
 from worker.store import Store
 
@@ -115,3 +120,34 @@ def test_a_third_cycle_sends_nothing_more(
     assert report.ok, report.summary()
     assert len(sandboxes.slack.messages) == sent
     assert _composite_calls(sandboxes) == 0
+
+
+def test_wrong_zendesk_credentials_fail_the_cycle_naming_zendesk_and_the_rest_still_runs(
+        world: World, sandboxes: Sandboxes, settings: Settings, store: Store, clock: ShiftedClock,
+        vader: VaderModel) -> None:
+    wrong = settings.model_copy(update={"zendesk_api_token": SecretStr("not-the-token")})
+    clients = build_clients(wrong)
+    cycle = Cycle(store, wrong, RuleBook(wrong.rules_dir), clients, clock=clock, sentiment=vader)
+
+    report = cycle.run()
+
+    assert not report.ok
+    assert any(p.startswith("zendesk: Zendesk at") and "ZENDESK_API_TOKEN" in p for p in report.problems())
+    assert "not-the-token" not in " ".join(report.problems())
+    assert report.scoring is not None and report.scoring.scored == len(world.accounts)
+
+
+def test_wrong_slack_token_fails_the_cycle_naming_slack_and_keeps_the_nudges(
+        world: World, sandboxes: Sandboxes, settings: Settings, store: Store, clock: ShiftedClock,
+        vader: VaderModel) -> None:
+    wrong = settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-not-the-token")})
+    clients = build_clients(wrong)
+    cycle = Cycle(store, wrong, RuleBook(wrong.rules_dir), clients, clock=clock, sentiment=vader)
+    cycle.run()
+    _bad_weeks(world, store, clock)
+
+    report = cycle.run()
+
+    assert not report.ok
+    assert any(p.startswith("notify: ") and "Slack" in p for p in report.problems())
+    assert store.scalar("SELECT count(*) FROM outbox WHERE kind = 'slack' AND status = 'pending'") >= 3
