@@ -188,8 +188,9 @@ def advance(world: World, start: datetime, end: datetime, *, quiet: Iterable[str
                 at = _moment(rng, start, end)
                 mood = rng.choices((POSITIVE, NEUTRAL, NEGATIVE), weights=moods)[0]
                 priority = rng.choices(("low", "normal", "high", "urgent"), weights=(3, 6, 2, 0.3))[0]
-                solved = at < end - timedelta(days=5) and rng.random() < 0.85
-                _ticket(world, account, at, rng.choice(mood), priority, "solved" if solved else "open")
+                solve_at = at + timedelta(hours=rng.randint(4, 24 * 6))
+                solved = solve_at < end and rng.random() < 0.9
+                _ticket(world, account, at, rng.choice(mood), priority, solve_at if solved else None)
         _usage(world, account, start.date(), end.date(), usage)
 
 
@@ -201,7 +202,7 @@ def stir_trouble(world: World, account_ids: Iterable[str], at: datetime) -> None
             _email(world, account, at - timedelta(hours=hours), world.rng.choice(ANGRY), incoming=True)
         if world.zendesk is not None:
             for hours in (6, 30, 54):
-                _ticket(world, account, at - timedelta(hours=hours), world.rng.choice(ANGRY), "urgent", "open")
+                _ticket(world, account, at - timedelta(hours=hours), world.rng.choice(ANGRY), "urgent", None)
 
 
 def _count(rng: random.Random, mean: float) -> int:
@@ -240,7 +241,8 @@ def _email(world: World, account: WorldAccount, at: datetime, text: str, *, inco
         **_stamps(at)})
 
 
-def _ticket(world: World, account: WorldAccount, at: datetime, text: str, priority: str, status: str) -> None:
+def _ticket(world: World, account: WorldAccount, at: datetime, text: str, priority: str,
+            solved_at: datetime | None) -> None:
     zendesk = world.zendesk
     if zendesk is None or account.zendesk_requester_id is None or world.zendesk_agent_id is None:
         return
@@ -250,8 +252,8 @@ def _ticket(world: World, account: WorldAccount, at: datetime, text: str, priori
     zendesk.add_comment(ticket, author_id=world.zendesk_agent_id, public=True,
                         body="Thanks for reaching out, we are looking into this now.",
                         created_at=at + timedelta(hours=2))
-    if status != "open":
-        zendesk.update_ticket(ticket, status=status)
+    if solved_at is not None:
+        zendesk.update_ticket(ticket, status="solved", at=solved_at)
 
 
 def _usage(world: World, account: WorldAccount, start: date, end: date, level: float) -> None:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
 from worker.config import Duration
-from worker.rulefile import LoadedFile, Problem, RuleFileError, read_yaml, validate
+from worker.rulefile import LoadedFile, Problem, RuleFileError, raise_problems, read_yaml, validate
 
 # The names a condition may use, with a sample value of the right type for checking expressions.
 SAMPLE_CONTEXT: dict[str, Any] = {
@@ -59,9 +59,28 @@ def _check_expression(expression: str) -> str:
         evaluate(expression, SAMPLE_CONTEXT)
     except InvalidExpression as exc:
         raise ValueError(f"{exc} (names you can use: {', '.join(sorted(SAMPLE_CONTEXT))})") from None
-    except (TypeError, KeyError, ZeroDivisionError) as exc:
-        raise ValueError(f"cannot be evaluated: {exc}") from None
+    except Exception as exc:  # any failure on the sample is the expression's: say so, never crash the load
+        raise ValueError(f"cannot be evaluated on a sample account: {type(exc).__name__}: {exc}") from None
     return expression
+
+
+def sample_contexts() -> list[dict[str, Any]]:
+    """The sample account, then variants that sweep each number over its range (and a first score with no
+    history), so checks see the values a rule will meet, not one lucky account."""
+    samples = [dict(SAMPLE_CONTEXT), {**SAMPLE_CONTEXT, "previous_score": None, "trend_delta": None,
+                                      "days_silent": None}]
+    ranges = {"score": range(0, 101, 5), "computed_score": range(0, 101, 5), "churn_risk": range(0, 101, 5),
+              "expansion_readiness": range(0, 101, 5), "coverage": [i / 20 for i in range(21)],
+              "trend_delta": range(-60, 61, 5), "days_silent": range(0, 121, 5),
+              "previous_score": range(0, 101, 5)}
+    bands = {"red": range(0, 50), "yellow": range(50, 75), "green": range(75, 101)}
+    for name, values in ranges.items():
+        for value in values:
+            sample = {**SAMPLE_CONTEXT, name: value}
+            if name == "score":
+                sample["band"] = next(b for b, r in bands.items() if int(value) in r)
+            samples.append(sample)
+    return samples
 
 
 class Route(BaseModel):
@@ -97,18 +116,29 @@ class AlertRule(BaseModel):
     @field_validator("message")
     @classmethod
     def _template(cls, value: str) -> str:
-        try:
-            template_environment().from_string(value).render(**message_sample())
-        except jinja2.TemplateError as exc:
-            raise ValueError(f"template does not render against a sample account: {exc}") from None
+        for sample in message_samples():
+            try:
+                template_environment().from_string(value).render(**sample)
+            except Exception as exc:  # a template that cannot render here would fail on real data too
+                missing = [k for k, v in sample.items() if v is None]
+                note = f" (with {', '.join(missing)} empty, as on a first score)" if missing else ""
+                raise ValueError(f"template does not render against a sample account{note}: "
+                                 f"{type(exc).__name__}: {exc}") from None
         return value
 
     @model_validator(mode="after")
     def _hysteresis(self) -> AlertRule:
-        if self.resolve is not None and bool(evaluate(self.when, SAMPLE_CONTEXT)) \
-                and bool(evaluate(self.resolve, SAMPLE_CONTEXT)):
-            raise ValueError(f"resolve ({self.resolve}) holds whenever when ({self.when}) does on the "
-                                 f"sample account: the alert would flap (inverted hysteresis?)")
+        if self.resolve is None:
+            return self
+        for sample in sample_contexts():
+            try:
+                flaps = bool(evaluate(self.when, sample)) and bool(evaluate(self.resolve, sample))
+            except Exception:  # noqa: S112 - a sample the expressions cannot judge proves nothing
+                continue
+            if flaps:
+                shown = ", ".join(f"{k}={sample[k]}" for k in ("score", "band", "churn_risk", "days_silent"))
+                raise ValueError(f"resolve ({self.resolve}) holds while when ({self.when}) does, e.g. at "
+                                 f"{shown}: the alert would fire and resolve at once (inverted hysteresis?)")
         return self
 
     @property
@@ -123,17 +153,20 @@ class AlertRules(BaseModel):
     version: Literal[1] = 1
     rules: list[AlertRule] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> AlertRules:
-        names = [r.name for r in self.rules]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
-        return self
 
 
-def message_sample() -> dict[str, Any]:
-    return {**SAMPLE_CONTEXT, "rule": "sample", "url": "https://example.my.salesforce.com/001000000000001AAA"}
+def semantic_problems(rules: AlertRules) -> list[tuple[tuple[str | int, ...], str]]:
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    names = [rule.name for rule in rules.rules]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            problems.append((("rules", index, "name"), f"rule {name!r} is defined twice (names must be unique)"))
+    return problems
+
+
+def message_samples() -> list[dict[str, Any]]:
+    extra = {"rule": "sample", "url": "https://example.my.salesforce.com/001000000000001AAA"}
+    return [{**sample, **extra} for sample in sample_contexts()[:2]]
 
 
 class LoadedRules:
@@ -148,4 +181,6 @@ def load_alert_rules(rules_dir: Path) -> LoadedRules:
     if isinstance(loaded.data, dict) and not isinstance(loaded.data.get("rules", []), list):
         raise RuleFileError([Problem(str(loaded.path), loaded.line_of(["rules"]), "rules",
                                      "expected a list of rules")])
-    return LoadedRules(validate(loaded, AlertRules), loaded)
+    rules = validate(loaded, AlertRules)
+    raise_problems(loaded, semantic_problems(rules))
+    return LoadedRules(rules, loaded)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import jinja2
 from simpleeval import InvalidExpression
 
 from worker.alert_rules import AlertRule, LoadedRules, evaluate, slack_escape, template_environment
@@ -68,7 +67,7 @@ def render_message(rule: AlertRule, context: Mapping[str, Any], url: str) -> str
     try:
         return template_environment().from_string(rule.message).render(
             **context, rule=rule.name, url=url).strip()
-    except jinja2.TemplateError as exc:
+    except Exception as exc:  # whatever the data does to the template, the owner still hears the facts
         log.error("alert %s: message template failed for %s (%s); sending the plain facts instead",
                   rule.name, context.get("account_id"), exc)
         return (f"{slack_escape(context.get('account_name'))}: health {context.get('score')} "
@@ -148,20 +147,23 @@ def _step(rule: AlertRule, context: Mapping[str, Any], current: Mapping[str, Any
     if state == "firing":
         cleared = _holds(rule.resolve, context) if rule.resolve else not matches
         if cleared:
-            state, since, pending = "resolved", iso(now), 0
-            if rule.notify_on_resolve and current and current["last_notified_at"]:
+            # A resolve nudge only closes an episode that was announced (not a silent baseline one).
+            announced = bool(last and since and last >= since)
+            state, pending = "resolved", 0
+            if rule.notify_on_resolve and announced:
                 owed = "resolve"
     elif matches:
         pending += 1
         if baseline:
-            state, since, owed, episode = "firing", iso(now), "baseline", episode + 1
+            state, owed, episode = "firing", "baseline", episode + 1
         elif pending >= rule.for_cycles and not _cooling(rule, last, now):
-            state, since, owed, episode, last = "firing", iso(now), "fire", episode + 1, iso(now)
+            state, owed, episode, last = "firing", "fire", episode + 1, iso(now)
         else:
             state = "pending"
-            since = since if current and current["state"] == "pending" else iso(now)
     else:
         state, pending = ("resolved" if state == "resolved" else "inactive"), 0
+    if current is None or state != current["state"]:
+        since = iso(now)  # `since` is when the present state was entered
     return ({"rule": rule.name, "account_id": context["account_id"], "state": state, "since": since,
              "pending_cycles": pending, "episode": episode, "last_notified_at": last,
              "rule_hash": rule.meaning_hash, "updated_at": iso(now)}, owed)

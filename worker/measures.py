@@ -73,6 +73,31 @@ def _feature_list_sql(column: str) -> str:
             f"AND instr(',' || :features || ',', ',' || j.value || ',') > 0)")
 
 
+def _median_sql(values: str) -> str:
+    """Median per account of a `(account_id, value)` query: SQLite has no median, window functions do."""
+    return f"""SELECT account_id, avg(value) FROM (
+                 SELECT account_id, value, row_number() OVER (PARTITION BY account_id ORDER BY value) AS n,
+                        count(*) OVER (PARTITION BY account_id) AS c
+                 FROM ({values}))
+               WHERE n IN ((c + 1) / 2, (c + 2) / 2) GROUP BY account_id"""
+
+
+_REPLY_HOURS = f"""SELECT a.account_id, 24 * ((
+        SELECT min(julianday(r.occurred_at)) FROM activities r WHERE r.account_id = a.account_id
+        AND r.kind = 'email' AND r.direction = 'out' AND r.is_deleted = 0
+        AND r.occurred_at >= a.occurred_at AND r.occurred_at <= :as_of) - julianday(a.occurred_at)) AS value
+    FROM activities a WHERE {_LIVE_ACTIVITY} AND a.kind = 'email' AND a.direction = 'in'
+      AND a.occurred_at > :window_start"""
+
+_RESOLUTION_DAYS = f"""SELECT a.account_id, julianday(a.closed_at) - julianday(a.occurred_at) AS value
+    FROM activities a WHERE {_LIVE_ACTIVITY} AND a.kind = 'ticket' AND a.closed_at IS NOT NULL
+      AND a.closed_at > :window_start AND a.closed_at <= :as_of"""
+
+
+def _hours(value: float) -> str:
+    return f"{round(value)} hours" if value < 48 else f"{round(value / 24, 1):g} days"
+
+
 LIBRARY: dict[str, Measure] = {m.name: m for m in (
     Measure(
         "days_since_two_way_touch",
@@ -143,6 +168,42 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
         lambda v, p: (f"No urgent tickets in {_window(p)}" if v == 0
                       else f"{_plural(v, 'urgent ticket')} in {_window(p)}")),
     Measure(
+        "median_reply_hours", "Median hours from an inbound email to our first reply (answered ones)",
+        {"window": timedelta(days=90)},
+        _median_sql(f"SELECT account_id, value FROM ({_REPLY_HOURS}) WHERE value IS NOT NULL"),
+        lambda v, p: f"Replies take {_hours(v)} (median)"),
+    Measure(
+        "outbound_only_streak", "Emails we sent since the customer last wrote to us",
+        {"window": timedelta(days=90)},
+        """SELECT acc.id, count(o.source_id) FROM accounts acc
+            LEFT JOIN activities o ON o.account_id = acc.id AND o.kind = 'email' AND o.direction = 'out'
+                 AND o.is_deleted = 0 AND o.occurred_at <= :as_of AND o.occurred_at > :window_start
+                 AND o.occurred_at > coalesce((
+                     SELECT max(i.occurred_at) FROM activities i WHERE i.account_id = acc.id
+                     AND i.kind = 'email' AND i.direction = 'in' AND i.is_deleted = 0
+                     AND i.occurred_at <= :as_of), '')
+            WHERE acc.is_deleted = 0 GROUP BY acc.id""",
+        lambda v, p: ("Customer answers our emails" if v == 0
+                      else f"{_plural(v, 'email')} sent without an answer")),
+    Measure(
+        "ticket_surge", "Tickets opened per day in `window` against the rate over `baseline` (1 = usual)",
+        {"window": timedelta(days=30), "baseline": timedelta(days=90)},
+        """SELECT acc.id,
+                   CASE WHEN count(b.source_id) = 0 THEN 1.0
+                        ELSE (sum(b.occurred_at > :window_start) / :window) / (count(b.source_id) / :baseline)
+                   END
+            FROM accounts acc
+            LEFT JOIN activities b ON b.account_id = acc.id AND b.kind = 'ticket' AND b.is_deleted = 0
+                 AND b.occurred_at <= :as_of AND b.occurred_at > :baseline_start
+            WHERE acc.is_deleted = 0 GROUP BY acc.id""",
+        lambda v, p: (f"Tickets at {v:.1f}x their usual rate" if v >= 1.5
+                      else "Ticket volume as usual" if v > 0.5 else "Fewer tickets than usual")),
+    Measure(
+        "resolution_days", "Median days to resolve the tickets closed in the window",
+        {"window": timedelta(days=90)},
+        _median_sql(_RESOLUTION_DAYS),
+        lambda v, p: f"Tickets take {round(v, 1):g} days to resolve (median)"),
+    Measure(
         "days_since_last_active", "Days since the product was last used", {},
         """SELECT u.account_id, julianday(:as_of_day) - julianday(max(u.day))
            FROM usage_daily u WHERE u.active_users > 0 AND u.day <= :as_of_day
@@ -168,16 +229,38 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
             FROM (SELECT DISTINCT account_id FROM usage_daily WHERE day <= :as_of_day) acc""",
         lambda v, p: f"Uses {round(v * 100)}% of key features", needs=("features",)),
     Measure(
-        "seat_utilization", "Average daily active users against contracted seats (value realization)",
+        "active_user_share", "Average daily active users against the seats in the usage data (adoption)",
+        {"window": timedelta(days=30)},
+        """SELECT u.account_id, sum(u.active_users) * 1.0 / :window / max(u.seats)
+           FROM usage_daily u
+           WHERE u.day > :window_start AND u.day <= :as_of_day
+           GROUP BY u.account_id HAVING max(u.seats) > 0""",
+        lambda v, p: f"{round(v * 100)}% of seats active on an average day"),
+    Measure(
+        "usage_trend", "Change in product events, the last `window` against the `window` before (-1..+)",
+        {"window": timedelta(days=14)},
+        """SELECT u.account_id,
+                  sum(CASE WHEN u.day > :window_start THEN u.events ELSE 0 END) * 1.0
+                  / sum(CASE WHEN u.day <= :window_start THEN u.events ELSE 0 END) - 1
+           FROM usage_daily u
+           WHERE u.day > date(:window_start, '-' || CAST(:window AS INTEGER) || ' days')
+             AND u.day <= :as_of_day
+           GROUP BY u.account_id
+           HAVING sum(CASE WHEN u.day <= :window_start THEN u.events ELSE 0 END) > 0""",
+        lambda v, p: (f"Product use up {round(v * 100)}% in {_window(p)}" if v >= 0.1
+                      else f"Product use down {round(-v * 100)}% in {_window(p)}" if v <= -0.1
+                      else f"Product use steady over {_window(p)}")),
+    Measure(
+        "seat_utilization", "Peak daily active users against contracted seats (value realization)",
         {"window": timedelta(days=30)},
         """SELECT u.account_id,
-                  sum(u.active_users) * 1.0 / :window
-                  / coalesce(max(u.seats), (SELECT contracted_seats FROM accounts WHERE id = u.account_id))
+                  max(u.active_users) * 1.0
+                  / coalesce((SELECT contracted_seats FROM accounts WHERE id = u.account_id), max(u.seats))
            FROM usage_daily u
            WHERE u.day > :window_start AND u.day <= :as_of_day
            GROUP BY u.account_id
-           HAVING coalesce(max(u.seats), (SELECT contracted_seats FROM accounts WHERE id = u.account_id)) > 0""",
-        lambda v, p: f"{round(v * 100)}% of contracted seats in daily use"),
+           HAVING coalesce((SELECT contracted_seats FROM accounts WHERE id = u.account_id), max(u.seats)) > 0""",
+        lambda v, p: f"Peak use reaches {round(v * 100)}% of contracted seats"),
     Measure(
         "days_to_renewal", "Days until the next open renewal closes", {},
         """SELECT o.account_id, min(julianday(o.close_date) - julianday(:as_of_day))

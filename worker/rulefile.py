@@ -47,6 +47,11 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain value, not a list or a mapping", key_node.start_mark) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first on line {seen[key].start_mark.line + 1})",
@@ -66,21 +71,20 @@ class LoadedFile:
     digest: str
 
     def line_of(self, loc: Sequence[int | str]) -> int | None:
-        """The line of the deepest YAML node on `loc` (1-based), for error messages."""
+        """The line (1-based) of the deepest key or item on `loc` that the file has, for error messages."""
         node = self.root
         line = node.start_mark.line + 1 if node is not None else None
         for part in loc:
             if isinstance(node, yaml.MappingNode):
-                match = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
-                if match is None:
-                    key = next((k for k, v in node.value if getattr(k, "value", None) == str(part)), None)
-                    return key.start_mark.line + 1 if key is not None else line
-                node = match
+                pair = next(((k, v) for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+                if pair is None:
+                    return line
+                line, node = pair[0].start_mark.line + 1, pair[1]
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
                 node = node.value[part]
+                line = node.start_mark.line + 1
             else:
                 return line
-            line = node.start_mark.line + 1
         return line
 
 
@@ -116,3 +120,10 @@ def validate(loaded: LoadedFile, model: type[Model]) -> Model:
                 message = "unknown key (misspelt? see the documented keys)"
             problems.append(Problem(str(loaded.path), loaded.line_of(loc), field, message))
         raise RuleFileError(problems) from None
+
+
+def raise_problems(loaded: LoadedFile, problems: Sequence[tuple[Sequence[int | str], str]]) -> None:
+    """Turn checks that run after validation (each with its place in the file) into one error."""
+    if problems:
+        raise RuleFileError([Problem(str(loaded.path), loaded.line_of(loc), ".".join(str(p) for p in loc), message)
+                             for loc, message in problems])

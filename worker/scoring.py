@@ -112,39 +112,37 @@ def _weighted(parts: list[tuple[float, float | None]]) -> tuple[float | None, fl
 
 def score_account(account_id: str, raw: Raw, scorecard: Scorecard) -> tuple[float, float, list[MeasureResult],
                                                                             dict[str, float | None]]:
-    """The overall score, its coverage, per-measure results (with their share of the score) and groups."""
-    group_parts: list[tuple[float, float | None]] = []
+    """The overall score, its coverage, per-measure results (with their share of the score) and groups.
+
+    Coverage is the share of the scorecard's weight whose measures had data: a value the missing-data
+    policy filled in (neutral, zero) moves the score but is not data.
+    """
+    total_group_weight = sum(g.weight for g in scorecard.groups.values())
     group_scores: dict[str, float | None] = {}
-    details: list[tuple[str, str, float | None, float | None, float]] = []  # group, key, raw, points, w
-    coverage_parts: list[tuple[float, float]] = []
+    points_of: dict[tuple[str, str], float | None] = {}
+    coverage = 0.0
     for group_name, group in scorecard.groups.items():
-        parts = []
+        parts, with_data = [], 0.0
         for key, spec in group.measures.items():
             value = raw.get(f"{group_name}.{key}", {}).get(account_id)
-            points = _points_for(spec, value, scorecard.missing)
-            parts.append((spec.weight, points))
-            details.append((group_name, key, value, points, spec.weight))
-        group_score, group_coverage = _weighted(parts)
-        group_scores[group_name] = group_score
-        group_parts.append((group.weight, group_score))
-        coverage_parts.append((group.weight, group_coverage))
-    overall, _ = _weighted(group_parts)
-    total_group_weight = sum(g.weight for g in scorecard.groups.values())
-    coverage = sum(w * c for w, c in coverage_parts) / total_group_weight
-    # Each measure's share of the final number: its weight among the measures with data in its group,
-    # times its group's weight among the groups with data.
-    live_groups = sum(scorecard.groups[g].weight for g, s in group_scores.items() if s is not None)
+            points_of[(group_name, key)] = _points_for(spec, value, scorecard.missing)
+            parts.append((spec.weight, points_of[(group_name, key)]))
+            with_data += spec.weight if value is not None else 0.0
+        group_scores[group_name], _ = _weighted(parts)
+        coverage += group.weight / total_group_weight * with_data / sum(s.weight for s in group.measures.values())
+    overall, _ = _weighted([(scorecard.groups[g].weight, v) for g, v in group_scores.items()])
+    # Each measure's share of the final number: its weight among the measures with points in its group,
+    # times its group's weight among the groups with points.
+    live_groups = sum(scorecard.groups[g].weight for g, v in group_scores.items() if v is not None)
     results = []
-    for group_name, key, value, points, weight in details:
-        group = scorecard.groups[group_name]
-        live = sum(s.weight for k, s in group.measures.items()
-                   if _points_for(s, raw.get(f"{group_name}.{k}", {}).get(account_id),
-                                  scorecard.missing) is not None)
-        share = (weight / live) * (group.weight / live_groups) if points is not None and live and live_groups \
-            else 0.0
-        spec = group.measures[key]
-        reason = LIBRARY[spec.measure or key].explain(value, spec.params()) if value is not None else None
-        results.append(MeasureResult(key, value, points, share, reason))
+    for group_name, group in scorecard.groups.items():
+        live = sum(s.weight for k, s in group.measures.items() if points_of[(group_name, k)] is not None)
+        for key, spec in group.measures.items():
+            value = raw.get(f"{group_name}.{key}", {}).get(account_id)
+            points = points_of[(group_name, key)]
+            share = spec.weight / live * group.weight / live_groups if points is not None else 0.0
+            reason = LIBRARY[spec.measure or key].explain(value, spec.params()) if value is not None else None
+            results.append(MeasureResult(key, value, points, share, reason))
     return (round(overall if overall is not None else 0.0, 2), round(coverage, 4), results, group_scores)
 
 

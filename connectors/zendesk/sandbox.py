@@ -263,18 +263,19 @@ class ZendeskSandbox:
 
     def add_comment(self, ticket_id: int, *, author_id: int, body: str, public: bool = True,
                     created_at: datetime | None = None) -> int:
-        """Add a comment to a ticket and bump the ticket's ``updated_at`` to now."""
+        """Add a comment to a ticket and bump the ticket's ``updated_at`` to the comment's time (default now)."""
         with self._lock:
             ticket = self._live_ticket(ticket_id)
             self._require_user(author_id)
             when = _whole_seconds(created_at) if created_at else self._now()
             comment = _Comment(self._new_id("comment"), ticket_id, author_id, body, public, when)
             self._comments[ticket_id].append(comment)
-            self._touch(ticket)
+            self._touch(ticket, when)
             return comment.id
 
-    def update_ticket(self, ticket_id: int, **fields: Any) -> None:
-        """Change ticket fields (status, priority, subject, assignee_id…) and bump ``updated_at``."""
+    def update_ticket(self, ticket_id: int, *, at: datetime | None = None, **fields: Any) -> None:
+        """Change ticket fields (status, priority, subject, assignee_id…) and bump ``updated_at`` (to `at`
+        when loading back-dated history, else now)."""
         unknown = set(fields) - _UPDATABLE_TICKET_FIELDS
         if unknown:
             raise ValueError(f"cannot update ticket fields {sorted(unknown)}; "
@@ -288,7 +289,7 @@ class ZendeskSandbox:
                 self._require_org(fields["organization_id"])
             for name, value in fields.items():
                 setattr(ticket, name, value)
-            self._touch(ticket)
+            self._touch(ticket, at)
 
     def delete_ticket(self, ticket_id: int) -> None:
         """Soft-delete: the ticket stays in the incremental export with ``status: deleted``."""
@@ -543,8 +544,9 @@ class ZendeskSandbox:
         self._next_ids[kind] = new_id + 1
         return new_id
 
-    def _touch(self, ticket: _Ticket) -> None:
-        ticket.updated_at = max(ticket.updated_at, self._now())
+    def _touch(self, ticket: _Ticket, at: datetime | None = None) -> None:
+        """Move `updated_at` forward: to now, or to `at` when history is being loaded back-dated."""
+        ticket.updated_at = max(ticket.updated_at, _whole_seconds(at) if at else self._now())
         self._ticket_order = None
 
     def _live_ticket(self, ticket_id: int) -> _Ticket:

@@ -242,9 +242,18 @@ def test_description_is_the_first_comment_and_comments_page_by_cursor(
 def test_comment_bumps_the_tickets_updated_at_to_now(
         sandbox: ZendeskSandbox, api: httpx.Client, customer: Customer) -> None:
     [ticket_id] = add_tickets(sandbox, customer, 1)
-    sandbox.add_comment(ticket_id, author_id=customer.user_id, body="Any news?", created_at=MAY)
+    sandbox.add_comment(ticket_id, author_id=customer.user_id, body="Any news?")
     [ticket] = export_all(api, MAY - timedelta(days=1))[1]
     assert ticket["updated_at"] == "2024-06-01T12:00:00Z"
+
+
+def test_a_back_dated_comment_bumps_updated_at_to_its_own_time_for_history_loading(
+        sandbox: ZendeskSandbox, api: httpx.Client, customer: Customer) -> None:
+    [ticket_id] = add_tickets(sandbox, customer, 1)
+    sandbox.add_comment(ticket_id, author_id=customer.user_id, body="Any news?",
+                        created_at=MAY + timedelta(days=2))
+    [ticket] = export_all(api, MAY - timedelta(days=1))[1]
+    assert ticket["updated_at"] == "2024-05-03T09:30:00Z"
 
 
 def test_comments_of_an_unknown_or_deleted_ticket_are_404(

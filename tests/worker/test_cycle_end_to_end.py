@@ -10,9 +10,9 @@ from pydantic import SecretStr
 from connectors.world import World, advance, stir_trouble
 from worker.config import Settings
 from worker.cycle import Cycle, build_clients
+from worker.demo import Sandboxes, ShiftedClock, pick_changes
 from worker.rulebook import RuleBook
 from worker.sentiment import VaderModel
-from worker.demo import Sandboxes, ShiftedClock, pick_changes
 from worker.store import Store
 
 
