@@ -54,9 +54,9 @@ SLACK_SCOPES: Final[Mapping[str, str]] = {
 CHANNEL_NAME_SCOPE: Final = ("channels:read", "find the fallback channel's id from its name")
 _CHANNEL_ID: Final = re.compile(r"^[CGD][A-Z0-9]{2,}$")  # given as an id, the channel needs no lookup
 
-FIELDS_HINT: Final = ("create them in Setup → Object Manager → Account → Fields & Relationships (README, "
-                      "'Salesforce fields'), or deploy the Metadata API package from worker.salesforce_setup; "
-                      "make each visible to the integration user (field-level security)")
+FIELDS_HINT: Final = ("create them in Setup → Object Manager → Account → Fields & Relationships "
+                      "(`healthbeat salesforce fields` prints the steps; `--package DIR` writes a Metadata API "
+                      "package), and make each visible to the integration user (field-level security)")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 
 from worker.store import Store, parse_iso
 
@@ -31,7 +31,8 @@ __all__ = ["CONTENT_TYPE", "LastCycle", "Metrics", "StoreFacts", "observe_cycle"
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+"""The classic text format every Prometheus reads; `generate_latest` writes it (names escaped to it)."""
 OUTBOX_KINDS: Final = ("salesforce", "slack")
 SYSTEMS: Final = ("salesforce", "zendesk", "slack")
 OWED_STATUSES: Final = ("pending", "inflight", "failed")

@@ -185,7 +185,7 @@ def _status(live: AlertRule | None, new: AlertRule | None) -> str:
 # -- output -----------------------------------------------------------------------------------------------
 
 def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _pair(pair: Pair, *, delta: bool = False) -> str:
@@ -195,7 +195,7 @@ def _pair(pair: Pair, *, delta: bool = False) -> str:
     text = (f"{live or '-'} → {new or '-'}" if isinstance(live or new, str)
             else f"{_number(live)} → {_number(new)}")
     if delta and live is not None and new is not None:
-        text += f" ({new - live:+.0f})"
+        text += f" ({new - live:+.1f})"
     return text
 
 
@@ -211,6 +211,13 @@ def summary_lines(preview: Preview) -> list[str]:
              f"{len(preview.changes)} would change."]
     moves = "; ".join(f"{a} → {b}: {n} account{'s' if n != 1 else ''}" for a, b, n in preview.band_moves)
     lines.append(f"Bands: {moves or 'no account changes band'}")
+    moved = [c for c in preview.changes if c.score_delta]
+    if moved:
+        mean = sum(abs(c.score_delta) for c in moved) / len(moved)
+        lines.append(f"Scores: {len(moved)} change, by {mean:.1f} points on average; the most: "
+                     f"{moved[0].name} {moved[0].score_delta:+.1f}")
+    else:
+        lines.append("Scores: no score changes")
     for rule in preview.rules:
         lines.append(f"Alert {rule.rule} ({rule.status}): matching {rule.matching[0]} → {rule.matching[1]} "
                      f"(+{rule.newly_matching} -{rule.no_longer_matching}); nudges on the next cycle "

@@ -121,7 +121,8 @@ class RuleTestReport:
         if not self.results and not self.problems:
             return "no rule tests found"
         text = f"{len(self.results)} rule tests: {len(self.passed)} passed, {len(self.failed)} failed"
-        return text + (f"; {len(self.problems)} problems in the files" if self.problems else "")
+        problems = len(self.problems)
+        return text + (f"; {problems} problem{'s' if problems > 1 else ''} in the files" if problems else "")
 
 
 def format_report(report: RuleTestReport) -> str:

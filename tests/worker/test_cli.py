@@ -109,10 +109,11 @@ def test_scores_as_csv_has_a_header_and_one_row_per_account(
 def test_rules_check_names_file_line_and_field_of_each_problem(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     rules.mkdir()
-    scorecard = (RULES_DIR / "scorecard.yaml").read_text().replace("weight: 35", "weight: -35", 1)
+    scorecard = (RULES_DIR / "scorecard.yaml").read_text().replace(
+        "  engagement:\n    weight: 30", "  engagement:\n    weight: -30", 1)
     (rules / "scorecard.yaml").write_text(scorecard)
     (rules / "alerts.yaml").write_text((RULES_DIR / "alerts.yaml").read_text().replace("    when:", "    wehn:", 1))
-    line = next(i for i, text in enumerate(scorecard.splitlines(), 1) if "weight: -35" in text)
+    line = next(i for i, text in enumerate(scorecard.splitlines(), 1) if "weight: -30" in text)
 
     result = healthbeat("rules", "check", "--rules-dir", str(rules), cwd=tmp_path)
 

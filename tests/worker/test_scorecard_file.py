@@ -75,7 +75,7 @@ def test_the_shipped_scorecard_loads(rules_dir: Path) -> None:
     loaded = load_scorecard(rules_dir)
 
     assert isinstance(loaded, LoadedScorecard)
-    assert set(loaded.scorecard.groups) == {"engagement", "sentiment", "support", "usage"}
+    assert set(loaded.scorecard.groups) == {"engagement", "sentiment", "support", "usage", "value"}
     assert loaded.scorecard.groups["engagement"].measures["meetings"].window == timedelta(days=90)
 
 
@@ -155,8 +155,8 @@ def test_a_measure_without_weight_names_the_missing_field(rules_dir: Path, score
 def test_every_problem_in_the_file_is_reported_not_only_the_first(rules_dir: Path, scorecard_file: Path) -> None:
     edit(scorecard_file, "max_reasons: 3", "max_reasons: 0")
     edit(scorecard_file, "[[0, 100], [2, 75], [5, 30], [8, 0]]", "[[0, 100], [2, 75], [5, 130], [8, 0]]")
-    edit(scorecard_file, "      days_since_last_active:\n        weight: 35",
-         "      days_since_last_active:\n        weight: 35\n        colour: blue")
+    edit(scorecard_file, "      days_since_last_active:\n        weight: 30",
+         "      days_since_last_active:\n        weight: 30\n        colour: blue")
 
     fields = {p.field for p in problems(rules_dir)}
 
@@ -326,8 +326,8 @@ def test_an_alias_to_an_unknown_measure_names_the_measure(rules_dir: Path, score
 
 
 def test_a_parameter_the_measure_does_not_take_is_named(rules_dir: Path, scorecard_file: Path) -> None:
-    edit(scorecard_file, "      open_tickets:\n        weight: 40",
-         "      open_tickets:\n        window: 30d\n        weight: 40")
+    edit(scorecard_file, "      open_tickets:\n        weight: 30",
+         "      open_tickets:\n        window: 30d\n        weight: 30")
 
     problem = only_problem(rules_dir)
 
@@ -360,7 +360,7 @@ def test_feature_adoption_needs_the_feature_list(rules_dir: Path, scorecard_file
 def test_feature_adoption_in_a_derived_score_needs_the_feature_list(rules_dir: Path, scorecard_file: Path) -> None:
     edit(scorecard_file, "features: [dashboards, alerts, api, sso, exports, workflows, mobile, integrations]",
          "features: []")
-    edit(scorecard_file, "      feature_adoption:\n        window: 30d\n        weight: 30\n"
+    edit(scorecard_file, "      feature_adoption:\n        window: 30d\n        weight: 15\n"
                          "        points: [[0, 0], [0.25, 40], [0.5, 75], [0.75, 100]]\n", "")
     edit(scorecard_file, "      health: {weight: 30,",
          "      feature_adoption: {weight: 10, points: [[0, 0], [1, 100]]}\n      health: {weight: 30,")
@@ -376,7 +376,7 @@ def test_derived_scores_may_use_the_health_score_as_a_measure(rules_dir: Path) -
 
 
 def test_a_group_may_not_use_the_health_score(rules_dir: Path, scorecard_file: Path) -> None:
-    edit(scorecard_file, "      open_tickets:\n        weight: 40", "      health:\n        weight: 40")
+    edit(scorecard_file, "      open_tickets:\n        weight: 30", "      health:\n        weight: 30")
 
     problem = only_problem(rules_dir)
 
@@ -385,7 +385,7 @@ def test_a_group_may_not_use_the_health_score(rules_dir: Path, scorecard_file: P
 
 
 def test_refusing_health_in_a_group_does_not_call_it_known(rules_dir: Path, scorecard_file: Path) -> None:
-    edit(scorecard_file, "      open_tickets:\n        weight: 40", "      health:\n        weight: 40")
+    edit(scorecard_file, "      open_tickets:\n        weight: 30", "      health:\n        weight: 30")
 
     known_part = only_problem(rules_dir).message.partition("known:")[2]
 
@@ -413,17 +413,18 @@ def test_only_churn_risk_and_expansion_readiness_are_derived_scores(rules_dir: P
 # --- YAML itself --------------------------------------------------------------------------------------------
 
 def test_a_duplicate_key_is_refused_with_both_lines(rules_dir: Path, scorecard_file: Path) -> None:
-    edit(scorecard_file, "missing: skip\n", "missing: skip\nmissing: zero\n")
+    edit(scorecard_file, "\nmissing: skip\n", "\nmissing: skip\nmissing: zero\n")
 
     problem = only_problem(rules_dir)
 
-    assert problem.line == line_with(scorecard_file, "missing: zero\n")
-    assert f"duplicate key 'missing' (first on line {line_with(scorecard_file, 'missing: skip')})" in problem.message
+    lines = scorecard_file.read_text().splitlines()
+    assert problem.line == lines.index("missing: zero") + 1
+    assert f"duplicate key 'missing' (first on line {lines.index('missing: skip') + 1})" in problem.message
 
 
 def test_a_duplicate_measure_is_refused(rules_dir: Path, scorecard_file: Path) -> None:
-    edit(scorecard_file, "      open_tickets:\n        weight: 40",
-         "      urgent_tickets:\n        weight: 40")
+    edit(scorecard_file, "      open_tickets:\n        weight: 30",
+         "      urgent_tickets:\n        weight: 30")
 
     problem = only_problem(rules_dir)
 

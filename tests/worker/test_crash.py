@@ -1,0 +1,316 @@
+"""SIGKILL the worker at seeded random moments, restart it, and end where an uninterrupted worker ends.
+
+Two standalone sandbox servers (`python -m connectors.sandbox_server`) hold the same world (same accounts,
+seed and "now"). On one, a worker runs each cycle once (`healthbeat run --once`). On the other, each cycle
+is started again and again and killed with SIGKILL a random 0..T ms after its cycle began (T: how long the
+uninterrupted worker's cycle took), then allowed to finish. Between the first and second
+cycles the world changes in both: accounts that went quiet for three weeks have a bad week (angry emails,
+urgent tickets), so scores fall, write-backs go out and nudges are owed. Salesforce answers composite
+updates slowly (a stall, in both servers) so that some kills land while a write-back is in flight.
+
+The killed run must end with the same activities, scores, alert episodes, Account fields and Slack nudges
+as the uninterrupted one, each nudge in Slack exactly once, and nothing left unconfirmed in the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
+ACCOUNTS = 14
+SEED = 3
+QUIET = 6  # the first accounts go quiet for three weeks, then have a bad week
+DAYS_BEHIND = 21  # the world is built this long ago, then caught up, except for the quiet accounts
+KILLS_PER_CYCLE = 8
+CYCLES = 3
+KILL_SEED = 1729
+COMPOSITE_STALL = 0.15  # seconds Salesforce takes to answer a composite update, in both worlds
+WORKER = ("-c", "from worker.cli import main; main()", "run", "--once")
+CLEAN_STATUSES = ("sent", "superseded")
+
+@dataclass
+class SandboxProcess:
+    """A sandbox server in its own process, driven through its control endpoint."""
+
+    process: subprocess.Popen[bytes]
+    ready: dict[str, Any]
+    environment: dict[str, str]
+
+    def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = httpx.request(method, f"{self.ready['control']}/control/{path}", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Worker:
+    """`healthbeat run --once` against one sandbox server, with its own database."""
+
+    environment: dict[str, str]
+    db: Path
+    logs: Path
+    runs: int = 0
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.runs += 1
+        with (self.logs / f"run-{self.runs:03d}.log").open("wb") as log:
+            return subprocess.Popen([sys.executable, *WORKER], env=self.environment, cwd=self.db.parent,
+                                    stdout=subprocess.DEVNULL, stderr=log)
+
+    def run_to_end(self) -> float:
+        """One uninterrupted cycle; returns how long the cycle took, by its own report."""
+        process = self.start()
+        process.wait(timeout=120)
+        log = (self.logs / f"run-{self.runs:03d}.log").read_text()
+        assert process.returncode == 0, f"worker exit {process.returncode}:\n{log[-3000:]}"
+        with _read(self.db) as conn:
+            summary = conn.execute("SELECT summary FROM cycles ORDER BY id DESC LIMIT 1").fetchone()[0]
+        return float(json.loads(summary)["seconds"])
+
+
+@dataclass
+class KillTally:
+    points: int = 0
+    mid_cycle: int = 0
+    left_in_flight: int = 0  # of the mid-cycle kills: those that left a write-back or nudge unconfirmed
+    after_cycle: int = 0  # the cycle had ended; the process was exiting
+    after_exit: int = 0  # the process had exited before its kill time
+    per_cycle: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    reference: sqlite3.Connection
+    crashed: sqlite3.Connection
+    reference_state: dict[str, Any]
+    crashed_state: dict[str, Any]
+    kills: KillTally
+    seconds: float
+
+
+def _start_server(folder: Path, now: datetime) -> SandboxProcess:
+    folder.mkdir(parents=True)
+    port_file = folder / "ready.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connectors.sandbox_server", "--accounts", str(ACCOUNTS), "--seed", str(SEED),
+         "--now", now.isoformat(), "--env-file", str(folder / "sandbox.env"), "--usage-dir", str(folder / "usage"),
+         "--port-file", str(port_file), "--zendesk-requests-per-minute", "10000"],
+        stdout=subprocess.DEVNULL, stderr=(folder / "server.log").open("wb"))
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        assert process.poll() is None, (folder / "server.log").read_text()
+        assert time.monotonic() < deadline, "the sandbox server did not get ready in 30 s"
+        time.sleep(0.05)
+    ready = json.loads(port_file.read_text())
+    lines = (folder / "sandbox.env").read_text().splitlines()
+    return SandboxProcess(process, ready, dict(line.split("=", 1) for line in lines if line))
+
+
+def _worker(server: SandboxProcess, folder: Path) -> Worker:
+    (folder / "logs").mkdir(parents=True)
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("HEALTHBEAT_", "SALESFORCE_", "ZENDESK_", "SLACK_", "USAGE_"))}
+    environment = {**inherited, **server.environment, "HEALTHBEAT_DB": str(folder / "healthbeat.db"),
+                   "HEALTHBEAT_RULES_DIR": str(RULES_DIR)}
+    return Worker(environment, folder / "healthbeat.db", folder / "logs")
+
+
+def _wait_until_cycle_starts(process: subprocess.Popen[bytes], db: Path, after: int) -> float | None:
+    """The moment the worker's cycle has begun (a `cycles` row after `after`), or None if it exited first.
+
+    Reading while the worker writes is safe: the store is in WAL mode, where readers never block the writer.
+    """
+    while not db.exists():
+        if process.poll() is not None:
+            return None
+        time.sleep(0.002)
+    with _read(db) as conn:
+        while process.poll() is None:
+            try:
+                if conn.execute("SELECT count(*) FROM cycles WHERE id > ?", (after,)).fetchone()[0]:
+                    return time.monotonic()
+            except sqlite3.OperationalError:  # the first run is still creating its tables
+                pass
+            time.sleep(0.001)
+    return None
+
+
+def _kill_at_random(worker: Worker, rng: random.Random, window: float, tally: KillTally) -> None:
+    """Start a cycle, SIGKILL it a random 0..window s after its cycle began, and see where it died."""
+    last_cycle, in_flight = _progress(worker.db)
+    process = worker.start()
+    began = _wait_until_cycle_starts(process, worker.db, last_cycle)
+    tally.points += 1
+    if began is not None:
+        time.sleep(max(0.0, began + rng.uniform(0, window) - time.monotonic()))
+    if process.poll() is not None:
+        tally.after_exit += 1
+        return
+    process.kill()
+    process.wait()
+    with _read(worker.db) as conn:
+        statuses = [r[0] for r in conn.execute("SELECT status FROM cycles WHERE id > ?", (last_cycle,))]
+        now_in_flight = {r[0] for r in conn.execute("SELECT id FROM outbox WHERE status = 'inflight'")}
+    if "running" not in statuses:
+        tally.after_cycle += 1  # between the cycle's end and the process's exit
+        return
+    tally.mid_cycle += 1
+    tally.left_in_flight += 1 if now_in_flight - in_flight else 0
+
+
+def _progress(db: Path) -> tuple[int, set[int]]:
+    """The last cycle's id and the outbox rows in flight, before a run starts."""
+    if not db.exists():
+        return 0, set()
+    with _read(db) as conn:
+        last = conn.execute("SELECT coalesce(max(id), 0) FROM cycles").fetchone()[0]
+        return int(last), {r[0] for r in conn.execute("SELECT id FROM outbox WHERE status = 'inflight'")}
+
+
+class _read:
+    """A look at a worker's database, closed when done."""
+
+    def __init__(self, db: Path) -> None:
+        self.conn = sqlite3.connect(db)
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
+    started = time.monotonic()
+    root = tmp_path_factory.mktemp("crash")
+    world_now = datetime.now(UTC).replace(microsecond=0) - timedelta(days=DAYS_BEHIND)
+    servers = [_start_server(root / name, world_now) for name in ("reference", "crashed")]
+    try:
+        reference, crashed = (_worker(server, root / name / "worker")
+                              for server, name in zip(servers, ("reference", "crashed"), strict=True))
+        quiet = servers[0].ready["accounts"][:QUIET]
+        caught_up = datetime.now(UTC).replace(microsecond=0).isoformat()
+        for server in servers:
+            server.control("POST", "advance", {"quiet": quiet, "at": caught_up})
+            server.control("POST", "fault", {"system": "salesforce", "fault": "stall", "seconds": COMPOSITE_STALL,
+                                             "path_contains": "composite/sobjects", "times": 1000})
+        rng = random.Random(KILL_SEED)
+        tally = KillTally()
+        for cycle in range(1, CYCLES + 1):
+            if cycle == 2:
+                bad_week = datetime.now(UTC).replace(microsecond=0).isoformat()
+                for server in servers:
+                    server.control("POST", "advance", {"trouble": quiet, "at": bad_week})
+            window = reference.run_to_end()
+            before = tally.mid_cycle
+            for _ in range(KILLS_PER_CYCLE):
+                _kill_at_random(crashed, rng, window, tally)
+            tally.per_cycle.append(tally.mid_cycle - before)
+            crashed.run_to_end()
+        states = [server.control("GET", "state") for server in servers]
+        yield Outcome(sqlite3.connect(reference.db), sqlite3.connect(crashed.db), states[0], states[1], tally,
+                      time.monotonic() - started)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _rows(conn: sqlite3.Connection, sql: str) -> list[tuple[Any, ...]]:
+    return sorted(conn.execute(sql).fetchall(), key=repr)
+
+
+def _nudges(state: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(dedup key, recipient, text) of every message Slack holds, the key from its metadata.
+
+    A DM's recipient is the user: DM channel ids depend on the order conversations were opened in.
+    """
+    found = []
+    for message in state["slack_messages"]:
+        payload = (message.get("metadata") or {}).get("event_payload") or {}
+        recipient = message["user"] if message["kind"] == "im" else message["channel"]
+        found.append((str(payload.get("dedup_key")), str(recipient), message["text"]))
+    return sorted(found)
+
+
+def test_kills_landed_inside_cycles_of_every_kind(outcome: Outcome) -> None:
+    kills = outcome.kills
+
+    assert kills.points >= 20, kills
+    assert kills.mid_cycle >= 10, kills
+    assert all(count >= 1 for count in kills.per_cycle), kills
+    assert outcome.seconds < 90, f"{outcome.seconds:.0f} s; {kills}"
+
+
+def test_the_uninterrupted_run_had_something_to_lose(outcome: Outcome) -> None:
+    assert _nudges(outcome.reference_state), "no nudge was sent: the comparison would prove nothing"
+    assert outcome.reference.execute("SELECT count(*) FROM writeback_state").fetchone()[0] == ACCOUNTS
+
+
+def test_same_activities_by_kind_and_source_id(outcome: Outcome) -> None:
+    sql = "SELECT source, kind, source_id, account_id, is_deleted FROM activities"
+    reference, crashed = _rows(outcome.reference, sql), _rows(outcome.crashed, sql)
+
+    assert Counter(r[1] for r in crashed) == Counter(r[1] for r in reference)
+    assert crashed == reference
+
+
+def test_same_scores(outcome: Outcome) -> None:
+    sql = ("SELECT account_id, score, band, trend, reason, coverage, churn_risk, expansion_readiness, "
+           "confidence FROM scores")
+
+    assert _rows(outcome.crashed, sql) == _rows(outcome.reference, sql)
+
+
+def test_same_alert_states_and_episodes(outcome: Outcome) -> None:
+    sql = "SELECT rule, account_id, state, episode FROM alerts"
+
+    assert _rows(outcome.crashed, sql) == _rows(outcome.reference, sql)
+
+
+def test_same_health_fields_on_every_salesforce_account(outcome: Outcome) -> None:
+    def fields(state: dict[str, Any]) -> list[dict[str, Any]]:
+        skip = {"SystemModstamp", "Health_Updated__c"}  # when, not what
+        return sorted(({k: v for k, v in a.items() if k not in skip} for a in state["accounts"]),
+                      key=lambda a: a["Id"])
+
+    assert fields(outcome.crashed_state) == fields(outcome.reference_state)
+
+
+def test_each_nudge_is_in_slack_exactly_once(outcome: Outcome) -> None:
+    crashed = _nudges(outcome.crashed_state)
+    keys = Counter(key for key, _, _ in crashed)
+
+    assert [key for key, count in keys.items() if count > 1] == []
+    assert crashed == _nudges(outcome.reference_state)
+
+
+def test_nothing_is_left_unconfirmed_in_the_outbox(outcome: Outcome) -> None:
+    sql = "SELECT kind, dedup_key, status FROM outbox"
+    crashed = _rows(outcome.crashed, sql)
+
+    assert [row for row in crashed if row[2] not in CLEAN_STATUSES] == []
+    assert crashed == _rows(outcome.reference, sql)
