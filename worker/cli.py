@@ -134,46 +134,211 @@ def notify(db: DbOption = None, rules_dir: RulesOption = None, dry_run: DryRunOp
     _run_stages(("evaluate", "notify"), db, rules_dir, dry_run, verbose)
 
 
-SCORE_COLUMNS = ("account_id", "name", "owner", "score", "band", "trend", "churn_risk",
-                 "expansion_readiness", "coverage", "reason")
+SCORE_COLUMNS = ("account_id", "name", "owner", "segment", "score", "band", "trend", "churn_risk",
+                 "expansion_readiness", "coverage", "confidence", "reason")
+scores_app = typer.Typer(help="The latest score of every account, and one account's history.")
+app.add_typer(scores_app, name="scores")
+FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv.")]
 
 
-def read_scores(store: Store) -> list[dict[str, Any]]:
-    return store.query("SELECT account_id, name, owner, score, band, trend, churn_risk, expansion_readiness, "
-                       "coverage, reason FROM account_health WHERE score IS NOT NULL ORDER BY score, name")
+def read_scores(store: Store, *, band: str | None = None, owner: str | None = None,
+                segment: str | None = None) -> list[dict[str, Any]]:
+    where, params = ["h.score IS NOT NULL"], []
+    for column, value in (("h.band", band), ("h.owner", owner), ("s.segment", segment)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    return store.query(
+        "SELECT h.account_id, h.name, h.owner, s.segment, h.score, h.band, h.trend, h.churn_risk, "
+        "h.expansion_readiness, h.coverage, s.confidence, h.reason FROM account_health h "
+        f"JOIN scores s USING (account_id) WHERE {' AND '.join(where)} ORDER BY h.score, h.name", params)
 
 
 def scores_table(rows: list[dict[str, Any]], title: str = "Account health") -> Table:
     colours = {"red": "red", "yellow": "yellow", "green": "green"}
     table = Table(title=title, show_lines=False)
-    for column in ("Account", "Owner", "Score", "Band", "Trend", "Churn", "Reason"):
+    for column in ("Account", "Owner", "Score", "Band", "Trend", "Churn", "Confidence", "Reason"):
         table.add_column(column, overflow="fold")
     for row in rows:
         colour = colours.get(row["band"], "white")
         table.add_row(row["name"], row["owner"] or "", f"{row['score']:.0f}",
                       f"[{colour}]{row['band']}[/{colour}]", row["trend"] or "",
-                      "" if row["churn_risk"] is None else f"{row['churn_risk']:.0f}", row["reason"] or "")
+                      "" if row["churn_risk"] is None else f"{row['churn_risk']:.0f}",
+                      row.get("confidence") or "", row["reason"] or "")
     return table
 
 
-@app.command()
-def scores(fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
-           db: DbOption = None) -> None:
-    """Show the latest score of every account."""
+def _check_format(fmt: str) -> None:
     if fmt not in ("table", "json", "csv"):
         err.print(f"[red]--format must be table, json or csv, not {fmt!r}[/red]")
         raise typer.Exit(2)
-    settings = _settings(db)
-    with _open_store(settings, lock=False) as store:
-        rows = read_scores(store)
+
+
+def _emit(rows: list[dict[str, Any]], fmt: str, columns: tuple[str, ...] | list[str]) -> None:
     if fmt == "json":
         sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
-    elif fmt == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(SCORE_COLUMNS))
+    else:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
-    else:
+
+
+@scores_app.callback(invoke_without_command=True)
+def scores(ctx: typer.Context, fmt: FormatOption = "table",
+           band: Annotated[str | None, typer.Option(help="Only this band: red, yellow or green.")] = None,
+           owner: Annotated[str | None, typer.Option(help="Only accounts of this owner (full name).")] = None,
+           segment: Annotated[str | None, typer.Option(help="Only this scorecard segment.")] = None,
+           db: DbOption = None) -> None:
+    """Show the latest score of every account (filter by band, owner, segment)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _check_format(fmt)
+    settings = _settings(db)
+    with _open_store(settings, lock=False) as store:
+        rows = read_scores(store, band=band, owner=owner, segment=segment)
+    if fmt == "table":
         Console().print(scores_table(rows))
+    else:
+        _emit(rows, fmt, SCORE_COLUMNS)
+
+
+AccountArgument = Annotated[str, typer.Argument(help="Salesforce Account Id (15 or 18 characters) or exact name.")]
+
+
+def _account(store: Store, text: str) -> str:
+    from worker.explain import AccountNotFound, resolve_account
+
+    try:
+        return resolve_account(store, text)
+    except AccountNotFound as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+@scores_app.command("history")
+def scores_history(account: AccountArgument, days: Annotated[int, typer.Option(help="How far back.")] = 90,
+                   png: Annotated[Path | None, typer.Option(help="Also draw the history to this PNG file.")]
+                   = None, fmt: FormatOption = "table", db: DbOption = None, rules_dir: RulesOption = None) -> None:
+    """One account's daily scores, with a sparkline (and a PNG chart with --png)."""
+    from worker.cycle import system_clock
+    from worker.explain import history, plot_history, sparkline
+
+    _check_format(fmt)
+    settings = _settings(db, rules_dir)
+    with _open_store(settings, lock=False) as store:
+        account_id = _account(store, account)
+        name = store.scalar("SELECT name FROM accounts WHERE id = ?", (account_id,))
+        rows = history(store, account_id, days, system_clock().date())
+    if fmt != "table":
+        _emit(rows, fmt, ("day", "score", "band", "churn_risk", "coverage"))
+    else:
+        Console().print(f"{name}: {sparkline([r['score'] for r in rows])}  "
+                        + (f"{rows[0]['score']:.0f} → {rows[-1]['score']:.0f} over {len(rows)} days" if rows
+                           else "no history yet"))
+    if png is not None and rows:
+        rulebook = RuleBook(settings.rules_dir)
+        rulebook.reload()
+        bands = rulebook.require()[0].scorecard.bands
+        try:
+            plot_history(rows, f"{name}: health score", str(png), red=bands.red, yellow=bands.yellow)
+        except RuntimeError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+        err.print(f"chart written to {png}")
+
+
+@app.command()
+def explain(account: AccountArgument, fmt: Annotated[str, typer.Option("--format", help="table or json.")]
+            = "table", db: DbOption = None, rules_dir: RulesOption = None) -> None:
+    """Why an account has its score: every measure's raw value, points, weight and contribution."""
+    from worker.explain import explain_account, format_explanation
+
+    settings = _settings(db, rules_dir)
+    rulebook = RuleBook(settings.rules_dir)
+    rulebook.reload()
+    scorecard, _ = rulebook.require()
+    with _open_store(settings, lock=False) as store:
+        account_id = _account(store, account)
+        from worker.explain import AccountNotFound
+
+        try:
+            explanation = explain_account(store, scorecard.scorecard, account_id)
+        except AccountNotFound as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    if fmt == "json":
+        sys.stdout.write(json.dumps(explanation.as_json(), indent=2, ensure_ascii=False) + "\n")
+    else:
+        Console().print(format_explanation(explanation))
+
+
+override_app = typer.Typer(no_args_is_help=True, help="Pin an account's score by hand (a CSM override).")
+app.add_typer(override_app, name="override")
+
+
+@override_app.command("set")
+def override_set(account: AccountArgument,
+                 value: Annotated[float, typer.Option(min=0, max=100, help="The score to show, 0..100.")],
+                 reason: Annotated[str, typer.Option(help="Why: shown in Salesforce and Slack.")],
+                 until: Annotated[str | None, typer.Option(help="Last day it holds (YYYY-MM-DD); default "
+                                                                "30 days from today.")] = None,
+                 by: Annotated[str | None, typer.Option(help="Who set it.")] = None,
+                 db: DbOption = None) -> None:
+    """Pin an account's score until a date; it shows as pinned and expires by itself."""
+    from datetime import date, timedelta
+
+    from worker.cycle import system_clock
+    from worker.store import iso
+
+    today = system_clock().date()
+    try:
+        last_day = date.fromisoformat(until) if until else today + timedelta(days=30)
+    except ValueError:
+        err.print(f"[red]--until must be a date like 2026-12-31, not {until!r}[/red]")
+        raise typer.Exit(2) from None
+    if last_day < today:
+        err.print(f"[red]--until {last_day} is in the past[/red]")
+        raise typer.Exit(2)
+    settings = _settings(db)
+    with _open_store(settings) as store:
+        account_id = _account(store, account)
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO overrides VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET "
+                         "value = excluded.value, reason = excluded.reason, until = excluded.until, "
+                         "set_by = excluded.set_by, set_at = excluded.set_at",
+                         (account_id, value, reason, last_day.isoformat(), by, iso(system_clock())))
+    err.print(f"{account_id} pinned at {value:g} until {last_day} (takes effect at the next score)")
+
+
+@override_app.command("clear")
+def override_clear(account: AccountArgument, db: DbOption = None) -> None:
+    """Remove an account's override; the computed score shows again at the next score."""
+    settings = _settings(db)
+    with _open_store(settings) as store:
+        account_id = _account(store, account)
+        with store.transaction() as conn:
+            removed = conn.execute("DELETE FROM overrides WHERE account_id = ?", (account_id,)).rowcount
+    err.print(f"{account_id}: override removed" if removed else f"{account_id} had no override")
+
+
+@override_app.command("ls")
+def override_ls(fmt: FormatOption = "table", db: DbOption = None) -> None:
+    """List the overrides set from the command line (and whether each still holds)."""
+    _check_format(fmt)
+    settings = _settings(db)
+    with _open_store(settings, lock=False) as store:
+        rows = store.query("SELECT o.account_id, a.name, o.value, o.reason, o.until, o.set_by, o.set_at "
+                           "FROM overrides o LEFT JOIN accounts a ON a.id = o.account_id ORDER BY o.until")
+    if fmt != "table":
+        _emit(rows, fmt, ("account_id", "name", "value", "reason", "until", "set_by", "set_at"))
+        return
+    table = Table(title="Score overrides")
+    for column in ("Account", "Value", "Until", "Reason", "Set by"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"] or row["account_id"], f"{row['value']:g}", row["until"] or "", row["reason"],
+                      row["set_by"] or "")
+    Console().print(table)
 
 
 @app.command()
@@ -199,6 +364,41 @@ def rules_check(rules_dir: RulesOption = None) -> None:
             typer.echo(problem, err=True)
         raise typer.Exit(1)
     typer.echo(f"{settings.rules_dir}: scorecard.yaml and alerts.yaml are valid")
+
+
+@app.command()
+def doctor(db: DbOption = None, rules_dir: RulesOption = None) -> None:
+    """Check the settings, database, rule files, and access to Salesforce, Zendesk, Slack and usage files."""
+    from worker.doctor import checks_from_environment, format_checks
+
+    overrides: dict[str, Any] = {}
+    if db is not None:
+        overrides["HEALTHBEAT_DB"] = db
+    if rules_dir is not None:
+        overrides["HEALTHBEAT_RULES_DIR"] = rules_dir
+    checks = checks_from_environment(**overrides)
+    typer.echo(format_checks(checks))
+    if not all(check.ok for check in checks):
+        raise typer.Exit(1)
+
+
+salesforce_app = typer.Typer(no_args_is_help=True, help="Prepare a Salesforce org for Healthbeat.")
+app.add_typer(salesforce_app, name="salesforce")
+
+
+@salesforce_app.command("fields")
+def salesforce_fields(package: Annotated[Path | None, typer.Option(
+        "--package", help="Write a Metadata API package (package.xml, objects/Account.object and a "
+                          "permission set) to this folder instead of printing the steps.")] = None) -> None:
+    """How to create the Account custom fields that Healthbeat writes and reads."""
+    from worker.salesforce_setup import admin_instructions, write_package
+
+    if package is None:
+        typer.echo(admin_instructions(), nl=False)
+        return
+    settings = _settings()
+    for path in write_package(package, api_version=settings.salesforce_api_version):
+        typer.echo(path)
 
 
 def main() -> None:

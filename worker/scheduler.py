@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import UTC, datetime
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from worker.config import ConfigError, Settings
 from worker.cycle import Cycle, build_clients
+from worker.health import HealthServer, HealthServerError, HealthState
+from worker.metrics import Metrics, observe_cycle, read_store_facts
 from worker.rulebook import RuleBook
 from worker.store import Store, StoreLocked
 
@@ -32,14 +35,30 @@ def run_forever(settings: Settings, *, dry_run: bool = False) -> int:
     stop = threading.Event()
     rulebook = RuleBook(settings.rules_dir)
     cycle = Cycle(store, settings, rulebook, clients, dry_run=dry_run)
+    metrics = Metrics()
+    health = HealthState(settings.interval)
+    health.record_store(read_store_facts(store))
+    server = HealthServer(health, metrics, port=settings.http_port)
+    try:
+        server.start()
+    except HealthServerError as exc:
+        log.error("%s", exc)
+        clients.close()
+        store.close()
+        return 2
 
     def one_cycle() -> None:
         if stop.is_set():
             return
         try:
-            cycle.run()
-        except Exception:
+            report = cycle.run()
+        except Exception as exc:
             log.exception("cycle crashed; the next one resumes from what the store recorded")
+            metrics.count_crash()
+            health.record_crash(f"{type(exc).__name__}: {exc}")
+            return
+        facts = observe_cycle(metrics, report, store, clients=clients, rulebook=rulebook)
+        health.record_cycle(report, facts, rulebook)
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         log.info("received %s: finishing the current step, then stopping", signal.Signals(signum).name)
@@ -50,13 +69,16 @@ def run_forever(settings: Settings, *, dry_run: bool = False) -> int:
     scheduler = BackgroundScheduler(job_defaults={
         "coalesce": True, "max_instances": 1,
         "misfire_grace_time": int(settings.interval.total_seconds())})
+    # The first cycle runs at once, in the scheduler's thread like every later one, so max_instances=1
+    # also keeps a long first backfill from overlapping the second cycle.
     scheduler.add_job(one_cycle, "interval", seconds=settings.interval.total_seconds(), id="cycle",
-                      next_run_time=None)
+                      next_run_time=datetime.now(UTC))
     scheduler.start()
-    log.info("healthbeat running: a cycle every %s, database %s", settings.interval, settings.db)
-    one_cycle()
+    log.info("healthbeat running: a cycle every %s, database %s, health on %s/healthz",
+             settings.interval, settings.db, server.url)
     stop.wait()
     scheduler.shutdown(wait=True)
+    server.stop()
     clients.close()
     store.close()
     log.info("healthbeat stopped")

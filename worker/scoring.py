@@ -182,6 +182,9 @@ def _override(account: Mapping[str, object], as_of: datetime) -> tuple[float, st
     value = account.get("override_value")
     if value is None:
         return None
+    if not 0 <= float(str(value)) <= 100:
+        log.warning("override of %s ignored: %s is outside 0..100", account.get("id"), value)
+        return None
     until = account.get("override_until")
     if isinstance(until, str) and until and date.fromisoformat(until[:10]) < as_of.date():
         return None
@@ -190,16 +193,21 @@ def _override(account: Mapping[str, object], as_of: datetime) -> tuple[float, st
     return float(str(value)), f"Pinned by CSM at {round(float(str(value)))}{suffix}: {reason}"
 
 
-def trend(store: Store, account_id: str, score: float, scorecard: Scorecard, as_of: datetime
-          ) -> tuple[str, float | None]:
-    """Change against the oldest score of an earlier day within the trend window ("new" until one exists)."""
-    window_start = (as_of - scorecard.trend.window).date().isoformat()
-    row = store.conn.execute(
-        "SELECT score FROM score_history WHERE account_id = ? AND day >= ? AND day < ? ORDER BY day LIMIT 1",
-        (account_id, window_start, as_of.date().isoformat())).fetchone()
-    if row is None or row[0] is None:
+def trend_baselines(store: Store, scorecard: Scorecard, as_of: datetime) -> dict[str, float]:
+    """Per account, the oldest score of an earlier day within the trend window: one query for all."""
+    rows = store.conn.execute("""
+        SELECT account_id, score FROM (
+            SELECT account_id, score, row_number() OVER (PARTITION BY account_id ORDER BY day) AS n
+            FROM score_history WHERE day >= ? AND day < ? AND score IS NOT NULL)
+        WHERE n = 1""", ((as_of - scorecard.trend.window).date().isoformat(), as_of.date().isoformat()))
+    return {str(account_id): float(score) for account_id, score in rows}
+
+
+def trend(score: float, baseline: float | None, scorecard: Scorecard) -> tuple[str, float | None]:
+    """The change against the baseline, with an arrow ("new" until an earlier day's score exists)."""
+    if baseline is None:
         return "new", None
-    delta = round(score - float(row[0]), 1)
+    delta = round(score - baseline, 1)
     days = round(scorecard.trend.window.total_seconds() / 86400)
     if delta >= scorecard.trend.flat:
         return f"↑ +{delta:g} ({days}d)", delta
@@ -216,22 +224,39 @@ def confidence(coverage: float, scorecard: Scorecard) -> str:
     return "Low"
 
 
+_ACCOUNTS = """
+    SELECT a.id, a.type, a.industry,
+           coalesce(o.value, a.override_value) AS override_value,
+           CASE WHEN o.account_id IS NOT NULL THEN o.reason ELSE a.override_reason END AS override_reason,
+           CASE WHEN o.account_id IS NOT NULL THEN o.until ELSE a.override_until END AS override_until,
+           (SELECT p.amount FROM opportunities p WHERE p.account_id = a.id AND p.is_deleted = 0
+              AND (p.is_closed = 0 OR p.is_won = 1) ORDER BY p.is_closed, p.close_date DESC LIMIT 1) AS arr
+    FROM accounts a LEFT JOIN overrides o ON o.account_id = a.id
+    WHERE a.is_deleted = 0 ORDER BY a.id"""
+
+
 def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> ScoringReport:
-    """Score every live account and keep one history row per account per day, in one transaction."""
-    scorecard = loaded.scorecard
-    raw = _measure_raw(store, scorecard, as_of)
-    accounts = store.query("SELECT id, override_value, override_reason, override_until FROM accounts "
-                           "WHERE is_deleted = 0 ORDER BY id")
+    """Score every live account and keep one history row per account per day, in one transaction.
+
+    Set-based: one query per distinct measure, one for the accounts, one for the trend baselines; the
+    per-account work in Python is arithmetic only.
+    """
+    base = loaded.scorecard
+    raw = _measure_raw(store, base, as_of)
+    baselines = trend_baselines(store, base, as_of)
     previous = {r["account_id"]: r for r in store.query("SELECT account_id, score, band FROM scores")}
+    by_segment = {None: base} | {segment.name: base.for_segment(segment) for segment in base.segments}
     report = ScoringReport()
     score_rows, history_rows = [], []
-    for account in accounts:
+    for account in store.query(_ACCOUNTS):
         account_id = account["id"]
+        segment = base.segment_of(account)
+        scorecard = by_segment[segment.name if segment else None]
         computed, coverage, results, _groups = score_account(account_id, raw, scorecard)
         override = _override(account, as_of)
         score = override[0] if override else computed
         band = band_of(score, scorecard)
-        trend_text, delta = trend(store, account_id, score, scorecard, as_of)
+        trend_text, delta = trend(score, baselines.get(account_id), scorecard)
         falling = delta is not None and delta <= -3 * scorecard.trend.flat
         reason = explain(results, band, scorecard.max_reasons, falling=falling)
         if override:
@@ -245,8 +270,8 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> Sc
             "trend": trend_text, "trend_delta": delta, "reason": reason, "coverage": coverage,
             "churn_risk": churn, "expansion_readiness": expansion,
             "confidence": confidence(coverage, scorecard), "overridden": int(bool(override)),
-            "measures": measures_json, "segment": None, "scorecard_hash": loaded.digest,
-            "scored_at": iso(as_of)})
+            "measures": measures_json, "segment": segment.name if segment else None,
+            "scorecard_hash": loaded.digest, "scored_at": iso(as_of)})
         history_rows.append({"account_id": account_id, "day": as_of.date().isoformat(), "score": score,
                              "band": band, "churn_risk": churn, "expansion_readiness": expansion,
                              "coverage": coverage, "scored_at": iso(as_of)})
@@ -260,4 +285,3 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> Sc
         store.upsert("score_history", history_rows, ("account_id", "day"))
     report.scored = len(score_rows)
     return report
-

@@ -101,6 +101,11 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT id, kind, account_id, status, attempts, last_error, created_at FROM outbox
         WHERE status NOT IN ('sent', 'confirmed');
     """,
+    """
+    CREATE TABLE overrides (
+        account_id TEXT PRIMARY KEY, value REAL NOT NULL, reason TEXT NOT NULL, until TEXT,
+        set_by TEXT, set_at TEXT NOT NULL);
+    """,
 )
 
 

@@ -21,7 +21,7 @@ def healthbeat(*args: str, env: dict[str, object] | None = None, cwd: Path) -> s
     """Run the console script's entry point in a fresh process, with only the given settings."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HEALTHBEAT_", "SALESFORCE_", "ZENDESK_",
                                                                        "SLACK_", "USAGE_"))}
-    clean.update({k: str(v) for k, v in (env or {}).items()})
+    clean.update({"COLUMNS": "200", **{k: str(v) for k, v in (env or {}).items()}})
     return subprocess.run([sys.executable, "-c", "from worker.cli import main; main()", *args],
                           capture_output=True, text=True, env=clean, cwd=cwd, timeout=120, check=False)
 

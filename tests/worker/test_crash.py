@@ -3,7 +3,8 @@
 Two standalone sandbox servers (`python -m connectors.sandbox_server`) hold the same world (same accounts,
 seed and "now"). On one, a worker runs each cycle once (`healthbeat run --once`). On the other, each cycle
 is started again and again and killed with SIGKILL a random 0..T ms after its cycle began (T: how long the
-uninterrupted worker's cycle took), then allowed to finish. Between the first and second
+uninterrupted worker's cycle took, halved after each kill that came too late, since a restarted cycle has
+less left to do), then allowed to finish. Between the first and second
 cycles the world changes in both: accounts that went quiet for three weeks have a bad week (angry emails,
 urgent tickets), so scores fall, write-backs go out and nudges are owed. Salesforce answers composite
 updates slowly (a stall, in both servers) so that some kills land while a write-back is in flight.
@@ -37,9 +38,10 @@ SEED = 3
 QUIET = 6  # the first accounts go quiet for three weeks, then have a bad week
 DAYS_BEHIND = 21  # the world is built this long ago, then caught up, except for the quiet accounts
 KILLS_PER_CYCLE = 8
+MIN_WINDOW = 0.02  # seconds
 CYCLES = 3
 KILL_SEED = 1729
-COMPOSITE_STALL = 0.15  # seconds Salesforce takes to answer a composite update, in both worlds
+COMPOSITE_STALL = 0.3  # seconds Salesforce takes to answer a composite update, in both worlds
 WORKER = ("-c", "from worker.cli import main; main()", "run", "--once")
 CLEAN_STATUSES = ("sent", "superseded")
 
@@ -143,7 +145,8 @@ def _wait_until_cycle_starts(process: subprocess.Popen[bytes], db: Path, after: 
 
     Reading while the worker writes is safe: the store is in WAL mode, where readers never block the writer.
     """
-    while not db.exists():
+    wal = db.with_name(db.name + "-wal")
+    while not wal.exists():  # before WAL mode, a reader could hold up the worker's writes
         if process.poll() is not None:
             return None
         time.sleep(0.002)
@@ -158,8 +161,8 @@ def _wait_until_cycle_starts(process: subprocess.Popen[bytes], db: Path, after: 
     return None
 
 
-def _kill_at_random(worker: Worker, rng: random.Random, window: float, tally: KillTally) -> None:
-    """Start a cycle, SIGKILL it a random 0..window s after its cycle began, and see where it died."""
+def _kill_at_random(worker: Worker, rng: random.Random, window: float, tally: KillTally) -> bool:
+    """Start a cycle, SIGKILL it a random 0..window s after its cycle began; True if it died mid-cycle."""
     last_cycle, in_flight = _progress(worker.db)
     process = worker.start()
     began = _wait_until_cycle_starts(process, worker.db, last_cycle)
@@ -168,7 +171,7 @@ def _kill_at_random(worker: Worker, rng: random.Random, window: float, tally: Ki
         time.sleep(max(0.0, began + rng.uniform(0, window) - time.monotonic()))
     if process.poll() is not None:
         tally.after_exit += 1
-        return
+        return False
     process.kill()
     process.wait()
     with _read(worker.db) as conn:
@@ -176,9 +179,10 @@ def _kill_at_random(worker: Worker, rng: random.Random, window: float, tally: Ki
         now_in_flight = {r[0] for r in conn.execute("SELECT id FROM outbox WHERE status = 'inflight'")}
     if "running" not in statuses:
         tally.after_cycle += 1  # between the cycle's end and the process's exit
-        return
+        return False
     tally.mid_cycle += 1
     tally.left_in_flight += 1 if now_in_flight - in_flight else 0
+    return True
 
 
 def _progress(db: Path) -> tuple[int, set[int]]:
@@ -228,7 +232,8 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
             window = reference.run_to_end()
             before = tally.mid_cycle
             for _ in range(KILLS_PER_CYCLE):
-                _kill_at_random(crashed, rng, window, tally)
+                if not _kill_at_random(crashed, rng, window, tally):
+                    window = max(MIN_WINDOW, window / 2)  # what is left of the cycle is shorter now
             tally.per_cycle.append(tally.mid_cycle - before)
             crashed.run_to_end()
         states = [server.control("GET", "state") for server in servers]
