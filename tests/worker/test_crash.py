@@ -2,9 +2,10 @@
 
 Two standalone sandbox servers (`python -m connectors.sandbox_server`) hold the same world (same accounts,
 seed and "now"). On one, a worker runs each cycle once (`healthbeat run --once`). On the other, each cycle
-is started again and again and killed with SIGKILL a random 0..T ms after its cycle began (T: how long the
-uninterrupted worker's cycle took, halved after each kill that came too late, since a restarted cycle has
-less left to do), then allowed to finish. Between the first and second
+is started again and again and killed with SIGKILL, then allowed to finish: first (while it has something
+to send) a random moment after a write-back or nudge was marked in flight, the narrowest window for "sent
+twice" or "lost"; then a random 0..T ms after its cycle began (T: how long the uninterrupted worker's cycle
+took, halved after each kill that came too late, since a restarted cycle has less left to do). Between the first and second
 cycles the world changes in both: accounts that went quiet for three weeks have a bad week (angry emails,
 urgent tickets), so scores fall, write-backs go out and nudges are owed. Salesforce answers composite
 updates slowly (a stall, in both servers) so that some kills land while a write-back is in flight.
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,8 @@ ACCOUNTS = 14
 SEED = 3
 QUIET = 6  # the first accounts go quiet for three weeks, then have a bad week
 DAYS_BEHIND = 21  # the world is built this long ago, then caught up, except for the quiet accounts
-KILLS_PER_CYCLE = 8
+KILLS_PER_CYCLE = 8  # at random moments of each cycle
+AIMED_PER_CYCLE = 3  # at most, aimed at write-backs and nudges in flight
 MIN_WINDOW = 0.02  # seconds
 CYCLES = 3
 KILL_SEED = 1729
@@ -96,11 +98,12 @@ class Worker:
 @dataclass
 class KillTally:
     points: int = 0
-    mid_cycle: int = 0
-    left_in_flight: int = 0  # of the mid-cycle kills: those that left a write-back or nudge unconfirmed
+    aimed: int = 0  # of the points: those aimed at a write-back or nudge just marked in flight
+    mid_cycle: int = 0  # the process died inside its cycle
+    left_in_flight: int = 0  # of those: died with a write-back or nudge sent but not yet confirmed
     after_cycle: int = 0  # the cycle had ended; the process was exiting
     after_exit: int = 0  # the process had exited before its kill time
-    per_cycle: list[int] = field(default_factory=list)
+    per_cycle: list[int] = field(default_factory=list)  # mid-cycle kills in each cycle
 
 
 @dataclass
@@ -140,10 +143,13 @@ def _worker(server: SandboxProcess, folder: Path) -> Worker:
     return Worker(environment, folder / "healthbeat.db", folder / "logs")
 
 
-def _wait_until_cycle_starts(process: subprocess.Popen[bytes], db: Path, after: int) -> float | None:
-    """The moment the worker's cycle has begun (a `cycles` row after `after`), or None if it exited first.
+Probe = Callable[[sqlite3.Connection], str | None]
 
-    Reading while the worker writes is safe: the store is in WAL mode, where readers never block the writer.
+
+def _wait_for(process: subprocess.Popen[bytes], db: Path, probe: Probe) -> str | None:
+    """Poll the worker's database until `probe` answers (its answer) or the process exits (None).
+
+    Reading while the worker writes is safe once the store is in WAL mode: readers never block the writer.
     """
     wal = db.with_name(db.name + "-wal")
     while not wal.exists():  # before WAL mode, a reader could hold up the worker's writes
@@ -153,45 +159,75 @@ def _wait_until_cycle_starts(process: subprocess.Popen[bytes], db: Path, after: 
     with _read(db) as conn:
         while process.poll() is None:
             try:
-                if conn.execute("SELECT count(*) FROM cycles WHERE id > ?", (after,)).fetchone()[0]:
-                    return time.monotonic()
+                found = probe(conn)
             except sqlite3.OperationalError:  # the first run is still creating its tables
-                pass
+                found = None
+            if found is not None:
+                return found
             time.sleep(0.001)
     return None
 
 
-def _kill_at_random(worker: Worker, rng: random.Random, window: float, tally: KillTally) -> bool:
-    """Start a cycle, SIGKILL it a random 0..window s after its cycle began; True if it died mid-cycle."""
-    last_cycle, in_flight = _progress(worker.db)
+def _in_flight(conn: sqlite3.Connection) -> dict[tuple[int, int], str]:
+    """Outbox rows in flight, by (id, attempts): a row sent again counts as new."""
+    return {(r[0], r[1]): r[2] for r in conn.execute("SELECT id, attempts, kind FROM outbox WHERE status = 'inflight'")}
+
+
+def _kill(worker: Worker, tally: KillTally, *, aim: bool, delay: Callable[[str], float]) -> bool:
+    """Start a cycle and SIGKILL it `delay(kind)` s after its cycle began (kind "cycle") or, aiming, after a
+    write-back or nudge went in flight (kind "salesforce" or "slack"); True if it died inside its cycle."""
+    before_cycle, before_in_flight = _progress(worker.db)
+
+    def began(conn: sqlite3.Connection) -> str | None:
+        return "cycle" if conn.execute("SELECT count(*) FROM cycles WHERE id > ?", (before_cycle,)).fetchone()[0] \
+            else None
+
+    def sending(conn: sqlite3.Connection) -> str | None:
+        return next((kind for key, kind in _in_flight(conn).items() if key not in before_in_flight), None)
+
     process = worker.start()
-    began = _wait_until_cycle_starts(process, worker.db, last_cycle)
+    seen = _wait_for(process, worker.db, sending if aim else began)
     tally.points += 1
-    if began is not None:
-        time.sleep(max(0.0, began + rng.uniform(0, window) - time.monotonic()))
+    tally.aimed += 1 if aim else 0
+    if seen is not None:
+        time.sleep(delay(seen))
     if process.poll() is not None:
         tally.after_exit += 1
         return False
     process.kill()
     process.wait()
     with _read(worker.db) as conn:
-        statuses = [r[0] for r in conn.execute("SELECT status FROM cycles WHERE id > ?", (last_cycle,))]
-        now_in_flight = {r[0] for r in conn.execute("SELECT id FROM outbox WHERE status = 'inflight'")}
+        statuses = [r[0] for r in conn.execute("SELECT status FROM cycles WHERE id > ?", (before_cycle,))]
+        in_flight = _in_flight(conn)
     if "running" not in statuses:
-        tally.after_cycle += 1  # between the cycle's end and the process's exit
+        tally.after_cycle += 1
         return False
     tally.mid_cycle += 1
-    tally.left_in_flight += 1 if now_in_flight - in_flight else 0
+    tally.left_in_flight += 1 if set(in_flight) - set(before_in_flight) else 0
     return True
 
 
-def _progress(db: Path) -> tuple[int, set[int]]:
+def _progress(db: Path) -> tuple[int, dict[tuple[int, int], str]]:
     """The last cycle's id and the outbox rows in flight, before a run starts."""
     if not db.exists():
-        return 0, set()
+        return 0, {}
     with _read(db) as conn:
-        last = conn.execute("SELECT coalesce(max(id), 0) FROM cycles").fetchone()[0]
-        return int(last), {r[0] for r in conn.execute("SELECT id FROM outbox WHERE status = 'inflight'")}
+        return int(conn.execute("SELECT coalesce(max(id), 0) FROM cycles").fetchone()[0]), _in_flight(conn)
+
+
+def _crash_through_cycle(worker: Worker, rng: random.Random, window: float, tally: KillTally) -> None:
+    """Aimed kills while there is something to send, then kills at random moments, then let it finish."""
+    before = tally.mid_cycle
+    for _ in range(AIMED_PER_CYCLE):
+        # Within a slow composite update, or a few ms after a nudge is marked: before or after the post.
+        if not _kill(worker, tally, aim=True,
+                     delay=lambda kind: rng.uniform(0, COMPOSITE_STALL if kind == "salesforce" else 0.01)):
+            break  # nothing (more) went in flight: this cycle has nothing left to send
+    for _ in range(KILLS_PER_CYCLE):
+        if not _kill(worker, tally, aim=False, delay=lambda kind: rng.uniform(0, window)):
+            window = max(MIN_WINDOW, window / 2)  # a restarted cycle has less left to do
+    tally.per_cycle.append(tally.mid_cycle - before)
+    worker.run_to_end()
 
 
 class _read:
@@ -229,13 +265,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
                 bad_week = datetime.now(UTC).replace(microsecond=0).isoformat()
                 for server in servers:
                     server.control("POST", "advance", {"trouble": quiet, "at": bad_week})
-            window = reference.run_to_end()
-            before = tally.mid_cycle
-            for _ in range(KILLS_PER_CYCLE):
-                if not _kill_at_random(crashed, rng, window, tally):
-                    window = max(MIN_WINDOW, window / 2)  # what is left of the cycle is shorter now
-            tally.per_cycle.append(tally.mid_cycle - before)
-            crashed.run_to_end()
+            _crash_through_cycle(crashed, rng, reference.run_to_end(), tally)
         states = [server.control("GET", "state") for server in servers]
         yield Outcome(sqlite3.connect(reference.db), sqlite3.connect(crashed.db), states[0], states[1], tally,
                       time.monotonic() - started)
