@@ -27,7 +27,7 @@ log = logging.getLogger("healthbeat")
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Healthbeat: customer-health scores from CRM, support and usage activity, written "
                        "back to Salesforce, with Slack nudges for account owners.")
-rules_app = typer.Typer(no_args_is_help=True, help="Check the rule files under the rules directory.")
+rules_app = typer.Typer(no_args_is_help=True, help="Check, test, preview and compare the rule files.")
 app.add_typer(rules_app, name="rules")
 
 DbOption = Annotated[Path | None, typer.Option("--db", help="SQLite database (default: HEALTHBEAT_DB).")]
@@ -364,6 +364,65 @@ def rules_check(rules_dir: RulesOption = None) -> None:
             typer.echo(problem, err=True)
         raise typer.Exit(1)
     typer.echo(f"{settings.rules_dir}: scorecard.yaml and alerts.yaml are valid")
+
+
+@rules_app.command("test")
+def rules_test(files: Annotated[list[Path] | None, typer.Argument(
+                   help="Test files (default: RULES_DIR/tests/*.yaml).")] = None,
+               rules_dir: RulesOption = None) -> None:
+    """Run the rule tests (promtool-style): given facts over cycles, expect these nudges. Exit 1 on any failure."""
+    from worker.rule_tests import format_report, run_rule_tests
+
+    report = run_rule_tests(_settings(rules_dir=rules_dir).rules_dir, files)
+    typer.echo(format_report(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@rules_app.command("preview")
+def rules_preview(new_rules_dir: Annotated[Path, typer.Argument(help="The changed rule directory.")],
+                  fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+                  db: DbOption = None, rules_dir: RulesOption = None) -> None:
+    """What NEW_RULES_DIR would change on the current data (an in-memory copy; the database is never written)."""
+    from worker.cycle import system_clock
+    from worker.rule_preview import format_preview, preview_rules, to_json
+    from worker.rulefile import RuleFileError
+
+    if fmt not in ("table", "json"):
+        err.print(f"[red]--format must be table or json, not {fmt!r}[/red]")
+        raise typer.Exit(2)
+    settings = _settings(db, rules_dir)
+    if not settings.db.exists():
+        err.print(f"[red]No database at {settings.db}: run a cycle first (healthbeat run --once).[/red]")
+        raise typer.Exit(1)
+    with _open_store(settings, lock=False) as store:
+        try:
+            preview = preview_rules(store, settings.rules_dir, new_rules_dir, system_clock())
+        except RuleFileError as exc:
+            for problem in exc.problems:
+                typer.echo(str(problem), err=True)
+            raise typer.Exit(1) from None
+    if fmt == "json":
+        sys.stdout.write(to_json(preview) + "\n")
+    else:
+        typer.echo(format_preview(preview))
+
+
+@rules_app.command("diff")
+def rules_diff(new_rules_dir: Annotated[Path, typer.Argument(help="The changed rule directory.")],
+               rules_dir: RulesOption = None) -> None:
+    """What changed from the rules in force (--rules-dir) to NEW_RULES_DIR, in words."""
+    from worker.rule_diff import diff_rules
+    from worker.rulefile import RuleFileError
+
+    settings = _settings(rules_dir=rules_dir)
+    try:
+        changes = diff_rules(settings.rules_dir, new_rules_dir)
+    except RuleFileError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(1) from None
+    typer.echo("\n".join(changes) if changes else f"no changes from {settings.rules_dir} to {new_rules_dir}")
 
 
 @app.command()
