@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +33,11 @@ class AlertReport:
     baselined: int = 0
     pending: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+def record_link(instance_url: str, account_id: str) -> str:
+    """The Lightning page of the Account, which is where a CSM reads it."""
+    return f"{instance_url.rstrip('/')}/lightning/r/Account/{account_id}/view"
 
 
 def account_contexts(store: Store) -> list[dict[str, Any]]:
@@ -91,6 +96,39 @@ def build_blocks(rule: AlertRule, context: Mapping[str, Any], text: str, url: st
     return blocks
 
 
+# What a condition can raise on real data (a None where a number was expected, a missing measure, ...).
+EVALUATION_ERRORS = (InvalidExpression, TypeError, KeyError, IndexError, ValueError, ZeroDivisionError,
+                     OverflowError, AttributeError)
+
+States = Mapping[tuple[str, str], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Transition:
+    account_id: str
+    row: dict[str, Any] | None
+    owed: str | None
+    error: str | None = None
+
+
+def step_rule(rule: AlertRule, contexts: Iterable[Mapping[str, Any]], states: States, now: datetime
+              ) -> Iterator[Transition]:
+    """One rule over many accounts, pure: the worker, `rules test` and `rules preview` all judge with this.
+
+    A rule with no state under its present meaning takes a baseline on this pass (see the module doc)."""
+    known = {k: v for k, v in states.items() if k[0] == rule.name and v["rule_hash"] == rule.meaning_hash}
+    baseline = not known
+    for context in contexts:
+        account_id = str(context["account_id"])
+        key = (rule.name, account_id)
+        try:
+            row, owed = _step(rule, context, known.get(key), states.get(key), now, baseline)
+        except EVALUATION_ERRORS as exc:
+            yield Transition(account_id, None, None, f"{type(exc).__name__}: {exc}")
+            continue
+        yield Transition(account_id, row, owed)
+
+
 def evaluate_alerts(store: Store, loaded: LoadedRules, now: datetime, *, record_url: str) -> AlertReport:
     """One pass of every rule over every scored account; state and outbox change in one transaction."""
     report = AlertReport()
@@ -98,19 +136,15 @@ def evaluate_alerts(store: Store, loaded: LoadedRules, now: datetime, *, record_
     states = {(r["rule"], r["account_id"]): r for r in store.query("SELECT * FROM alerts")}
     state_rows: list[dict[str, Any]] = []
     outbox_rows: list[dict[str, Any]] = []
+    by_account = {c["account_id"]: c for c in contexts}
     for rule in loaded.rules.rules:
-        known = {k: v for k, v in states.items() if k[0] == rule.name and v["rule_hash"] == rule.meaning_hash}
-        baseline = not known
-        for context in contexts:
-            account_id = context["account_id"]
-            previous = states.get((rule.name, account_id))
-            current = known.get((rule.name, account_id))
-            url = f"{record_url.rstrip('/')}/{account_id}"
-            try:
-                row, owed = _step(rule, context, current, previous, now, baseline)
-            except (InvalidExpression, TypeError, KeyError, ZeroDivisionError) as exc:
-                report.errors.append(f"{rule.name} on {account_id}: {exc}")
+        for transition in step_rule(rule, contexts, states, now):
+            account_id, row, owed = transition.account_id, transition.row, transition.owed
+            if row is None:
+                report.errors.append(f"{rule.name} on {account_id}: {transition.error}")
                 continue
+            context = by_account[account_id]
+            url = record_link(record_url, account_id)
             state_rows.append(row)
             if row["state"] == "pending":
                 report.pending += 1

@@ -23,10 +23,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from simpleeval import InvalidExpression
 
 from worker.alert_rules import AlertRule, LoadedRules, evaluate
-from worker.alerting import _step, account_contexts
+from worker.alerting import account_contexts, step_rule
 from worker.rule_diff import load_rule_dir
 from worker.scoring import score_accounts
 from worker.store import Store, iso
@@ -34,7 +33,6 @@ from worker.store import Store, iso
 Pair = tuple[Any, Any]  # (live, new)
 Contexts = dict[str, dict[str, Any]]
 States = dict[tuple[str, str], dict[str, Any]]
-EVALUATION_ERRORS = (InvalidExpression, TypeError, KeyError, ZeroDivisionError)  # as `evaluate_alerts` catches
 
 
 @dataclass(frozen=True)
@@ -127,18 +125,14 @@ def _outlook(rules: LoadedRules, contexts: Contexts, states: States, now: dateti
     matching: dict[str, set[str]] = {}
     nudging: dict[str, set[str]] = {}
     for rule in rules.rules.rules:
-        known = {k: v for k, v in states.items() if k[0] == rule.name and v["rule_hash"] == rule.meaning_hash}
-        for account_id, context in contexts.items():
-            key = (rule.name, account_id)
-            try:
-                matches = bool(evaluate(rule.when, context))
-                _, owed = _step(rule, context, known.get(key), states.get(key), now, not known)
-            except EVALUATION_ERRORS as exc:
-                errors.append(f"{rule.name} on {account_id} ({rules.path}): {exc}")
+        for transition in step_rule(rule, contexts.values(), states, now):
+            account_id = transition.account_id
+            if transition.row is None:
+                errors.append(f"{rule.name} on {account_id} ({rules.path}): {transition.error}")
                 continue
-            if matches:
+            if bool(evaluate(rule.when, contexts[account_id])):
                 matching.setdefault(account_id, set()).add(rule.name)
-            if owed in ("fire", "resolve"):
+            if transition.owed in ("fire", "resolve"):
                 nudging.setdefault(account_id, set()).add(rule.name)
     return matching, nudging
 

@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
-from simpleeval import InvalidExpression
 
 from worker.alert_rules import SAMPLE_CONTEXT, AlertRule, load_alert_rules
-from worker.alerting import _step
+from worker.alerting import step_rule
 from worker.config import Duration
 from worker.rulefile import LoadedFile, Problem, RuleFileError, read_yaml, validate
 from worker.store import iso
@@ -236,18 +235,15 @@ def _run_case(case: Case, rules: list[AlertRule], start: datetime, interval: tim
         now = start + cycle * interval
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for rule in rules:
-            known = {k: v for k, v in states.items() if k[0] == rule.name and v["rule_hash"] == rule.meaning_hash}
-            for account, facts in case.accounts.items():
-                key = (rule.name, account)
-                try:
-                    row, owed = _step(rule, _facts(account, facts, cycle), known.get(key), states.get(key), now,
-                                      not known)
-                except (InvalidExpression, TypeError, KeyError, ZeroDivisionError) as exc:
+            contexts = [_facts(account, facts, cycle) for account, facts in case.accounts.items()]
+            for transition in step_rule(rule, contexts, states, now):
+                account = transition.account_id
+                if transition.row is None:
                     return [(["accounts", account], f"{case.name}: cycle {cycle} ({iso(now)}): {rule.name} on "
-                                                    f"{account}: cannot evaluate: {exc} (give it under "
-                                                    f"accounts.{account})")]
-                rows[key] = row
-                outcomes[(cycle, rule.name, account)] = (owed, str(row["state"]))
+                                                    f"{account}: cannot evaluate: {transition.error} (give it "
+                                                    f"under accounts.{account})")]
+                rows[(rule.name, account)] = transition.row
+                outcomes[(cycle, rule.name, account)] = (transition.owed, str(transition.row["state"]))
         states.update(rows)
     return _compare(case, outcomes, start, interval)
 

@@ -104,7 +104,7 @@ def test_scores_as_csv_has_a_header_and_one_row_per_account(
     result = healthbeat("scores", "--format", "csv", env=env, cwd=tmp_path)
 
     lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith("account_id,name,owner,score,band")
+    assert lines[0].startswith("account_id,name,owner,segment,score,band")
     assert len(lines) == 1 + len(sandboxes.salesforce.records("Account"))
 
 

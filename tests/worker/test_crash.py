@@ -2,13 +2,14 @@
 
 Two standalone sandbox servers (`python -m connectors.sandbox_server`) hold the same world (same accounts,
 seed and "now"). On one, a worker runs each cycle once (`healthbeat run --once`). On the other, each cycle
-is started again and again and killed with SIGKILL, then allowed to finish: first (while it has something
-to send) a random moment after a write-back or nudge was marked in flight, the narrowest window for "sent
-twice" or "lost"; then a random 0..T ms after its cycle began (T: how long the uninterrupted worker's cycle
-took, halved after each kill that came too late, since a restarted cycle has less left to do). Between the first and second
-cycles the world changes in both: accounts that went quiet for three weeks have a bad week (angry emails,
-urgent tickets), so scores fall, write-backs go out and nudges are owed. Salesforce answers composite
-updates slowly (a stall, in both servers) so that some kills land while a write-back is in flight.
+is started again and again and killed with SIGKILL, then allowed to finish: first, while it has something to
+send, a random moment after a write-back or nudge was marked in flight (the narrowest window for "sent
+twice" or "lost"); then a random 0..T s after its cycle began (T: how long the uninterrupted worker's cycle
+took, halved after each kill that came too late, since a restarted cycle has less left to do).
+
+Between the first and second cycles the world changes in both: accounts that went quiet for three weeks have
+a bad week (angry emails, urgent tickets), so scores fall, write-backs go out and nudges are owed. Salesforce
+answers composite updates slowly (a stall, in both worlds), as it does, so kills can land mid-update.
 
 The killed run must end with the same activities, scores, alert episodes, Account fields and Slack nudges
 as the uninterrupted one, each nudge in Slack exactly once, and nothing left unconfirmed in the outbox.
@@ -104,6 +105,8 @@ class KillTally:
     after_cycle: int = 0  # the cycle had ended; the process was exiting
     after_exit: int = 0  # the process had exited before its kill time
     per_cycle: list[int] = field(default_factory=list)  # mid-cycle kills in each cycle
+    confirmed_after_crash: int = 0  # write-backs a restarted worker found already in Salesforce
+    recovered: int = 0  # nudges a restarted worker found already in Slack
 
 
 @dataclass
@@ -224,7 +227,7 @@ def _crash_through_cycle(worker: Worker, rng: random.Random, window: float, tall
                      delay=lambda kind: rng.uniform(0, COMPOSITE_STALL if kind == "salesforce" else 0.01)):
             break  # nothing (more) went in flight: this cycle has nothing left to send
     for _ in range(KILLS_PER_CYCLE):
-        if not _kill(worker, tally, aim=False, delay=lambda kind: rng.uniform(0, window)):
+        if not _kill(worker, tally, aim=False, delay=lambda kind, window=window: rng.uniform(0, window)):
             window = max(MIN_WINDOW, window / 2)  # a restarted cycle has less left to do
     tally.per_cycle.append(tally.mid_cycle - before)
     worker.run_to_end()
@@ -267,6 +270,11 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
                     server.control("POST", "advance", {"trouble": quiet, "at": bad_week})
             _crash_through_cycle(crashed, rng, reference.run_to_end(), tally)
         states = [server.control("GET", "state") for server in servers]
+        with _read(crashed.db) as conn:
+            for (summary,) in conn.execute("SELECT summary FROM cycles WHERE summary IS NOT NULL"):
+                report = json.loads(summary)
+                tally.confirmed_after_crash += (report.get("writeback") or {}).get("confirmed_after_crash", 0)
+                tally.recovered += (report.get("notify") or {}).get("recovered", 0)
         yield Outcome(sqlite3.connect(reference.db), sqlite3.connect(crashed.db), states[0], states[1], tally,
                       time.monotonic() - started)
     finally:
