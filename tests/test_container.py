@@ -3,12 +3,17 @@ in a clean virtualenv exactly as the image runs them (a non-editable install, ru
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import venv
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from worker.health import HealthServer, HealthState
+from worker.metrics import Metrics, StoreFacts
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -57,3 +62,30 @@ def test_the_images_install_and_start_steps_work_in_a_clean_virtualenv(tmp_path:
     assert check.returncode == 0, check.stderr
     # With no Salesforce credentials the image must say which settings to give, not crash.
     assert start.returncode == 2 and "SALESFORCE_CLIENT_ID" in start.stderr, start.stderr
+
+
+def _healthcheck_command() -> list[str]:
+    text = DOCKERFILE.read_text()
+    line = text[text.index("HEALTHCHECK"):].split("CMD", 1)[1].splitlines()[0].strip()
+    command: list[str] = json.loads(line)
+    return command
+
+
+def _run_healthcheck(port: int) -> int:
+    command = _healthcheck_command()
+    command[0] = sys.executable  # the image's `python` is its venv's; here, ours
+    env = {**os.environ, "HEALTHBEAT_HTTP_PORT": str(port)}
+    return subprocess.run(command, env=env, capture_output=True, check=False, timeout=30).returncode
+
+
+def test_the_image_healthcheck_passes_on_a_fresh_cycle_and_fails_when_cycles_stop() -> None:
+    now = datetime.now(UTC)
+    facts = StoreFacts(schema_version=2, last_success=now)
+    fresh = HealthState(timedelta(minutes=15), clock=lambda: now)
+    fresh.record_store(facts)
+    stale = HealthState(timedelta(minutes=15), clock=lambda: now + timedelta(hours=2), started_at=now)
+    stale.record_store(facts)
+    with HealthServer(fresh, Metrics(), port=0, host="127.0.0.1") as ok, \
+            HealthServer(stale, Metrics(), port=0, host="127.0.0.1") as late:
+        assert _run_healthcheck(ok.port) == 0
+        assert _run_healthcheck(late.port) != 0

@@ -122,11 +122,13 @@ class Outcome:
 def _start_server(folder: Path, now: datetime) -> SandboxProcess:
     folder.mkdir(parents=True)
     port_file = folder / "ready.json"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "connectors.sandbox_server", "--accounts", str(ACCOUNTS), "--seed", str(SEED),
-         "--now", now.isoformat(), "--env-file", str(folder / "sandbox.env"), "--usage-dir", str(folder / "usage"),
-         "--port-file", str(port_file), "--zendesk-requests-per-minute", "10000"],
-        stdout=subprocess.DEVNULL, stderr=(folder / "server.log").open("wb"))
+    with (folder / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "connectors.sandbox_server", "--accounts", str(ACCOUNTS), "--seed", str(SEED),
+             "--now", now.isoformat(), "--env-file", str(folder / "sandbox.env"),
+             "--usage-dir", str(folder / "usage"), "--port-file", str(port_file),
+             "--zendesk-requests-per-minute", "10000"],  # dozens of restarts a minute: no 60 s Retry-After
+            stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 30
     while not port_file.exists():
         assert process.poll() is None, (folder / "server.log").read_text()
@@ -248,38 +250,49 @@ class _read:
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
-    started = time.monotonic()
+    started = datetime.now(UTC)
+    if (started + timedelta(minutes=3)).date() != started.date():
+        pytest.skip("scores count whole days: the two runs must not straddle midnight UTC")
     root = tmp_path_factory.mktemp("crash")
-    world_now = datetime.now(UTC).replace(microsecond=0) - timedelta(days=DAYS_BEHIND)
-    servers = [_start_server(root / name, world_now) for name in ("reference", "crashed")]
+    servers = [_start_server(root / name, started.replace(microsecond=0) - timedelta(days=DAYS_BEHIND))
+               for name in ("reference", "crashed")]
     try:
         reference, crashed = (_worker(server, root / name / "worker")
                               for server, name in zip(servers, ("reference", "crashed"), strict=True))
         quiet = servers[0].ready["accounts"][:QUIET]
-        caught_up = datetime.now(UTC).replace(microsecond=0).isoformat()
+        _change_both(servers, {"quiet": quiet})  # everyone else's last three weeks
         for server in servers:
-            server.control("POST", "advance", {"quiet": quiet, "at": caught_up})
             server.control("POST", "fault", {"system": "salesforce", "fault": "stall", "seconds": COMPOSITE_STALL,
                                              "path_contains": "composite/sobjects", "times": 1000})
         rng = random.Random(KILL_SEED)
         tally = KillTally()
         for cycle in range(1, CYCLES + 1):
             if cycle == 2:
-                bad_week = datetime.now(UTC).replace(microsecond=0).isoformat()
-                for server in servers:
-                    server.control("POST", "advance", {"trouble": quiet, "at": bad_week})
+                _change_both(servers, {"trouble": quiet})
             _crash_through_cycle(crashed, rng, reference.run_to_end(), tally)
         states = [server.control("GET", "state") for server in servers]
-        with _read(crashed.db) as conn:
-            for (summary,) in conn.execute("SELECT summary FROM cycles WHERE summary IS NOT NULL"):
-                report = json.loads(summary)
-                tally.confirmed_after_crash += (report.get("writeback") or {}).get("confirmed_after_crash", 0)
-                tally.recovered += (report.get("notify") or {}).get("recovered", 0)
-        yield Outcome(sqlite3.connect(reference.db), sqlite3.connect(crashed.db), states[0], states[1], tally,
-                      time.monotonic() - started)
     finally:
         for server in servers:
             server.stop()
+    with _read(reference.db) as reference_db, _read(crashed.db) as crashed_db:
+        _count_recoveries(crashed_db, tally)
+        yield Outcome(reference_db, crashed_db, states[0], states[1], tally,
+                      (datetime.now(UTC) - started).total_seconds())
+
+
+def _change_both(servers: list[SandboxProcess], change: dict[str, Any]) -> None:
+    """The same change, at the same moment, in both worlds."""
+    at = datetime.now(UTC).replace(microsecond=0).isoformat()
+    for server in servers:
+        server.control("POST", "advance", {**change, "at": at})
+
+
+def _count_recoveries(conn: sqlite3.Connection, tally: KillTally) -> None:
+    """What restarted workers found already done (a lower bound: killed cycles keep no summary)."""
+    for (summary,) in conn.execute("SELECT summary FROM cycles WHERE summary IS NOT NULL"):
+        report = json.loads(summary)
+        tally.confirmed_after_crash += (report.get("writeback") or {}).get("confirmed_after_crash", 0)
+        tally.recovered += (report.get("notify") or {}).get("recovered", 0)
 
 
 def _rows(conn: sqlite3.Connection, sql: str) -> list[tuple[Any, ...]]:
@@ -299,13 +312,14 @@ def _nudges(state: dict[str, Any]) -> list[tuple[str, str, str]]:
     return sorted(found)
 
 
-def test_kills_landed_inside_cycles_of_every_kind(outcome: Outcome) -> None:
+def test_twenty_kills_or_more_and_most_inside_a_cycle_some_mid_send(outcome: Outcome) -> None:
     kills = outcome.kills
+    said = f"{kills} in {outcome.seconds:.0f} s"
 
-    assert kills.points >= 20, kills
-    assert kills.mid_cycle >= 10, kills
-    assert all(count >= 1 for count in kills.per_cycle), kills
-    assert outcome.seconds < 90, f"{outcome.seconds:.0f} s; {kills}"
+    assert kills.points >= 20, said
+    assert kills.mid_cycle >= 10, said
+    assert all(count >= 1 for count in kills.per_cycle), said
+    assert kills.left_in_flight >= 1, said
 
 
 def test_the_uninterrupted_run_had_something_to_lose(outcome: Outcome) -> None:
