@@ -178,9 +178,9 @@ def _in_flight(conn: sqlite3.Connection) -> dict[tuple[int, int], str]:
     return {(r[0], r[1]): r[2] for r in conn.execute("SELECT id, attempts, kind FROM outbox WHERE status = 'inflight'")}
 
 
-def _kill(worker: Worker, tally: KillTally, *, aim: bool, delay: Callable[[str], float]) -> bool:
-    """Start a cycle and SIGKILL it `delay(kind)` s after its cycle began (kind "cycle") or, aiming, after a
-    write-back or nudge went in flight (kind "salesforce" or "slack"); True if it died inside its cycle."""
+def _kill(worker: Worker, rng: random.Random, tally: KillTally, *, aim: bool, within: dict[str, float]) -> bool:
+    """Start a cycle and SIGKILL it a random 0..within[kind] s after its cycle began (kind "cycle") or, aiming,
+    after a write-back or nudge went in flight (kind "salesforce" or "slack"); True if it died in its cycle."""
     before_cycle, before_in_flight = _progress(worker.db)
 
     def began(conn: sqlite3.Connection) -> str | None:
@@ -195,7 +195,7 @@ def _kill(worker: Worker, tally: KillTally, *, aim: bool, delay: Callable[[str],
     tally.points += 1
     tally.aimed += 1 if aim else 0
     if seen is not None:
-        time.sleep(delay(seen))
+        time.sleep(rng.uniform(0, within[seen]))
     if process.poll() is not None:
         tally.after_exit += 1
         return False
@@ -225,11 +225,10 @@ def _crash_through_cycle(worker: Worker, rng: random.Random, window: float, tall
     before = tally.mid_cycle
     for _ in range(AIMED_PER_CYCLE):
         # Within a slow composite update, or a few ms after a nudge is marked: before or after the post.
-        if not _kill(worker, tally, aim=True,
-                     delay=lambda kind: rng.uniform(0, COMPOSITE_STALL if kind == "salesforce" else 0.01)):
+        if not _kill(worker, rng, tally, aim=True, within={"salesforce": COMPOSITE_STALL, "slack": 0.01}):
             break  # nothing (more) went in flight: this cycle has nothing left to send
     for _ in range(KILLS_PER_CYCLE):
-        if not _kill(worker, tally, aim=False, delay=lambda kind, window=window: rng.uniform(0, window)):
+        if not _kill(worker, rng, tally, aim=False, within={"cycle": window}):
             window = max(MIN_WINDOW, window / 2)  # a restarted cycle has less left to do
     tally.per_cycle.append(tally.mid_cycle - before)
     worker.run_to_end()
