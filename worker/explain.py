@@ -83,7 +83,7 @@ def explain_account(store: Store, scorecard: Scorecard, account_id: str) -> Expl
         for key, spec in group.measures.items():
             item = stored.get(key, {})
             raw = item.get("raw")
-            says = LIBRARY[spec.measure or key].explain(raw, spec.params()) if raw is not None else "no data"
+            says = LIBRARY[spec.measure or key].describe(raw, spec.params()) if raw is not None else "no data"
             lines.append(MeasureLine(group_name, key, raw, item.get("points"), float(item.get("weight", 0.0)), says))
     newest = {
         kind: store.scalar("SELECT max(occurred_at) FROM activities WHERE account_id = ? AND kind = ? "

@@ -21,8 +21,9 @@ from worker.store import Store, iso
 Params = Mapping[str, Any]
 
 _LIVE_ACTIVITY = "a.is_deleted = 0 AND a.account_id IS NOT NULL AND a.occurred_at <= :as_of"
-_OPEN_TICKET = "a.kind = 'ticket' AND a.closed_at IS NULL AND lower(coalesce(a.status, '')) NOT IN " \
-               "('solved', 'closed', 'deleted')"
+# Open as of the scoring time: a ticket closed later was still open then (no leakage on replay).
+_OPEN_AS_OF = ("a.kind = 'ticket' AND CASE WHEN a.closed_at IS NOT NULL THEN a.closed_at > :as_of "
+               "ELSE lower(coalesce(a.status, '')) NOT IN ('solved', 'closed', 'deleted') END")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class Measure:
     sql: str
     explain: Callable[[float, Params], str]
     needs: tuple[str, ...] = ()  # extra named parameters the scorecard supplies (e.g. the feature list)
+
+    def describe(self, value: float, params: Params) -> str:
+        """The raw value in words, with the measure's own defaults for what the scorecard left out."""
+        return self.explain(value, {**self.defaults, **params})
 
     def query(self, store: Store, params: Params, as_of: datetime) -> dict[str, float]:
         # Ages are whole days and windows start at midnight, so a score moves when the data does, not
@@ -59,6 +64,11 @@ def _days(value: float) -> str:
 def _window(params: Params) -> str:
     window = params.get("window")
     return f"{round(window.total_seconds() / 86400)} days" if isinstance(window, timedelta) else "window"
+
+
+def _one_decimal_days(value: float) -> str:
+    n = round(value, 1)
+    return f"{n:g} day" if n == 1 else f"{n:g} days"
 
 
 def _plural(count: float, word: str) -> str:
@@ -95,7 +105,7 @@ _RESOLUTION_DAYS = f"""SELECT a.account_id, julianday(a.closed_at) - julianday(a
 
 
 def _hours(value: float) -> str:
-    return f"{round(value)} hours" if value < 48 else f"{round(value / 24, 1):g} days"
+    return _plural(value, "hour") if value < 48 else f"{round(value / 24, 1):g} days"
 
 
 LIBRARY: dict[str, Measure] = {m.name: m for m in (
@@ -154,16 +164,16 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
     Measure(
         "open_tickets", "Support tickets open now", {},
         f"""SELECT acc.id, count(a.source_id) FROM accounts acc
-            LEFT JOIN activities a ON a.account_id = acc.id AND {_LIVE_ACTIVITY} AND {_OPEN_TICKET}
+            LEFT JOIN activities a ON a.account_id = acc.id AND {_LIVE_ACTIVITY} AND {_OPEN_AS_OF}
             WHERE acc.is_deleted = 0 GROUP BY acc.id""",
-        lambda v, p: f"{_plural(v, 'open ticket')}"),
+        lambda v, p: "No open tickets" if v == 0 else f"{_plural(v, 'open ticket')}"),
     Measure(
         "urgent_tickets", "High-priority or urgent tickets opened in the window",
         {"window": timedelta(days=30), "priorities": ("urgent", "high")},
         f"""SELECT acc.id, count(a.source_id) FROM accounts acc
             LEFT JOIN activities a ON a.account_id = acc.id AND {_LIVE_ACTIVITY} AND a.kind = 'ticket'
                  AND a.occurred_at > :window_start
-                 AND instr(',' || :priorities || ',', ',' || lower(a.priority) || ',') > 0
+                 AND instr(',' || lower(:priorities) || ',', ',' || lower(a.priority) || ',') > 0
             WHERE acc.is_deleted = 0 GROUP BY acc.id""",
         lambda v, p: (f"No urgent tickets in {_window(p)}" if v == 0
                       else f"{_plural(v, 'urgent ticket')} in {_window(p)}")),
@@ -202,7 +212,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
         "resolution_days", "Median days to resolve the tickets closed in the window",
         {"window": timedelta(days=90)},
         _median_sql(_RESOLUTION_DAYS),
-        lambda v, p: f"Tickets take {round(v, 1):g} days to resolve (median)"),
+        lambda v, p: f"Tickets take {_one_decimal_days(v)} to resolve (median)"),
     Measure(
         "days_since_last_active", "Days since the product was last used", {},
         """SELECT u.account_id, julianday(:as_of_day) - julianday(max(u.day))
@@ -221,7 +231,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
            WHERE u.day <= :as_of_day AND u.account_id NOT IN (
                SELECT account_id FROM usage_daily WHERE active_users > 0
                AND day > :window_start AND day <= :as_of_day)""",
-        lambda v, p: f"Product used on {round(v * 100)}% of days in {_window(p)}"),
+        lambda v, p: f"Product used on {round(v * 100)}% of days in the last {_window(p)}"),
     Measure(
         "feature_adoption", "Share of the scorecard's features used in the window",
         {"window": timedelta(days=30)},
@@ -231,10 +241,11 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
     Measure(
         "active_user_share", "Average daily active users against the seats in the usage data (adoption)",
         {"window": timedelta(days=30)},
-        """SELECT u.account_id, sum(u.active_users) * 1.0 / :window / max(u.seats)
-           FROM usage_daily u
-           WHERE u.day > :window_start AND u.day <= :as_of_day
-           GROUP BY u.account_id HAVING max(u.seats) > 0""",
+        """SELECT account_id, active * 1.0 / :window / seats FROM (
+             SELECT u.account_id, coalesce(sum(CASE WHEN u.day > :window_start THEN u.active_users END), 0) AS active,
+                    coalesce(max(CASE WHEN u.day > :window_start THEN u.seats END), max(u.seats)) AS seats
+             FROM usage_daily u WHERE u.day <= :as_of_day GROUP BY u.account_id)
+           WHERE seats > 0""",
         lambda v, p: f"{round(v * 100)}% of seats active on an average day"),
     Measure(
         "usage_trend", "Change in product events, the last `window` against the `window` before (-1..+)",
@@ -253,13 +264,12 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
     Measure(
         "seat_utilization", "Peak daily active users against contracted seats (value realization)",
         {"window": timedelta(days=30)},
-        """SELECT u.account_id,
-                  max(u.active_users) * 1.0
-                  / coalesce((SELECT contracted_seats FROM accounts WHERE id = u.account_id), max(u.seats))
-           FROM usage_daily u
-           WHERE u.day > :window_start AND u.day <= :as_of_day
-           GROUP BY u.account_id
-           HAVING coalesce((SELECT contracted_seats FROM accounts WHERE id = u.account_id), max(u.seats)) > 0""",
+        """SELECT account_id, peak * 1.0 / seats FROM (
+             SELECT u.account_id, coalesce(max(CASE WHEN u.day > :window_start THEN u.active_users END), 0) AS peak,
+                    coalesce((SELECT contracted_seats FROM accounts WHERE id = u.account_id),
+                             max(CASE WHEN u.day > :window_start THEN u.seats END), max(u.seats)) AS seats
+             FROM usage_daily u WHERE u.day <= :as_of_day GROUP BY u.account_id)
+           WHERE seats > 0""",
         lambda v, p: f"Peak use reaches {round(v * 100)}% of contracted seats"),
     Measure(
         "days_to_renewal", "Days until the next open renewal closes", {},
@@ -267,7 +277,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
            FROM opportunities o
            WHERE o.is_deleted = 0 AND o.is_closed = 0 AND o.close_date >= :as_of_day
            GROUP BY o.account_id""",
-        lambda v, p: f"Renewal in {_days(v)}"),
+        lambda v, p: "Renewal today" if round(v) <= 0 else f"Renewal in {_days(v)}"),
 )}
 
 # `health` is the overall score itself, for derived scores such as churn risk.

@@ -141,7 +141,7 @@ def score_account(account_id: str, raw: Raw, scorecard: Scorecard) -> tuple[floa
             value = raw.get(f"{group_name}.{key}", {}).get(account_id)
             points = points_of[(group_name, key)]
             share = spec.weight / live * group.weight / live_groups if points is not None else 0.0
-            reason = LIBRARY[spec.measure or key].explain(value, spec.params()) if value is not None else None
+            reason = LIBRARY[spec.measure or key].describe(value, spec.params()) if value is not None else None
             results.append(MeasureResult(key, value, points, share, reason))
     return (round(overall if overall is not None else 0.0, 2), round(coverage, 4), results, group_scores)
 
