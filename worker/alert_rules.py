@@ -11,9 +11,10 @@ import ast
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
@@ -95,6 +96,58 @@ class Route(BaseModel):
         return self
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class DeliveryWindow(BaseModel):
+    """When a nudge may reach a person, in the account owner's time zone (Salesforce User.TimeZoneSidKey)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    hours: str = Field(default="09:00-18:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]), min_length=1)
+
+    @field_validator("hours")
+    @classmethod
+    def _real_hours(cls, value: str) -> str:
+        start, end = value.split("-")
+        for part in (start, end):
+            hour, minute = int(part[:2]), int(part[3:])
+            if hour > 23 or minute > 59:
+                raise ValueError(f"{part} is not a time of day")
+        if start >= end:
+            raise ValueError(f"the window must end after it starts ({value})")
+        return value
+
+    def opens(self) -> tuple[time, time]:
+        start, end = self.hours.split("-")
+        return time.fromisoformat(start), time.fromisoformat(end)
+
+    def next_open(self, moment: datetime, timezone: str | None) -> datetime | None:
+        """None when `moment` is inside the window, else the next time it opens (UTC)."""
+        zone = _zone(timezone)
+        local = moment.astimezone(zone)
+        start, end = self.opens()
+        for offset in range(8):
+            day = (local + timedelta(days=offset)).date()
+            if WEEKDAYS[day.weekday()] not in self.days:
+                continue
+            opening = datetime.combine(day, start, zone)
+            closing = datetime.combine(day, end, zone)
+            if offset == 0 and opening <= local < closing:
+                return None
+            if local < opening:
+                return opening.astimezone(UTC)
+        return None  # unreachable with at least one day listed
+
+
+def _zone(name: str | None) -> tzinfo:
+    try:
+        return ZoneInfo(name) if name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
 class AlertRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -106,6 +159,7 @@ class AlertRule(BaseModel):
     cooldown: Duration = timedelta(days=7)
     notify_on_resolve: bool = False
     route: Route = Route()
+    deliver: DeliveryWindow | None = Field(default=None, description="hold nudges to this window")
     message: str
 
     @field_validator("when", "resolve")
@@ -148,9 +202,15 @@ class AlertRule(BaseModel):
         return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:12]
 
 
+class Digest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min: int = Field(default=3, ge=2, description="an owner with this many nudges due gets one message")
+
+
 class AlertRules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     version: Literal[1] = 1
+    digest: Digest = Digest()
     rules: list[AlertRule] = Field(default_factory=list)
 
 

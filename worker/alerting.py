@@ -32,6 +32,7 @@ class AlertReport:
     resolved: int = 0
     baselined: int = 0
     pending: int = 0
+    silenced: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -80,20 +81,39 @@ def render_message(rule: AlertRule, context: Mapping[str, Any], url: str) -> str
 
 
 def build_blocks(rule: AlertRule, context: Mapping[str, Any], text: str, url: str, kind: str) -> list[dict[str, Any]]:
-    """Block Kit: the message, the facts at a glance, and a button to the Salesforce record."""
-    facts = (f"*Score* {context.get('score')}  ·  *Band* {context.get('band')}  ·  "
-             f"*Trend* {slack_escape(context.get('trend') or 'new')}  ·  "
-             f"*Coverage* {round(100 * float(context.get('coverage') or 0))}%")
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": facts}]},
+    """Block Kit: the message, the facts at a glance (score, change, churn risk), the rule, and a button to
+    the Salesforce record. Every value from data is escaped; texts stay inside Slack's limits."""
+    score = context.get("score")
+    change = ""
+    if context.get("previous_score") is not None and score is not None:
+        change = f"  ·  *Change* {round(context['previous_score'])} → {round(score)} " \
+                 f"({slack_escape(context.get('trend') or '')})"
+    churn = context.get("churn_risk")
+    facts = (f"*Health* {'-' if score is None else round(score)} ({slack_escape(context.get('band'))}){change}"
+             f"  ·  *Churn risk* {'-' if churn is None else round(churn)}"
+             f"  ·  *Coverage* {round(100 * float(context.get('coverage') or 0))}%")
+    lead = f":white_check_mark: Resolved: {text}" if kind == "resolve" else text
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": lead[:3000]}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": facts[:3000]},
+                                         {"type": "mrkdwn", "text": f"Rule: {rule.name}"}]},
         {"type": "actions", "elements": [{"type": "button", "action_id": "open_record",
                                           "text": {"type": "plain_text", "text": "Open in Salesforce"},
-                                          "url": url}]},
+                                          "url": url[:3000]}]},
     ]
-    if kind == "resolve":
-        blocks[0]["text"]["text"] = f":white_check_mark: Resolved: {text}"[:3000]
-    return blocks
+
+
+def active_silences(store: Store, now: datetime) -> list[dict[str, Any]]:
+    return store.query("SELECT * FROM silences WHERE until > ? ORDER BY id", (iso(now),))
+
+
+def silenced_by(silences: Iterable[Mapping[str, Any]], rule: str, context: Mapping[str, Any]) -> int | None:
+    """The id of a silence that covers this nudge: every field it gives (rule, account, owner) matches."""
+    for silence in silences:
+        if (silence["rule"] in (None, rule) and silence["account_id"] in (None, context["account_id"])
+                and silence["owner"] in (None, context.get("owner"), context.get("owner_email"))):
+            return int(silence["id"])
+    return None
 
 
 # What a condition can raise on real data (a None where a number was expected, a missing measure, ...).
@@ -137,6 +157,7 @@ def evaluate_alerts(store: Store, loaded: LoadedRules, now: datetime, *, record_
     state_rows: list[dict[str, Any]] = []
     outbox_rows: list[dict[str, Any]] = []
     by_account = {c["account_id"]: c for c in contexts}
+    silences = active_silences(store, now)
     for rule in loaded.rules.rules:
         for transition in step_rule(rule, contexts, states, now):
             account_id, row, owed = transition.account_id, transition.row, transition.owed
@@ -150,11 +171,15 @@ def evaluate_alerts(store: Store, loaded: LoadedRules, now: datetime, *, record_
                 report.pending += 1
             if owed == "baseline":
                 report.baselined += 1
+            elif owed and silenced_by(silences, rule.name, context) is not None:
+                report.silenced += 1
+                log.info("alert %s on %s: silenced (silence %s), no nudge", rule.name, account_id,
+                         silenced_by(silences, rule.name, context))
             elif owed:
                 text = render_message(rule, context, url) if owed == "fire" else \
                     f"{slack_escape(context['account_name'])} no longer matches {rule.name}: " \
                     f"health {context['score']} ({context['band']})."
-                outbox_rows.append(_nudge(rule, context, row["episode"], owed, text, url, now))
+                outbox_rows += nudges(rule, context, row["episode"], owed, text, url, now)
                 if owed == "fire":
                     report.fired += 1
                 else:
@@ -207,15 +232,26 @@ def _cooling(rule: AlertRule, last_notified_at: str | None, now: datetime) -> bo
     return last_notified_at is not None and parse_iso(last_notified_at) + rule.cooldown > now
 
 
-def _nudge(rule: AlertRule, context: Mapping[str, Any], episode: int, kind: str, text: str, url: str,
-           now: datetime) -> dict[str, Any]:
-    dedup_key = f"nudge:{rule.name}:{context['account_id']}:{episode}:{kind}"
-    payload = {
-        "dedup_key": dedup_key, "rule": rule.name, "kind": kind, "account_id": context["account_id"],
-        "account_name": context["account_name"], "owner_name": context.get("owner") or None,
-        "owner_email": context.get("owner_email"), "route": rule.route.model_dump(), "text": text,
-        "blocks": build_blocks(rule, context, text, url, kind), "url": url,
-    }
-    return {"dedup_key": dedup_key, "kind": "slack", "account_id": context["account_id"],
-            "payload": json.dumps(payload, sort_keys=True), "status": "pending", "attempts": 0,
-            "last_error": None, "remote_ref": None, "created_at": iso(now), "sent_at": None}
+def nudges(rule: AlertRule, context: Mapping[str, Any], episode: int, kind: str, text: str, url: str,
+           now: datetime) -> list[dict[str, Any]]:
+    """The outbox rows a nudge makes: one per destination of the rule's route, each with its own dedup key
+    and, with a delivery window, the time it may go out in the owner's time zone."""
+    destinations = {"owner": ["owner"], "channel": [f"channel:{rule.route.channel}"],
+                    "owner_and_channel": ["owner", f"channel:{rule.route.channel}"]}[rule.route.to]
+    not_before = rule.deliver.next_open(now, context.get("owner_timezone")) if rule.deliver else None
+    rows = []
+    for destination in destinations:
+        dedup_key = f"nudge:{rule.name}:{context['account_id']}:{episode}:{kind}"
+        if destination != "owner":
+            dedup_key += ":channel"
+        payload = {
+            "dedup_key": dedup_key, "rule": rule.name, "kind": kind, "account_id": context["account_id"],
+            "account_name": context["account_name"], "owner_name": context.get("owner") or None,
+            "owner_email": context.get("owner_email"), "destination": destination, "text": text,
+            "blocks": build_blocks(rule, context, text, url, kind), "url": url,
+        }
+        rows.append({"dedup_key": dedup_key, "kind": "slack", "account_id": context["account_id"],
+                     "payload": json.dumps(payload, sort_keys=True), "status": "pending", "attempts": 0,
+                     "last_error": None, "remote_ref": None, "created_at": iso(now), "sent_at": None,
+                     "not_before": iso(not_before) if not_before else None, "batch_key": None})
+    return rows

@@ -183,9 +183,10 @@ class Cycle:
         report.writeback = push_scores(self.store, self.clients.salesforce, self.clock(), dry_run=self.dry_run)
 
     def notify(self, report: CycleReport) -> None:
+        _, alerts = self.rulebook.require()
         report.notify = send_nudges(self.store, self.clients.slack, self.clock(),
                                     fallback_channel=self.settings.slack_fallback_channel,
-                                    dry_run=self.dry_run)
+                                    digest_min=alerts.rules.digest.min, dry_run=self.dry_run)
 
     def run(self, stages: tuple[str, ...] = ("sync", "score", "evaluate", "writeback", "notify")
             ) -> CycleReport:

@@ -106,6 +106,17 @@ MIGRATIONS: tuple[str, ...] = (
         account_id TEXT PRIMARY KEY, value REAL NOT NULL, reason TEXT NOT NULL, until TEXT,
         set_by TEXT, set_at TEXT NOT NULL);
     """,
+    """
+    ALTER TABLE outbox ADD COLUMN not_before TEXT;
+    ALTER TABLE outbox ADD COLUMN batch_key TEXT;
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT, account_id TEXT, owner TEXT, until TEXT NOT NULL,
+        reason TEXT NOT NULL, created_by TEXT, created_at TEXT NOT NULL);
+    DROP VIEW pending_outbox;
+    CREATE VIEW pending_outbox AS
+        SELECT id, kind, account_id, status, attempts, last_error, not_before, created_at FROM outbox
+        WHERE status IN ('pending', 'inflight', 'failed', 'dead');
+    """,
 )
 
 
