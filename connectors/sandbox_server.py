@@ -13,10 +13,11 @@ A small control API on its own port lets another process change the world and lo
 out, loopback only)::
 
     GET  /control/state        Account records (Id, Name, every custom field), Slack messages, API calls
-    POST /control/advance      {"days": 21, "quiet": [ids], "trouble": [ids], "at": iso?}: let days pass
-                               (the sandboxes' clock moves; ordinary activity for all but quiet and
-                               troubled accounts), then a bad week ending now for the troubled ones
-                               (angry inbound emails, urgent tickets), stamped as changed now
+    POST /control/advance      {"days": 21, "quiet": [ids], "trouble": [ids], "at": iso?}: move the
+                               clock ``days`` ahead, then bring the world up to now (or ``at``):
+                               ordinary activity for all but the quiet and troubled accounts, then a
+                               bad week ending now for the troubled ones (angry inbound emails, urgent
+                               tickets); all of it stamped as changed now
     POST /control/fault        {"system": "salesforce", "fault": "fail", ...keyword arguments}: one of
                                the sandboxes' fault injections (see FAULTS)
     POST /control/reset-calls  forget the recorded API calls
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import signal
 import sys
@@ -37,7 +37,7 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -103,6 +103,8 @@ class SandboxClock:
 
 @dataclass
 class ServerOptions:
+    """What `main` reads from the command line; see `_parse_args` for each option's meaning."""
+
     accounts: int = 30
     seed: int = 7
     now: datetime | None = None  # the world's "now"; None = when the server starts
@@ -110,7 +112,6 @@ class ServerOptions:
     env_file: Path | None = None
     control_port: int = 0
     zendesk_requests_per_minute: int = 10
-    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 class ControlError(ValueError):
@@ -174,7 +175,6 @@ class SandboxServer:
             "HEALTHBEAT_ZENDESK_REQUESTS_PER_MINUTE": str(self.options.zendesk_requests_per_minute),
             "SLACK_BOT_TOKEN": SLACK_TOKEN, "SLACK_API_URL": self.slack.url,
             "SLACK_FALLBACK_CHANNEL": FALLBACK_CHANNEL, "USAGE_DIR": str(self.usage_dir),
-            **self.options.extra_env,
         }
 
     def ready(self) -> dict[str, Any]:
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.port_file is not None:
             partial = args.port_file.with_name(args.port_file.name + ".partial")
             partial.write_text(line + "\n", encoding="utf-8")
-            os.replace(partial, args.port_file)
+            partial.replace(args.port_file)
         print(line, flush=True)
         while not stop.wait(0.5):
             pass

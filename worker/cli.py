@@ -157,15 +157,20 @@ def read_scores(store: Store, *, band: str | None = None, owner: str | None = No
 def scores_table(rows: list[dict[str, Any]], title: str = "Account health") -> Table:
     colours = {"red": "red", "yellow": "yellow", "green": "green"}
     table = Table(title=title, show_lines=False)
-    for column in ("Account", "Owner", "Score", "Band", "Trend", "Churn", "Confidence", "Reason"):
+    for column in ("Account", "Owner", "Score", "Band", "Trend", "Churn", "Expansion", "Confidence", "Reason"):
         table.add_column(column, overflow="fold")
     for row in rows:
         colour = colours.get(row["band"], "white")
+        coverage = f" {round(100 * row['coverage'])}%" if row.get("coverage") is not None else ""
         table.add_row(row["name"], row["owner"] or "", f"{row['score']:.0f}",
-                      f"[{colour}]{row['band']}[/{colour}]", row["trend"] or "",
-                      "" if row["churn_risk"] is None else f"{row['churn_risk']:.0f}",
-                      row.get("confidence") or "", row["reason"] or "")
+                      f"[{colour}]{row['band']}[/{colour}]", row["trend"] or "", _whole(row["churn_risk"]),
+                      _whole(row.get("expansion_readiness")), f"{row.get('confidence') or ''}{coverage}",
+                      row["reason"] or "")
     return table
+
+
+def _whole(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}"
 
 
 def _check_format(fmt: str) -> None:

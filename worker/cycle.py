@@ -180,6 +180,10 @@ class Cycle:
 
     def writeback(self, report: CycleReport) -> None:
         plan_writeback(self.store, self.clock())
+        if report.sync is not None and report.sync.salesforce_limited:
+            log.warning("writeback: Salesforce's daily API limit was reached during sync; the writes wait "
+                        "in the outbox for the next cycle")
+            return
         report.writeback = push_scores(self.store, self.clients.salesforce, self.clock(), dry_run=self.dry_run)
 
     def notify(self, report: CycleReport) -> None:

@@ -44,6 +44,7 @@ class SyncReport:
     failed_streams: dict[str, str] = field(default_factory=dict)
     skipped_streams: dict[str, str] = field(default_factory=dict)
     unmapped_organizations: list[int] = field(default_factory=list)
+    salesforce_limited: bool = False  # the daily API limit was reached: nothing more to ask this cycle
     api_calls: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -210,6 +211,7 @@ def sync_salesforce(store: Store, client: SalesforceClient, settings: Settings, 
             sync_salesforce_stream(store, client, stream, settings.salesforce_overlap, now, report)
         except SalesforceLimitError as exc:
             report.failed_streams[name] = str(exc)
+            report.salesforce_limited = True
             log.error("sync %s: %s; stopping Salesforce for this cycle, progress kept", name, exc)
             break
         except SalesforceAuthError as exc:

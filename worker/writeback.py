@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from connectors.salesforce.client import SalesforceClient, SalesforceError
+from connectors.salesforce.client import SalesforceClient, SalesforceError, SalesforceLimitError
 from worker.store import Store, iso
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def push_scores(store: Store, client: SalesforceClient, now: datetime, *, dry_ru
     if "Health_Score__c" not in available:
         report.errors.append("Health_Score__c does not exist on Account: nothing written")
         return report
-    _confirm_inflight(store, client, available, report)
+    _confirm_inflight(store, client, available, report, now)
     rows = store.query("SELECT id, account_id, payload, attempts FROM outbox WHERE kind = 'salesforce' "
                        "AND status IN ('pending', 'failed') AND attempts < ? ORDER BY id", (MAX_ATTEMPTS,))
     report.planned = len(rows)
@@ -147,6 +147,14 @@ def push_scores(store: Store, client: SalesforceClient, now: datetime, *, dry_ru
         records = [_record(r["account_id"], json.loads(r["payload"])["values"], available) for r in batch]
         try:
             results = client.update_records("Account", records)
+        except SalesforceLimitError as exc:
+            # A definite refusal, not an unknown outcome: nothing was written; try again next cycle.
+            with store.transaction() as conn:
+                conn.executemany("UPDATE outbox SET status = 'pending', attempts = attempts - 1 WHERE id = ?",
+                                 [(r["id"],) for r in batch])
+            report.errors.append(str(exc))
+            log.error("writeback: %s; %d accounts wait for the next cycle", exc, len(batch))
+            break
         except SalesforceError as exc:
             # Unknown outcome: the rows stay in flight and are checked against Salesforce next time.
             report.errors.append(str(exc))
@@ -180,7 +188,7 @@ def _confirm(conn: Any, row: dict[str, Any], now: datetime) -> None:
 
 
 def _confirm_inflight(store: Store, client: SalesforceClient, available: set[str],
-                      report: WritebackReport) -> None:
+                      report: WritebackReport, now: datetime) -> None:
     """After a crash mid-push: what Salesforce already holds is confirmed, the rest goes back to pending."""
     rows = store.query("SELECT id, account_id, payload, attempts FROM outbox "
                        "WHERE kind = 'salesforce' AND status = 'inflight' ORDER BY id")
@@ -192,7 +200,6 @@ def _confirm_inflight(store: Store, client: SalesforceClient, available: set[str
         ids = ", ".join(f"'{r['account_id']}'" for r in batch)
         for record in client.query(f"SELECT Id, {', '.join(compared)} FROM Account WHERE Id IN ({ids})"):
             held[record["Id"]] = record
-    now = datetime.now().astimezone()
     with store.transaction() as conn:
         for row in rows:
             values = json.loads(row["payload"])["values"]
@@ -202,7 +209,11 @@ def _confirm_inflight(store: Store, client: SalesforceClient, available: set[str
                 _confirm(conn, row, now)
                 report.confirmed_after_crash += 1
             else:
-                conn.execute("UPDATE outbox SET status = 'pending' WHERE id = ?", (row["id"],))
+                # Not there: send it again, unless newer values for the account are already queued.
+                newer = conn.execute("SELECT 1 FROM outbox WHERE kind = 'salesforce' AND account_id = ? AND id > ? "
+                                     "AND status IN ('pending', 'failed')", (row["account_id"], row["id"])).fetchone()
+                conn.execute("UPDATE outbox SET status = ? WHERE id = ?",
+                             ("superseded" if newer else "pending", row["id"]))
 
 
 def _same(held: Any, wanted: Any) -> bool:
