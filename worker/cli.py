@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.config import ConfigError, Settings, load_settings
+from worker.cycle import CycleReport
 from worker.logs import configure_logging
 from worker.rulebook import RuleBook, load_rules
 from worker.store import Store, StoreLocked
@@ -61,7 +62,7 @@ def _open_store(settings: Settings, *, lock: bool = True) -> Store:
 
 
 def _run_stages(stages: tuple[str, ...], db: Path | None, rules_dir: Path | None, dry_run: bool,
-                verbose: bool) -> None:
+                verbose: bool) -> CycleReport:
     from worker.cycle import Cycle, build_clients
 
     configure_logging(verbose)
@@ -74,11 +75,24 @@ def _run_stages(stages: tuple[str, ...], db: Path | None, rules_dir: Path | None
     with _open_store(settings) as store:
         report = Cycle(store, settings, RuleBook(settings.rules_dir), clients, dry_run=dry_run).run(stages)
         clients.close()
+    if stages == ("sync",) and report.sync is not None:
+        _print_sync_table(report.sync.table())
     if not report.ok:
         typer.echo(report.summary(), err=True)
         for problem in report.problems():
             typer.echo(f"  {problem}", err=True)
         raise typer.Exit(1)
+    return report
+
+
+def _print_sync_table(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="Sync by stream")
+    for column in ("Stream", "Read", "Deleted", "Quarantined", "API calls", "Seconds", "Failed"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["stream"], str(row["read"]), str(row["deleted"]), str(row["quarantined"]),
+                      str(row["api_calls"]), f"{row['seconds']:.1f}", row["failed"])
+    Console(stderr=True).print(table)
 
 
 @app.command()
@@ -99,8 +113,34 @@ def run(once: Annotated[bool, typer.Option("--once", help="Run one full cycle an
 
 @app.command()
 def sync(db: DbOption = None, verbose: VerboseOption = False) -> None:
-    """Pull activity from Salesforce, Zendesk and usage files into the store (incremental)."""
+    """Pull activity from Salesforce, Zendesk and usage files into the store (incremental); a table per stream."""
     _run_stages(("sync",), db, None, False, verbose)
+
+
+quarantine_app = typer.Typer(no_args_is_help=True, help="Records that failed validation, kept with the reason.")
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("ls")
+def quarantine_ls(fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+                  source: Annotated[str | None, typer.Option(help="salesforce, zendesk or usage.")] = None,
+                  limit: Annotated[int, typer.Option(help="The newest N.")] = 100, db: DbOption = None) -> None:
+    """List quarantined records: where from, which id, and why (a capped copy of the payload in json)."""
+    _check_format(fmt)
+    settings = _settings(db)
+    with _open_store(settings, lock=False) as store:
+        rows = store.query("SELECT id, source, stream, source_id, reason, seen_at, substr(raw, 1, 2000) AS raw "
+                           "FROM quarantine WHERE (? IS NULL OR source = ?) ORDER BY id DESC LIMIT ?",
+                           (source, source, limit))
+    if fmt != "table":
+        _emit(rows, fmt, ("id", "source", "stream", "source_id", "reason", "seen_at", "raw"))
+        return
+    table = Table(title=f"Quarantine (newest {limit})")
+    for column in ("Source", "Stream", "Id", "Reason", "Seen"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["source"], row["stream"], row["source_id"] or "", row["reason"], row["seen_at"])
+    Console().print(table)
 
 
 @app.command()

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
                                         validation_alias="SALESFORCE_API_VERSION")
     salesforce_overlap: Duration = Field(default=timedelta(minutes=5),
                                          validation_alias="HEALTHBEAT_SALESFORCE_OVERLAP")
+    salesforce_api_share: float = Field(default=0.5, gt=0, le=1,
+                                        validation_alias="HEALTHBEAT_SALESFORCE_API_SHARE")
 
     zendesk_url: str | None = Field(default=None, validation_alias="ZENDESK_URL")
     zendesk_email: str | None = Field(default=None, validation_alias="ZENDESK_EMAIL")

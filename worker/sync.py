@@ -9,8 +9,10 @@ streams still run, and the next cycle resumes from what was committed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,12 +36,24 @@ from worker.store import Quarantined, Store, iso, parse_iso
 log = logging.getLogger(__name__)
 
 PAGE = 2000
+MAX_TEXT = 100_000
 ZENDESK_BACKFILL = timedelta(days=365)
+
+
+@dataclass
+class StreamStats:
+    read: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    api_calls: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
 class SyncReport:
     records: dict[str, int] = field(default_factory=dict)
+    streams: dict[str, StreamStats] = field(default_factory=dict)
+    api_share: float | None = None  # share of Salesforce's daily API limit in use, as last reported
     quarantined: int = 0
     failed_streams: dict[str, str] = field(default_factory=dict)
     skipped_streams: dict[str, str] = field(default_factory=dict)
@@ -51,8 +65,22 @@ class SyncReport:
     def total(self) -> int:
         return sum(self.records.values())
 
-    def add(self, stream: str, count: int) -> None:
+    def add(self, stream: str, count: int, *, deleted: int = 0, quarantined: int = 0) -> None:
         self.records[stream] = self.records.get(stream, 0) + count
+        stats = self.streams.setdefault(stream, StreamStats())
+        stats.read += count
+        stats.deleted += deleted
+        stats.quarantined += quarantined
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per stream: what `healthbeat sync` prints at the end."""
+        return [{"stream": name, "read": s.read, "deleted": s.deleted, "quarantined": s.quarantined,
+                 "api_calls": s.api_calls, "seconds": round(s.seconds, 2),
+                 "failed": self.failed_streams.get(name, "")} for name, s in sorted(self.streams.items())]
+
+
+class BudgetSpent(Exception):
+    """This cycle has used its share of Salesforce's daily API limit: stop cleanly, resume next cycle."""
 
 
 class SyncAborted(Exception):
@@ -116,6 +144,10 @@ def _activity(source_id: str, kind: str, r: dict[str, Any], *, occurred: Any, ac
     occurred_at = _sf_time(occurred)
     if occurred_at is None:
         raise ValueError(f"{kind} has no date")
+    if not account_id and not related_id and not r.get("IsDeleted"):
+        raise ValueError(f"{kind} names no account (AccountId, WhatId, RelatedToId and ParentId are empty)")
+    if isinstance(text, str) and len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT]  # a 10 MB email body says no more about sentiment than its first pages
     return {"source": "salesforce", "source_id": source_id, "kind": kind,
             "account_id": account_id if _is_account(account_id) else None,
             "related_id": related_id, "parent_id": None, "occurred_at": occurred_at, "direction": direction,
@@ -207,8 +239,15 @@ def sync_salesforce(store: Store, client: SalesforceClient, settings: Settings, 
         raise SyncAborted(str(exc)) from None
     for stream in SALESFORCE_STREAMS:
         name = f"salesforce.{stream.sobject}"
+        started, calls = time.monotonic(), client.calls
         try:
-            sync_salesforce_stream(store, client, stream, settings.salesforce_overlap, now, report)
+            _check_budget(client, settings.salesforce_api_share, report)
+            sync_salesforce_stream(store, client, stream, settings, now, report)
+        except BudgetSpent as exc:
+            report.failed_streams[name] = str(exc)
+            report.salesforce_limited = True
+            log.warning("sync %s: %s; stopping Salesforce for this cycle, progress kept", name, exc)
+            break
         except SalesforceLimitError as exc:
             report.failed_streams[name] = str(exc)
             report.salesforce_limited = True
@@ -220,12 +259,27 @@ def sync_salesforce(store: Store, client: SalesforceClient, settings: Settings, 
             report.failed_streams[name] = str(exc)
             log.error("sync %s failed: %s; other streams go on, next cycle resumes from the cursor",
                       name, exc)
+        finally:
+            stats = report.streams.setdefault(name, StreamStats())
+            stats.api_calls += client.calls - calls
+            stats.seconds += time.monotonic() - started
     _resolve_related_accounts(store)
     report.api_calls["salesforce"] = client.calls
 
 
+def _check_budget(client: SalesforceClient, share: float, report: SyncReport) -> None:
+    """Keep the worker inside its share of the org's daily API limit (other integrations need the rest)."""
+    usage = client.api_usage
+    if usage is None or usage.limit <= 0:
+        return
+    report.api_share = usage.used / usage.limit
+    if report.api_share >= share:
+        raise BudgetSpent(f"Salesforce API use is at {usage.used} of {usage.limit} calls today "
+                          f"({report.api_share:.0%}), at or above HEALTHBEAT_SALESFORCE_API_SHARE={share:.0%}")
+
+
 def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: SalesforceStream,
-                           overlap: timedelta, now: datetime, report: SyncReport) -> None:
+                           settings: Settings, now: datetime, report: SyncReport) -> None:
     name = f"salesforce.{stream.sobject}"
     try:
         available = client.describe_fields(stream.sobject)
@@ -244,10 +298,11 @@ def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: Sales
                  name, ", ".join(missing_optional))
     fields = [*stream.required, *(f for f in stream.optional if f in available)]
     cursor = store.cursor(name)
-    since = parse_iso(cursor) - overlap if cursor else None
+    since = parse_iso(cursor) - settings.salesforce_overlap if cursor else None
     records = client.query(build_soql(stream, fields, since), include_deleted=stream.has_is_deleted)
     for page in _chunks(records, PAGE):
         _store_salesforce_page(store, stream, page, now, report)
+        _check_budget(client, settings.salesforce_api_share, report)  # between pages, never inside one
 
 
 def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[dict[str, Any]],
@@ -272,7 +327,7 @@ def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[di
         store.quarantine(bad, now)
         # The cursor never passes the run's start: records stamped during the run are read next time.
         store.save_cursor(name, iso(min(newest, now)), len(page), now)
-    report.add(name, len(page))
+    report.add(name, len(page), deleted=sum(1 for r in page if r.get("IsDeleted")), quarantined=len(bad))
     report.quarantined += len(bad)
     for item in bad:
         log.warning("quarantined %s %s: %s", stream.sobject, item.source_id, item.reason)
@@ -435,7 +490,7 @@ def _comment_row(t: ZendeskTicket, c: ZendeskComment, roles: dict[str, str]) -> 
 # -- Usage files --------------------------------------------------------------------------------------
 
 def sync_usage(store: Store, settings: Settings, now: datetime, report: SyncReport) -> None:
-    """Re-read a file only when its size or mtime changed; a later row for an account-day wins."""
+    """Read each file once per content (name and hash remembered); a later row for an account-day wins."""
     folder = settings.usage_dir
     if folder is None:
         return
@@ -444,10 +499,15 @@ def sync_usage(store: Store, settings: Settings, now: datetime, report: SyncRepo
         log.error("sync usage: USAGE_DIR %s is not a folder", folder)
         return
     name = "usage.files"
-    seen: dict[str, str] = json.loads(store.cursor(name) or "{}")
+    seen: dict[str, dict[str, str]] = json.loads(store.cursor(name) or "{}")
     for usage_file in list_usage_files(folder):
-        if seen.get(usage_file.path.name) == usage_file.fingerprint:
-            continue
+        known = seen.get(usage_file.path.name)
+        if isinstance(known, dict) and known.get("stat") == usage_file.fingerprint:
+            continue  # unchanged on disk: not even read
+        digest = hashlib.sha256(usage_file.path.read_bytes()).hexdigest()[:32]
+        if isinstance(known, dict) and known.get("sha256") == digest:
+            seen[usage_file.path.name] = {"stat": usage_file.fingerprint, "sha256": digest}
+            continue  # the same content, touched or copied again: nothing to re-read
         rows: dict[tuple[str, str], Row] = {}
         bad: list[Quarantined] = []
         for item in read_usage_file(usage_file.path):
@@ -460,7 +520,7 @@ def sync_usage(store: Store, settings: Settings, now: datetime, report: SyncRepo
                 "account_id": account_id, "day": item.day.isoformat(), "active_users": item.active_users,
                 "events": item.events, "features_used": json.dumps(list(item.features_used)),
                 "seats": item.seats, "source_file": f"{item.file}:{item.line}"}
-        seen[usage_file.path.name] = usage_file.fingerprint
+        seen[usage_file.path.name] = {"stat": usage_file.fingerprint, "sha256": digest}
         with store.transaction():
             store.upsert("usage_daily", list(rows.values()), ("account_id", "day"))
             store.quarantine(bad, now)

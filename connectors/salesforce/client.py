@@ -205,7 +205,12 @@ class SalesforceClient:
     # --- public operations ---------------------------------------------------------------
 
     def connect(self) -> None:
-        """Obtain an access token (client-credentials flow) and open a session on the instance."""
+        """Obtain an access token (client-credentials flow) and open a session on the instance.
+
+        Each connect also forgets the described fields (an admin may add a field between two cycles) and the
+        API usage figure (a new day may have reset it): the next call reports both afresh."""
+        self._fields.clear()
+        self.api_usage = None
         self._retrying("authenticate", self._authenticate)
 
     def describe_fields(self, sobject: str) -> dict[str, str]:

@@ -220,6 +220,16 @@ class SlackClient:
                               blocks=blocks, metadata=metadata)
         return SentMessage(channel=str(response["channel"]), ts=str(response["ts"]))
 
+    def update(self, channel: str, ts: str, *, text: str, blocks: list[dict[str, Any]] | None = None) -> SentMessage:
+        """Replace a message the bot posted (``chat.update``): ``channel`` is its conversation id, ``ts`` its ts.
+
+        Unlike a post, repeating an update is harmless, so slack-sdk's handlers may retry it after a 5xx.
+        ``blocks=None`` keeps the message's blocks; ``text`` must be escaped already (`escape_text`).
+        """
+        response = self._call("chat.update", self._web.chat_update, channel=channel, ts=ts, text=text,
+                              blocks=blocks)
+        return SentMessage(channel=str(response["channel"]), ts=str(response["ts"]))
+
     def find_by_metadata(self, channel: str, *, event_type: str, key: str, key_field: str = "dedup_key",
                          oldest: float | None = None, limit: int = 200) -> SentMessage | None:
         """The newest message in ``channel`` whose metadata has ``event_type`` and payload[key_field] == key.

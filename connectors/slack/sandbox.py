@@ -8,10 +8,17 @@ comes as ``Authorization: Bearer`` or a ``token`` form field; errors are HTTP 20
 answer carries ``X-OAuth-Scopes`` and a method refuses a token without its scope (``missing_scope``).
 
 Methods: ``auth.test``, ``users.lookupByEmail``, ``users.info``, ``conversations.open``,
-``conversations.list``, ``conversations.history``, ``chat.postMessage``, ``chat.update``. Response
-shapes follow Slack's OpenAPI spec (``/work/shared/reference/slack_web_openapi_v2.json``) plus what
-Slack added after it (message ``metadata``, ``include_all_metadata``, ``invalid_blocks``), which the
-tests check.
+``conversations.list``, ``conversations.history``, ``chat.postMessage``, ``chat.update``, ``views.open``.
+Response shapes follow Slack's OpenAPI spec (``/work/shared/reference/slack_web_openapi_v2.json``) plus
+what Slack added after it (message ``metadata``, ``include_all_metadata``, ``invalid_blocks``), which
+the tests check.
+
+Interactivity, the other direction: Slack *sends* an app a signed request when someone clicks a button
+or submits a modal. `SlackSandbox.send_interaction` does that the way Slack does (form-encoded
+``payload=<json>``, ``X-Slack-Request-Timestamp`` and ``X-Slack-Signature: v0=HMAC-SHA256(secret,
+"v0:{timestamp}:{body}")``, optionally ``X-Slack-Retry-Num``); `SlackSandbox.block_actions_payload` and
+`SlackSandbox.view_submission_payload` build the payloads from a posted message or an opened modal, with
+a ``trigger_id`` that ``views.open`` accepts once, within three seconds, as Slack does.
 
 Faults on demand with `SlackSandbox.fail_next`: any error code and status (429 with ``Retry-After``,
 5xx), or `LOST_ANSWER`: the call is carried out but the connection closes unanswered.
@@ -26,6 +33,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
+import http.client
 import json
 import re
 import threading
@@ -38,13 +48,17 @@ from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 TEAM_ID = "T0HBSANDBX"
 BOT_USER_ID = "U0HBBOT0001"
 BOT_ID = "B0HBBOT0001"
 BOT_NAME = "healthbeat"
+APP_ID = "A0HBAPP0001"
+VERIFICATION_TOKEN = "sandbox-verification-token"  # noqa: S105 - Slack's deprecated per-app token, sent in payloads
+TRIGGER_TTL = 3.0  # seconds a trigger_id may be exchanged for a view (Slack: three seconds, once)
+MAX_VIEW_BLOCKS = 100
 
 LOST_ANSWER = 0  # fail_next(status=LOST_ANSWER): do the call, then hang up without answering
 MAX_TEXT = 40_000  # chat.postMessage: longer text is refused with msg_too_long
@@ -67,6 +81,29 @@ class PostedMessage:
     metadata: dict[str, Any] | None
     ts: str
     thread_ts: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenedView:
+    """A modal opened with ``views.open``: for whom, and the view as Slack answered it."""
+
+    id: str
+    user: str
+    trigger_id: str
+    view: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InteractionResult:
+    """What the app answered to an interaction request, and how long it took (Slack gives up at 3 s)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    seconds: float
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body.strip() else None
 
 
 @dataclass(frozen=True)
@@ -106,6 +143,13 @@ class _Fault:
     status: int
     retry_after: int | None
     remaining: int
+
+
+@dataclass
+class _Trigger:
+    user: str
+    issued_at: float
+    used: bool = False
 
 
 @dataclass
@@ -156,6 +200,8 @@ class SlackSandbox:
         self._thread: threading.Thread | None = None
         self.messages: list[PostedMessage] = []
         self.calls: list[ApiCall] = []
+        self.views: list[OpenedView] = []
+        self._triggers: dict[str, _Trigger] = {}
         self._users[BOT_USER_ID] = _User(BOT_USER_ID, "", BOT_NAME, "America/New_York", True, False,
                                          int(clock()))
 
@@ -244,6 +290,121 @@ class SlackSandbox:
     def reset_calls(self) -> None:
         with self._lock:
             self.calls.clear()
+
+    # -- interactivity: Slack calling the app -----------------------------------------------------------
+
+    def new_trigger(self, user_id: str) -> str:
+        """A ``trigger_id`` for this user, as Slack puts in an interaction: one ``views.open``, within 3 s."""
+        with self._lock:
+            self._known_user(user_id)
+            number = self._next_id
+            self._next_id += 1
+            trigger_id = f"{int(self._clock())}.{number}.{hashlib.sha256(str(number).encode()).hexdigest()[:32]}"
+            self._triggers[trigger_id] = _Trigger(user_id, self._clock())
+            return trigger_id
+
+    def block_actions_payload(self, message: PostedMessage, action_id: str, *, user: str,
+                              value: str | None = None) -> dict[str, Any]:
+        """The ``block_actions`` payload Slack sends when ``user`` clicks a button of ``message``.
+
+        The message is read as it is now (after any ``chat.update``); ``value`` picks one of several
+        buttons sharing an ``action_id`` (a digest has a set per account). Raises ValueError when the
+        message or the button does not exist: a click on nothing is a broken test, not a request.
+        """
+        with self._lock:
+            current = next((m for m in self.messages if m.channel == message.channel and m.ts == message.ts), None)
+            if current is None:
+                raise ValueError(f"no message {message.ts} in {message.channel}")
+            found = _find_element(current.blocks or [], action_id, value)
+            if found is None:
+                raise ValueError(f"message {message.ts} has no element {action_id!r}"
+                                 + (f" with value {value!r}" if value is not None else ""))
+            block_id, element = found
+            action: dict[str, Any] = {"action_id": action_id, "block_id": block_id, "type": element.get("type"),
+                                      "action_ts": self._next_ts()}
+            for key in ("text", "value", "style", "url"):
+                if key in element:
+                    action[key] = element[key]
+            channel_name = "directmessage" if current.kind == "im" else self._channels[current.channel].name
+            return {
+                "type": "block_actions", "user": self._actor_json(user), "api_app_id": APP_ID,
+                "token": VERIFICATION_TOKEN,
+                "container": {"type": "message", "message_ts": current.ts, "channel_id": current.channel,
+                              "is_ephemeral": False},
+                "trigger_id": self.new_trigger(user), "team": {"id": TEAM_ID, "domain": "healthbeat-sandbox"},
+                "enterprise": None, "is_enterprise_install": False,
+                "channel": {"id": current.channel, "name": channel_name},
+                "message": self._message_json(current, with_metadata=False), "state": {"values": {}},
+                "response_url": f"https://hooks.slack.com/actions/{TEAM_ID}/{self._next_id}/sandbox",
+                "actions": [action],
+            }
+
+    def view_submission_payload(self, view: OpenedView, values: Mapping[str, str]) -> dict[str, Any]:
+        """The ``view_submission`` payload Slack sends when the modal's user presses its submit button.
+
+        ``values`` maps an input block's ``block_id`` to what the user entered (a select's option value).
+        Inputs left out keep their ``initial_value``/``initial_option``; a required input left empty
+        raises ValueError, because Slack's client would not submit the modal.
+        """
+        with self._lock:
+            blocks = [b for b in view.view.get("blocks") or [] if b.get("type") == "input"]
+            unknown = set(values) - {b.get("block_id") for b in blocks}
+            if unknown:
+                raise ValueError(f"the modal has no input block(s) {sorted(unknown)}")
+            state: dict[str, Any] = {}
+            for block in blocks:
+                block_id, element = str(block.get("block_id")), block["element"]
+                entry = _input_state(element, values.get(block_id))
+                if not block.get("optional") and not _has_value(entry):
+                    raise ValueError(f"Slack would not submit the modal: required input {block_id!r} is empty")
+                state[block_id] = {str(element.get("action_id")): entry}
+            return {
+                "type": "view_submission", "team": {"id": TEAM_ID, "domain": "healthbeat-sandbox"},
+                "user": self._actor_json(view.user), "api_app_id": APP_ID, "token": VERIFICATION_TOKEN,
+                "trigger_id": self.new_trigger(view.user),
+                "view": {**view.view, "state": {"values": state}},
+                "response_urls": [], "is_enterprise_install": False, "enterprise": None,
+            }
+
+    def send_interaction(self, url: str, payload: Mapping[str, Any], signing_secret: str | None, *,
+                         timestamp: int | None = None, retry_num: int | None = None,
+                         timeout: float = 5.0) -> InteractionResult:
+        """POST ``payload`` to the app's Request URL as Slack does, signed with ``signing_secret``.
+
+        ``signing_secret=None`` sends it unsigned; ``timestamp`` (Unix seconds, default now by the
+        sandbox's clock) lets a test send a stale request; ``retry_num`` adds Slack's retry headers.
+        """
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        stamp = int(self._clock()) if timestamp is None else timestamp
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "Slackbot 1.0"}
+        if signing_secret is not None:
+            headers["X-Slack-Request-Timestamp"] = str(stamp)
+            headers["X-Slack-Signature"] = slack_signature(signing_secret, stamp, body)
+        if retry_num is not None:
+            headers["X-Slack-Retry-Num"] = str(retry_num)
+            headers["X-Slack-Retry-Reason"] = "http_timeout"
+        return post_form(url, body, headers, timeout=timeout)
+
+    def click(self, url: str, message: PostedMessage, action_id: str, signing_secret: str | None, *, user: str,
+              value: str | None = None) -> InteractionResult:
+        """``user`` clicks a button of ``message``: Slack's signed ``block_actions`` request to ``url``."""
+        return self.send_interaction(url, self.block_actions_payload(message, action_id, user=user, value=value),
+                                     signing_secret)
+
+    def submit_view(self, url: str, view: OpenedView, values: Mapping[str, str],
+                    signing_secret: str | None) -> InteractionResult:
+        """The modal's user submits it: Slack's signed ``view_submission`` request to ``url``."""
+        return self.send_interaction(url, self.view_submission_payload(view, values), signing_secret)
+
+    def _known_user(self, user_id: str) -> _User:
+        if user_id not in self._users:
+            raise ValueError(f"the sandbox workspace has no user {user_id!r}")
+        return self._users[user_id]
+
+    def _actor_json(self, user_id: str) -> dict[str, Any]:
+        user = self._known_user(user_id)
+        handle = user.email.split("@")[0] if user.email else user.name
+        return {"id": user.id, "username": handle, "name": handle, "team_id": TEAM_ID}
 
     # -- request handling (called by the HTTP handler) ------------------------------------------------
 
@@ -554,6 +715,37 @@ def _chat_update(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
     return {"channel": conv_id, "ts": ts, "text": new_text, "message": sb._message_json(message)}
 
 
+def _views_open(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
+    trigger_id = _str(params, "trigger_id")
+    if not trigger_id:
+        raise _ApiError("invalid_arguments", extra={"response_metadata": {
+            "messages": ["[ERROR] missing required field: trigger_id"]}})
+    trigger = sb._triggers.get(trigger_id)
+    if trigger is None:
+        raise _ApiError("invalid_trigger_id")
+    if sb._clock() - trigger.issued_at > TRIGGER_TTL:
+        raise _ApiError("expired_trigger_id")
+    if trigger.used:
+        raise _ApiError("exchanged_trigger_id")
+    view = _json_param(params, "view", "invalid_arguments")
+    problem = _view_problem(view)
+    if problem is not None:
+        raise _ApiError("invalid_arguments", extra={"response_metadata": {"messages": [f"[ERROR] {problem}"]}})
+    trigger.used = True
+    view_id = sb._new_id("V")
+    opened = {
+        "id": view_id, "team_id": TEAM_ID, "type": view["type"], "blocks": view.get("blocks") or [],
+        "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", ""),
+        "state": {"values": {}}, "hash": f"{int(sb._clock())}.{view_id}", "title": view["title"],
+        "clear_on_close": bool(view.get("clear_on_close", False)),
+        "notify_on_close": bool(view.get("notify_on_close", False)), "close": view.get("close"),
+        "submit": view.get("submit"), "previous_view_id": None, "root_view_id": view_id, "app_id": APP_ID,
+        "external_id": view.get("external_id", ""), "app_installed_team_id": TEAM_ID, "bot_id": BOT_ID,
+    }
+    sb.views.append(OpenedView(view_id, trigger.user, trigger_id, opened))
+    return {"view": opened}
+
+
 def _no_scope(sb: SlackSandbox, params: dict[str, Any]) -> tuple[str, ...]:
     return ()
 
@@ -582,6 +774,7 @@ _METHODS: dict[str, tuple[Handler, ScopeRule]] = {
     "conversations.history": (_conversations_history, _history_scopes),
     "chat.postMessage": (_chat_post_message, _fixed("chat:write")),
     "chat.update": (_chat_update, _fixed("chat:write")),
+    "views.open": (_views_open, _no_scope),  # Slack: "Required scopes: none"; a trigger_id is the permission
 }
 
 
@@ -746,6 +939,108 @@ def _block_problem(block: Any, block_ids: set[str]) -> str | None:
     if kind == "markdown" and not (isinstance(block.get("text"), str) and 0 < len(block["text"]) <= 12000):
         return "markdown needs text of 1 to 12000 characters"
     return None
+
+
+_INPUT_ELEMENTS = {"plain_text_input", "number_input", "email_text_input", "url_text_input", "static_select",
+                   "radio_buttons", "checkboxes", "datepicker"}
+
+
+def _view_problem(view: Any) -> str | None:
+    """Why ``views.open`` would refuse this modal (the limits of Slack's view reference), or None."""
+    if not isinstance(view, dict):
+        return "view must be an object"
+    if view.get("type") != "modal":
+        return "the sandbox opens views of type modal only"
+    if view.get("title") is None:
+        return "title is required"
+    for key in ("title", "submit", "close"):
+        if view.get(key) is not None and (problem := _text_problem(view[key], max_len=24, plain_only=True)):
+            return f"{key}: {problem}"
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list) or len(blocks) > MAX_VIEW_BLOCKS:
+        return f"blocks must be an array of at most {MAX_VIEW_BLOCKS}"
+    block_ids: set[str] = set()
+    for block in blocks:
+        problem = _block_problem(block, block_ids) or _input_problem(block)
+        if problem is not None:
+            return problem
+    if any(b.get("type") == "input" for b in blocks) and view.get("submit") is None:
+        return "submit is required when the view has input blocks"
+    for key, most in (("private_metadata", 3000), ("callback_id", 255), ("external_id", 255)):
+        if key in view and (not isinstance(view[key], str) or len(view[key]) > most):
+            return f"{key} must be a string of at most {most} characters"
+    return None
+
+
+def _input_problem(block: dict[str, Any]) -> str | None:
+    if block.get("type") != "input":
+        return None
+    if problem := _text_problem(block.get("label"), max_len=2000, plain_only=True):
+        return f"input label: {problem}"
+    element = block.get("element")
+    if not isinstance(element, dict) or element.get("type") not in _INPUT_ELEMENTS:
+        return f"input element must be one of {sorted(_INPUT_ELEMENTS)}"
+    action_id = element.get("action_id")
+    if action_id is not None and (not isinstance(action_id, str) or len(action_id) > 255):
+        return "action_id must be a string of at most 255 characters"
+    return None
+
+
+def _find_element(blocks: Sequence[dict[str, Any]], action_id: str, value: str | None
+                  ) -> tuple[str, dict[str, Any]] | None:
+    """(block_id, element) of the interactive element with this action_id (and value), in actions and sections."""
+    for index, block in enumerate(blocks):
+        candidates = list(block.get("elements") or []) if block.get("type") == "actions" else []
+        if block.get("type") == "section" and isinstance(block.get("accessory"), dict):
+            candidates.append(block["accessory"])
+        for element in candidates:
+            if element.get("action_id") == action_id and (value is None or element.get("value") == value):
+                # Slack gives every block an id; one it made up when the app gave none.
+                return str(block.get("block_id") or f"sandbox-block-{index}"), element
+    return None
+
+
+def _input_state(element: dict[str, Any], given: str | None) -> dict[str, Any]:
+    """One input's entry in ``view.state.values``, shaped as Slack shapes it per element type."""
+    kind = str(element.get("type"))
+    if kind in ("static_select", "radio_buttons"):
+        options = element.get("options") or []
+        chosen = next((o for o in options if o.get("value") == given), None) if given is not None \
+            else element.get("initial_option")
+        if given is not None and chosen is None:
+            raise ValueError(f"{element.get('action_id')!r} has no option {given!r}")
+        return {"type": kind, "selected_option": chosen}
+    value = given if given is not None else element.get("initial_value")
+    return {"type": kind, "value": value if value != "" else None}
+
+
+def _has_value(entry: Mapping[str, Any]) -> bool:
+    return entry.get("value") is not None or entry.get("selected_option") is not None
+
+
+def slack_signature(signing_secret: str, timestamp: int | str, body: bytes) -> str:
+    """Slack's request signature: ``v0=`` + hex HMAC-SHA256 of ``v0:{timestamp}:{body}`` keyed by the secret."""
+    base = b"v0:" + str(timestamp).encode() + b":" + body
+    return "v0=" + hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def post_form(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float = 5.0) -> InteractionResult:
+    """One POST with the stdlib (the sandbox has no client dependency), timed as Slack times the answer."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_type(parts.hostname, parts.port, timeout=timeout)
+    started = time.monotonic()
+    try:
+        connection.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body,
+                           headers=dict(headers))
+        response = connection.getresponse()
+        answer = response.read()
+        seconds = time.monotonic() - started
+        return InteractionResult(response.status, answer, {k.lower(): v for k, v in response.getheaders()}, seconds)
+    finally:
+        connection.close()
 
 
 def _tz_facts(tz: str, at: float) -> tuple[int, str]:

@@ -128,3 +128,17 @@ def test_rules_check_passes_on_the_shipped_rules(tmp_path: Path) -> None:
     result = healthbeat("rules", "check", "--rules-dir", str(RULES_DIR), cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
+
+
+def test_sync_ends_with_a_table_per_stream_and_quarantine_ls_lists_bad_rows(
+        world: object, sandboxes: Sandboxes, usage_dir: Path, tmp_path: Path) -> None:
+    (usage_dir / "zz-bad.csv").write_text("account_id,date,active_users,events\nnot-an-id,2026-01-01,1,1\n")
+    env = sandbox_environment(sandboxes, tmp_path / "hb.db", usage_dir, RULES_DIR)
+
+    synced = healthbeat("sync", env=env, cwd=tmp_path)
+    listed = healthbeat("quarantine", "ls", "--format", "json", env=env, cwd=tmp_path)
+
+    assert synced.returncode == 0, synced.stderr
+    assert "Sync by stream" in synced.stderr and "salesforce.Account" in synced.stderr
+    [row] = json.loads(listed.stdout)
+    assert row["source"] == "usage" and row["reason"].startswith("zz-bad.csv line 2: account_id")

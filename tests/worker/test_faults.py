@@ -324,13 +324,16 @@ def test_request_limit_exceeded_stops_salesforce_for_the_cycle_and_the_next_cycl
     assert_nothing_lost_or_duplicated(faulted, clean)
 
 
-def test_after_request_limit_exceeded_the_cycle_makes_no_more_salesforce_calls(faulted: Stack) -> None:
+def test_near_the_daily_limit_the_cycle_stops_salesforce_before_salesforce_refuses(faulted: Stack) -> None:
     salesforce = faulted.sandboxes.salesforce
-    salesforce.api_calls_used = salesforce.daily_api_limit - 5  # five calls into the backfill
+    salesforce.api_calls_used = salesforce.daily_api_limit - 5  # five calls left today
 
-    faulted.cycle.run()
+    report = faulted.cycle.run()
 
-    assert _calls(faulted, "/services/data/", 403) == 1
+    assert _calls(faulted, "/services/data/", 403) == 0
+    assert not any("composite/sobjects" in c.path for c in salesforce.calls)
+    assert report.sync is not None and report.sync.salesforce_limited
+    assert "HEALTHBEAT_SALESFORCE_API_SHARE" in " ".join(report.problems())
 
 
 def test_request_limit_exceeded_mid_backfill_is_made_good_in_the_next_cycle(faulted: Stack, clean: Clean) -> None:

@@ -154,3 +154,46 @@ def test_ticket_comments_are_inbound_only_when_the_customer_wrote_them(
     assert comments == {"It is broken again": "in", "Looking into it": "out"}
     tickets = _activities(store, account, "ticket")
     assert [(t["priority"], t["status"]) for t in tickets] == [("urgent", "open")]
+
+
+def test_an_activity_that_names_no_account_is_quarantined_and_the_rest_goes_on(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    account = _account(sandboxes)
+    orphan = sandboxes.salesforce.insert("Event", {"Subject": "Internal sync", "ActivityDateTime": sf_datetime(clock())})
+    sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "QBR",
+                                          "ActivityDateTime": sf_datetime(clock())})
+
+    report = _sync(store, settings, clients, clock)
+
+    assert len(_activities(store, account, "meeting")) == 1
+    [bad] = store.query("SELECT source, stream, source_id, reason FROM quarantine")
+    assert (bad["source"], bad["stream"], bad["source_id"]) == ("salesforce", "Event", orphan)
+    assert "names no account" in bad["reason"]
+    assert report.streams["salesforce.Event"].quarantined == 1
+
+
+def test_sync_stops_salesforce_at_its_share_of_the_daily_api_limit_and_says_so(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    _account(sandboxes)
+    sandboxes.salesforce.api_calls_used = int(sandboxes.salesforce.daily_api_limit * 0.6)
+
+    report = _sync(store, settings, clients, clock)
+
+    assert report.salesforce_limited
+    assert report.api_share is not None and report.api_share >= 0.5
+    assert "HEALTHBEAT_SALESFORCE_API_SHARE=50%" in " ".join(report.failed_streams.values())
+    assert sum(s.api_calls for s in report.streams.values()) <= 2
+
+
+def test_a_usage_file_touched_without_change_is_not_read_again(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock,
+        usage_dir: Path) -> None:
+    account = _account(sandboxes)
+    usage = usage_dir / "a.csv"
+    usage.write_text(f"account_id,date,active_users,events\n{account},2026-01-01,5,50\n")
+    _sync(store, settings, clients, clock)
+    usage.write_text(usage.read_text())  # same bytes, new mtime
+
+    report = _sync(store, settings, clients, clock)
+
+    assert report.records.get("usage.files", 0) == 0
