@@ -19,7 +19,7 @@ from rich.table import Table
 
 from worker.config import ConfigError, Settings, load_settings
 from worker.cycle import CycleReport
-from worker.logs import configure_logging
+from worker.logs import add_secrets, configure_logging
 from worker.rulebook import RuleBook, load_rules
 from worker.store import Store, StoreLocked
 
@@ -47,10 +47,12 @@ def _settings(db: Path | None = None, rules_dir: Path | None = None) -> Settings
     if rules_dir is not None:
         overrides["HEALTHBEAT_RULES_DIR"] = rules_dir
     try:
-        return load_settings(**overrides)
+        settings = load_settings(**overrides)
     except ConfigError as exc:
         err.print(f"[red]Configuration:[/red] {exc}")
         raise typer.Exit(2) from None
+    add_secrets(settings.secret_values())
+    return settings
 
 
 def _open_store(settings: Settings, *, lock: bool = True) -> Store:

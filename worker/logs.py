@@ -66,3 +66,12 @@ def configure_logging(verbose: bool = False, *, quiet_below: int | None = None,
     root.setLevel(level)
     for noisy in ("urllib3", "httpx", "httpcore", "slack_sdk", "apscheduler.executors", "simple_salesforce"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def add_secrets(values: Iterable[str]) -> None:
+    """Mask these too (settings read from a `.env` file are not in the environment)."""
+    for handler in logging.getLogger().handlers:
+        for found in handler.filters:
+            if isinstance(found, RedactingFilter):
+                found.secrets = sorted({*found.secrets, *(v for v in values if v and len(v) >= 4)},
+                                       key=len, reverse=True)

@@ -1,0 +1,69 @@
+"""Secrets come from the environment and go nowhere else: not into logs, not into the database."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from connectors.world import World
+from tests.worker.test_cli import RULES_DIR
+from worker.demo import (
+    SANDBOX_CLIENT_SECRET,
+    SANDBOX_SLACK_TOKEN,
+    SANDBOX_ZENDESK_TOKEN,
+    Sandboxes,
+    sandbox_environment,
+)
+from worker.logs import RedactingFilter
+
+SIGNING_SECRET = "0123456789abcdef-signing-secret"
+
+
+def test_a_verbose_cycle_leaves_no_secret_in_its_logs_or_its_database(
+        world: World, sandboxes: Sandboxes, usage_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, **{k: str(v) for k, v in
+                            sandbox_environment(sandboxes, tmp_path / "hb.db", usage_dir, RULES_DIR).items()},
+           "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+    sandboxes.slack.fail_next("users.lookupByEmail", "invalid_auth")  # an error path too
+    runs = [subprocess.run([sys.executable, "-c", "from worker.cli import main; main()", "run", "--once", "-v"],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, check=False, timeout=120)
+            for _ in range(2)]
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("hb.db*") if p.is_file())
+
+    secrets = [SANDBOX_CLIENT_SECRET, SANDBOX_ZENDESK_TOKEN, SANDBOX_SLACK_TOKEN, SIGNING_SECRET]
+    logs = "".join(r.stdout + r.stderr for r in runs)
+    assert "cycle" in logs
+    for secret in secrets:
+        assert secret not in logs, f"{secret[:6]}… in the logs"
+        assert secret.encode() not in stored, f"{secret[:6]}… in the database"
+
+
+def test_redaction_masks_tokens_inside_exceptions_and_urls() -> None:
+    redact = RedactingFilter(["s3cr3t-value"])
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "call failed: %s", (
+        "https://h/services/oauth2/token?client_secret=abc123&x=1 Authorization: Bearer 00Dxx!AQ.long.token "
+        "xoxb-1234567890-abcdef s3cr3t-value",), None)
+    try:
+        raise RuntimeError("token=abcdefghijk and s3cr3t-value")
+    except RuntimeError:
+        record.exc_info = sys.exc_info()
+
+    redact.filter(record)
+
+    text = record.getMessage()
+    for leaked in ("abc123", "00Dxx!AQ.long.token", "xoxb-1234567890-abcdef", "s3cr3t-value", "abcdefghijk"):
+        assert leaked not in text
+    assert "client_secret=***" in text and "Bearer ***" in text
+
+
+def test_secrets_read_from_a_dotenv_file_are_masked_too(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SLACK_BOT_TOKEN=dotenv-only-token-123\nHEALTHBEAT_INTERVAL=bogus\n")
+    result = subprocess.run([sys.executable, "-c", "from worker.cli import main; main()", "run", "--once"],
+                            env={k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HEALTHBEAT_"))},
+                            cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60)
+
+    assert result.returncode == 2 and "HEALTHBEAT_INTERVAL" in result.stderr
+    assert "dotenv-only-token-123" not in result.stderr + result.stdout
