@@ -70,9 +70,9 @@ class Fate:
         base = BASE_HEALTH[self.temperament]
         if self.churned_on is not None and self.decline_days:
             begins = self.churned_on - timedelta(days=self.decline_days)
-            if day >= begins:
-                progress = min(1.0, (day - begins).days / self.decline_days)
-                return base - (base - 0.05) * progress
+            if day >= begins:  # the slide is over well before the renewal is lost
+                progress = min(1.0, (day - begins).days / (0.6 * self.decline_days))
+                return base - (base - 0.02) * progress
         if self.rough_patch is not None and self.rough_patch[0] <= day <= self.rough_patch[1]:
             return min(base, 0.25)
         return base

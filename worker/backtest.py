@@ -23,17 +23,19 @@ import io
 import json
 import math
 import statistics
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from worker.alert_rules import LoadedRules
+from worker.alert_rules import AlertRule, LoadedRules
 from worker.alerting import step_rule
 from worker.outcomes import Outcomes
 from worker.rule_preview import snapshot
@@ -229,19 +231,20 @@ def _context(account: Mapping[str, Any], person: Mapping[str, Any], scorecard: S
         "overridden": False, "measures": measures, "segment": segment,
         "account_name": person.get("name") or account_id, "account_type": account.get("type"),
         "owner": person.get("owner") or "", "owner_email": person.get("owner_email"),
+        "owner_id": person.get("owner_id"),
         "previous_score": None if delta is None else round(score - delta, 2),
         "days_silent": measures.get("days_since_two_way_touch"),
     }
 
 
-def _step_alerts(result: Replay, rule: Any, contexts: list[dict[str, Any]],
+def _step_alerts(result: Replay, rule: AlertRule, contexts: list[dict[str, Any]],
                  states: dict[tuple[str, str], dict[str, Any]], announced: dict[tuple[str, str], int],
                  moment: datetime, day: date) -> None:
     for context in contexts:  # in force since before the period: a known, inactive state, never a baseline
         states.setdefault((rule.name, context["account_id"]), {
             "rule": rule.name, "account_id": context["account_id"], "state": "inactive", "since": None,
             "pending_cycles": 0, "episode": 0, "last_notified_at": None, "rule_hash": rule.meaning_hash})
-    owners = {c["account_id"]: c for c in contexts}
+    owners = {c["account_id"]: c.get("owner_id") for c in contexts}
     for transition in step_rule(rule, contexts, states, moment):
         key = (rule.name, transition.account_id)
         if transition.row is None:
@@ -250,14 +253,9 @@ def _step_alerts(result: Replay, rule: Any, contexts: list[dict[str, Any]],
         states[key] = transition.row
         if transition.owed == "fire":
             announced[key] = transition.row["episode"]
-            result.fires.append(AlertFire(rule.name, transition.account_id,
-                                          _owner_of(owners[transition.account_id]), day))
+            result.fires.append(AlertFire(rule.name, transition.account_id, owners[transition.account_id], day))
         if transition.row["state"] == "firing" and announced.get(key) == transition.row["episode"]:
             result.warning_days.setdefault(rule.name, {}).setdefault(transition.account_id, []).append(day)
-
-
-def _owner_of(context: Mapping[str, Any]) -> str | None:
-    return context.get("owner_email") or context.get("owner") or None
 
 
 # -- the figures ---------------------------------------------------------------------------------------
@@ -291,10 +289,11 @@ def roc_points(churned: Sequence[float], retained: Sequence[float]) -> list[tupl
     """(false positive rate, true positive rate) flagging every score at or below each threshold."""
     if not churned or not retained:
         return []
+    low_churned, low_retained = sorted(churned), sorted(retained)
     points = [(0.0, 0.0)]
     for threshold in sorted(set(churned) | set(retained)):
-        points.append((sum(s <= threshold for s in retained) / len(retained),
-                       sum(s <= threshold for s in churned) / len(churned)))
+        points.append((bisect_right(low_retained, threshold) / len(retained),
+                       bisect_right(low_churned, threshold) / len(churned)))
     return points
 
 
@@ -376,7 +375,7 @@ class Backtest:
     def bands_ordered(self) -> bool:
         """Is red riskier than yellow, and yellow than green (bands with no observations skipped)?"""
         rates = [b.rate for b in self.bands if b.rate is not None]
-        return all(a > b for a, b in zip(rates, rates[1:], strict=False))
+        return all(a > b for a, b in pairwise(rates))
 
 
 def labelled(observations: Sequence[Observation], outcomes: Outcomes, horizon_days: int, until: date
@@ -528,9 +527,9 @@ def data_notes(store: Store, outcomes: Outcomes, plan: Plan, days: Sequence[date
              "seats, type) hold today's values."]
     if not outcomes.churned_on:
         notes.append("No churn recorded (no renewal closed lost): nothing to predict; check --renewal-type.")
-    deleted = store.scalar(
-        "SELECT count(*) FROM accounts WHERE is_deleted = 1 AND id IN (%s)"
-        % ",".join("?" * len(outcomes.churned_on)), list(outcomes.churned_on)) if outcomes.churned_on else 0
+    churned = list(outcomes.churned_on)
+    deleted = store.scalar(f"SELECT count(*) FROM accounts WHERE is_deleted = 1 "
+                           f"AND id IN ({','.join('?' * len(churned))})", churned) if churned else 0
     if deleted:
         notes.append(f"{deleted} churned accounts are deleted in the CRM and are not in the backtest.")
     if days:
@@ -664,15 +663,15 @@ def plot_backtest(bt: Backtest, directory: Path) -> list[Path]:
     figure, axis = plt.subplots(figsize=(5.2, 3.6))
     rates = [(b.band, 100 * (b.rate or 0)) for b in bt.bands]
     axis.bar([r[0] for r in rates], [r[1] for r in rates], color=[colours[r[0]] for r in rates])
-    for index, band in enumerate(bt.bands):
-        axis.annotate(f"{band.churned}/{band.observations}", (index, rates[index][1]), ha="center", va="bottom")
+    for index, rate in enumerate(bt.bands):
+        axis.annotate(f"{rate.churned}/{rate.observations}", (index, rates[index][1]), ha="center", va="bottom")
     axis.set_ylabel(f"% churned within {bt.plan.horizon_days} days")
     axis.set_title("Churn rate by band")
     written.append(_save(plt, figure, directory / "churn_by_band.png"))
 
     figure, axis = plt.subplots(figsize=(6.4, 3.6))
-    for index, (name, colour) in enumerate((("churned", "#d9534f"), ("retained", "#1f3b57"))):
-        points = [(d, p[index + 1]) for d, *p in [(c[0], c[1], c[2]) for c in bt.curve] if p[index] is not None]
+    for column, name, colour in ((1, "churned", "#d9534f"), (2, "retained", "#1f3b57")):
+        points = [(row[0], value) for row in bt.curve if (value := row[column]) is not None]
         axis.plot([-d for d, _ in points], [v for _, v in points], marker="o", color=colour, label=name)
     axis.set_xlabel("days before churn (churned) or won renewal (retained)")
     axis.set_ylabel("mean health score")

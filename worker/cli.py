@@ -10,11 +10,14 @@ import csv
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import TaskID
 from rich.table import Table
 
 from worker.config import ConfigError, Settings, load_settings
@@ -74,8 +77,9 @@ def _run_stages(stages: tuple[str, ...], db: Path | None, rules_dir: Path | None
     except ConfigError as exc:
         err.print(f"[red]Configuration:[/red] {exc}")
         raise typer.Exit(2) from None
-    with _open_store(settings) as store:
-        report = Cycle(store, settings, RuleBook(settings.rules_dir), clients, dry_run=dry_run).run(stages)
+    with _open_store(settings) as store, _progress() as progress:
+        report = Cycle(store, settings, RuleBook(settings.rules_dir), clients, dry_run=dry_run,
+                       progress=progress).run(stages)
         clients.close()
     if stages == ("sync",) and report.sync is not None:
         _print_sync_table(report.sync.table())
@@ -85,6 +89,25 @@ def _run_stages(stages: tuple[str, ...], db: Path | None, rules_dir: Path | None
             typer.echo(f"  {problem}", err=True)
         raise typer.Exit(1)
     return report
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int], None] | None]:
+    """Records per stream as a backfill runs, on a terminal only (logs and pipes stay quiet)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, TaskID] = {}
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:>9,} records"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        def advance(stream: str, records: int) -> None:
+            if stream not in tasks:
+                tasks[stream] = bar.add_task(stream, total=None)
+            bar.update(tasks[stream], completed=records)
+
+        yield advance
 
 
 def _print_sync_table(rows: list[dict[str, Any]]) -> None:
@@ -558,6 +581,49 @@ def silence_expire(silence_id: Annotated[int, typer.Argument(help="The silence's
         err.print(f"[red]no silence {silence_id} in force[/red]")
         raise typer.Exit(1)
     err.print(f"silence {silence_id} expired")
+
+
+db_app = typer.Typer(no_args_is_help=True, help="The SQLite database: schema, backups, retention.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("migrate")
+def db_migrate(db: DbOption = None) -> None:
+    """Bring the database's schema up to date (the worker also does this at start) and print its version."""
+    settings = _settings(db)
+    with _open_store(settings) as store:
+        typer.echo(f"{settings.db}: schema version {store.schema_version}")
+
+
+@db_app.command("backup")
+def db_backup(target: Annotated[Path, typer.Argument(help="Where to write the copy (must not exist).")],
+              db: DbOption = None) -> None:
+    """A consistent copy through SQLite's online backup, safe while the worker runs."""
+    import sqlite3
+
+    settings = _settings(db)
+    if target.exists():
+        err.print(f"[red]{target} exists; choose a new file[/red]")
+        raise typer.Exit(2)
+    with _open_store(settings, lock=False) as store:
+        destination = sqlite3.connect(target)
+        try:
+            store.conn.backup(destination)
+        finally:
+            destination.close()
+    typer.echo(f"backed up {settings.db} to {target}")
+
+
+@db_app.command("prune")
+def db_prune(db: DbOption = None) -> None:
+    """Apply the retention settings now (each cycle also does): old texts, history, receipts."""
+    from worker.cycle import system_clock
+    from worker.retention import prune
+
+    settings = _settings(db)
+    with _open_store(settings) as store:
+        removed = prune(store, settings, system_clock())
+    typer.echo(", ".join(f"{k}: {v}" for k, v in removed.items()) or "nothing to prune")
 
 
 @app.command()

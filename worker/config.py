@@ -74,6 +74,10 @@ class Settings(BaseSettings):
 
     usage_dir: Path | None = Field(default=None, validation_alias="USAGE_DIR")
 
+    retention_text: Duration = Field(default=timedelta(days=365), validation_alias="HEALTHBEAT_RETENTION_TEXT")
+    retention_history: Duration = Field(default=timedelta(days=730),
+                                        validation_alias="HEALTHBEAT_RETENTION_HISTORY")
+
     ca_bundle: str | None = Field(default=None,
                                   validation_alias=AliasChoices("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"))
 

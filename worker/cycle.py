@@ -21,6 +21,7 @@ from connectors.zendesk.client import ZendeskClient
 from worker.alerting import AlertReport, evaluate_alerts
 from worker.config import Settings
 from worker.notify import NotifyReport, send_nudges
+from worker.retention import prune
 from worker.rulebook import NoGoodRules, RuleBook
 from worker.scoring import ScoringReport, score_accounts
 from worker.sentiment import SentimentModel, VaderModel, score_pending_texts
@@ -84,6 +85,7 @@ class CycleReport:
     notify: NotifyReport | None = None
     stages: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    pruned: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         parts = [f"cycle {'ok' if self.ok else 'FAILED'}"]
@@ -145,13 +147,14 @@ class Cycle:
 
     def __init__(self, store: Store, settings: Settings, rulebook: RuleBook, clients: Clients, *,
                  clock: Clock = system_clock, sentiment: SentimentModel | None = None,
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False, progress: Callable[[str, int], None] | None = None) -> None:
         self.store = store
         self.settings = settings
         self.rulebook = rulebook
         self.clients = clients
         self.clock = clock
         self.dry_run = dry_run
+        self.progress = progress
         self._sentiment = sentiment
 
     @property
@@ -161,8 +164,8 @@ class Cycle:
         return self._sentiment
 
     def sync(self, report: CycleReport) -> None:
-        report.sync = sync_all(self.store, self.settings, self.clock(),
-                               salesforce=self.clients.salesforce, zendesk=self.clients.zendesk)
+        report.sync = sync_all(self.store, self.settings, self.clock(), salesforce=self.clients.salesforce,
+                               zendesk=self.clients.zendesk, progress=self.progress)
         instance = self.clients.salesforce.instance_url
         if instance:
             with self.store.transaction():
@@ -186,13 +189,16 @@ class Cycle:
             return
         report.writeback = push_scores(self.store, self.clients.salesforce, self.clock(), dry_run=self.dry_run)
 
+    def prune(self, report: CycleReport) -> None:
+        report.pruned = prune(self.store, self.settings, self.clock())
+
     def notify(self, report: CycleReport) -> None:
         _, alerts = self.rulebook.require()
         report.notify = send_nudges(self.store, self.clients.slack, self.clock(),
                                     fallback_channel=self.settings.slack_fallback_channel,
                                     digest_min=alerts.rules.digest.min, dry_run=self.dry_run)
 
-    def run(self, stages: tuple[str, ...] = ("sync", "score", "evaluate", "writeback", "notify")
+    def run(self, stages: tuple[str, ...] = ("sync", "score", "evaluate", "writeback", "notify", "prune")
             ) -> CycleReport:
         report = CycleReport(started_at=self.clock())
         started = time.monotonic()

@@ -37,6 +37,8 @@ from worker.store import Store, iso
 
 __all__ = [
     "DEFAULT_OVERRIDE_DAYS",
+    "FEEDBACK_COLUMNS",
+    "LABELS",
     "MIGRATION",
     "VERDICTS",
     "AccountFeedback",
@@ -50,10 +52,12 @@ __all__ = [
     "create_tables",
     "feedback_table",
     "list_feedback",
+    "other_override_in_force",
+    "owner_clicked_in_dm",
     "receipts_for",
+    "record_vote",
     "remember_message",
     "remembered_message",
-    "record_vote",
     "rule_stats",
     "stats_table",
 ]
@@ -352,7 +356,7 @@ def rule_stats(store: Store) -> list[RuleStats]:
           AND json_extract(payload, '$.kind') = 'fire'
         GROUP BY 1""")}
     votes: dict[str, dict[str, int]] = {}
-    for row in store.query("SELECT rule, verdict, count(*) AS n, count(DISTINCT dedup_key) AS nudges "
+    for row in store.query("SELECT rule, verdict, count(*) AS n "
                            "FROM feedback GROUP BY rule, verdict"):
         votes.setdefault(row["rule"], {})[row["verdict"]] = int(row["n"])
     answered = {r["rule"]: int(r["n"]) for r in store.query(

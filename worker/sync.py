@@ -59,6 +59,7 @@ class SyncReport:
     skipped_streams: dict[str, str] = field(default_factory=dict)
     unmapped_organizations: list[int] = field(default_factory=list)
     salesforce_limited: bool = False  # the daily API limit was reached: nothing more to ask this cycle
+    progress: Callable[[str, int], None] | None = field(default=None, repr=False, compare=False)
     api_calls: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -69,6 +70,8 @@ class SyncReport:
         self.records[stream] = self.records.get(stream, 0) + count
         stats = self.streams.setdefault(stream, StreamStats())
         stats.read += count
+        if self.progress is not None:
+            self.progress(stream, stats.read)
         stats.deleted += deleted
         stats.quarantined += quarantined
 
@@ -532,8 +535,10 @@ def sync_usage(store: Store, settings: Settings, now: datetime, report: SyncRepo
 
 
 def sync_all(store: Store, settings: Settings, now: datetime, *,
-             salesforce: SalesforceClient, zendesk: ZendeskClient | None) -> SyncReport:
-    report = SyncReport()
+             salesforce: SalesforceClient, zendesk: ZendeskClient | None,
+             progress: Callable[[str, int], None] | None = None) -> SyncReport:
+    """Every source in turn; `progress(stream, records so far)` after each page, for a terminal's sake."""
+    report = SyncReport(progress=progress)
     sync_salesforce(store, salesforce, settings, now, report)
     if zendesk is not None:
         sync_zendesk(store, zendesk, now, report)

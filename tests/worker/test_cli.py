@@ -142,3 +142,18 @@ def test_sync_ends_with_a_table_per_stream_and_quarantine_ls_lists_bad_rows(
     assert "Sync by stream" in synced.stderr and "salesforce.Account" in synced.stderr
     [row] = json.loads(listed.stdout)
     assert row["source"] == "usage" and row["reason"].startswith("zz-bad.csv line 2: account_id")
+
+
+def test_db_backup_copies_a_database_a_worker_holds_and_db_migrate_reports_the_schema(
+        world: object, sandboxes: Sandboxes, usage_dir: Path, tmp_path: Path) -> None:
+    env = sandbox_environment(sandboxes, tmp_path / "hb.db", usage_dir, RULES_DIR)
+    healthbeat("run", "--once", env=env, cwd=tmp_path)
+
+    backup = healthbeat("db", "backup", str(tmp_path / "copy.db"), env=env, cwd=tmp_path)
+    migrated = healthbeat("db", "migrate", "--db", str(tmp_path / "copy.db"), env=env, cwd=tmp_path)
+
+    assert backup.returncode == 0, backup.stderr
+    assert "schema version" in migrated.stdout
+    copied = json.loads(healthbeat("scores", "--format", "json", "--db", str(tmp_path / "copy.db"),
+                                   env=env, cwd=tmp_path).stdout)
+    assert len(copied) == len(sandboxes.salesforce.records("Account"))

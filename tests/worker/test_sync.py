@@ -197,3 +197,23 @@ def test_a_usage_file_touched_without_change_is_not_read_again(
     report = _sync(store, settings, clients, clock)
 
     assert report.records.get("usage.files", 0) == 0
+
+
+def test_retention_clears_old_text_but_keeps_the_sentiment_so_scores_do_not_move(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    from worker.retention import prune
+    from worker.sentiment import VaderModel, score_pending_texts
+
+    account = _account(sandboxes)
+    for days in (400, 3):
+        sandboxes.salesforce.insert("EmailMessage", {"RelatedToId": account, "Incoming": True, "TextBody": "Great work",
+                                                     "MessageDate": sf_datetime(clock() - timedelta(days=days))})
+    _sync(store, settings, clients, clock)
+    score_pending_texts(store, VaderModel())
+
+    removed = prune(store, settings, clock())
+
+    rows = store.query("SELECT text, sentiment FROM activities WHERE kind = 'email' ORDER BY occurred_at")
+    assert removed == {"texts": 1}
+    assert rows[0]["text"] is None and rows[0]["sentiment"] is not None
+    assert rows[1]["text"] == "Great work"

@@ -1,0 +1,103 @@
+"""P1: a full Salesforce backfill through the real clients into the store, against its floors.
+
+Three loops fetch the same pages (the worker's own SOQL, built by `worker.sync.build_soql` from the same
+describe, over `query`/`queryAll` and `nextRecordsUrl`), each in a fresh process with the sandboxes in
+another (`bench.server`), so wall time, CPU seconds and peak memory are the loop's own:
+
+- `worker_backfill`: `worker.sync.sync_salesforce` with `SalesforceClient` (simple-salesforce, requests)
+  into a new store: what `healthbeat sync` does on its first run;
+- `bare_loop(parse=True)`: the parse floor, a bare httpx loop that only runs `json.loads` on each page;
+- `bare_loop(parse=False)`: the bytes floor, the same loop reading the bytes, finding `nextRecordsUrl`
+  with a byte search.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from bench.measure import peak_rss_mb, timed
+from bench.server import Endpoints, environment
+
+_NEXT = b'"nextRecordsUrl": "'
+
+
+def worker_backfill(endpoints: Endpoints, db: Path, rules_dir: Path) -> dict[str, Any]:
+    """The worker's Salesforce sync, from an empty store, as `healthbeat sync` runs it."""
+    from worker.config import load_settings
+    from worker.cycle import build_clients, system_clock
+    from worker.store import Store
+    from worker.sync import SyncReport, sync_salesforce
+
+    settings = load_settings(**environment(endpoints, db, rules_dir, zendesk=False, slack=False, usage=False))
+    clients = build_clients(settings)
+    base = peak_rss_mb()
+    report = SyncReport()
+    with Store(db) as store, timed() as timing:
+        sync_salesforce(store, clients.salesforce, settings, system_clock(), report)
+    with Store(db) as store:
+        stored = int(store.scalar("SELECT count(*) FROM activities"))
+    clients.close()
+    return {"wall": timing.wall, "cpu": timing.cpu, "peak_rss_mb": timing.peak_rss_mb, "base_rss_mb": base,
+            "records": report.total, "activities_stored": stored, "api_calls": clients.salesforce.calls,
+            "failed_streams": dict(report.failed_streams), "by_stream": dict(report.records)}
+
+
+def _queries(http: httpx.Client, base: str) -> list[str]:
+    """The worker's first-run query URLs, from the same describe the worker reads."""
+    from worker.sync import SALESFORCE_STREAMS, build_soql
+
+    urls = []
+    for stream in SALESFORCE_STREAMS:
+        described = http.get(f"{base}/sobjects/{stream.sobject}/describe")
+        described.raise_for_status()
+        available = {f["name"] for f in described.json()["fields"]}
+        fields = [*stream.required, *(f for f in stream.optional if f in available)]
+        endpoint = "queryAll" if stream.has_is_deleted else "query"
+        urls.append(f"{base}/{endpoint}/?q={quote(build_soql(stream, fields, None))}")
+    return urls
+
+
+def bare_loop(endpoints: Endpoints, parse: bool, api_version: str = "59.0") -> dict[str, Any]:
+    """Fetch every page of the worker's backfill queries over one connection; `json.loads` them or not."""
+    from worker.demo import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+
+    base_rss = peak_rss_mb()
+    records = pages = size = 0
+    with httpx.Client(verify=endpoints.ca_cert_path, timeout=120.0) as http:
+        token = http.post(f"{endpoints.salesforce_url}/services/oauth2/token",
+                          data={"grant_type": "client_credentials", "client_id": SANDBOX_CLIENT_ID,
+                                "client_secret": SANDBOX_CLIENT_SECRET}).json()
+        http.headers["Authorization"] = f"Bearer {token['access_token']}"
+        instance = token["instance_url"]
+        urls = _queries(http, f"{instance}/services/data/v{api_version}")
+        with timed() as timing:
+            for first in urls:
+                url: str | None = first
+                while url:
+                    response = http.get(url)
+                    response.raise_for_status()
+                    body = response.content
+                    pages += 1
+                    size += len(body)
+                    if parse:
+                        page = json.loads(body)
+                        records += len(page["records"])
+                        url = f"{instance}{page['nextRecordsUrl']}" if not page["done"] else None
+                    else:
+                        url = _next_url(body, instance)
+    return {"wall": timing.wall, "cpu": timing.cpu, "peak_rss_mb": timing.peak_rss_mb, "base_rss_mb": base_rss,
+            "records": records if parse else None, "pages": pages, "bytes": size}
+
+
+def _next_url(body: bytes, instance: str) -> str | None:
+    """`nextRecordsUrl` without parsing the page: the sandbox writes it before the records."""
+    at = body.find(_NEXT, 0, 400)
+    if at < 0:
+        return None
+    start = at + len(_NEXT)
+    return instance + body[start:body.index(b'"', start)].decode()
