@@ -159,7 +159,8 @@ def test_ticket_comments_are_inbound_only_when_the_customer_wrote_them(
 def test_an_activity_that_names_no_account_is_quarantined_and_the_rest_goes_on(
         sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
     account = _account(sandboxes)
-    orphan = sandboxes.salesforce.insert("Event", {"Subject": "Internal sync", "ActivityDateTime": sf_datetime(clock())})
+    orphan = sandboxes.salesforce.insert("Event", {"Subject": "Internal sync",
+                                                   "ActivityDateTime": sf_datetime(clock())})
     sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "QBR",
                                           "ActivityDateTime": sf_datetime(clock())})
 
@@ -206,8 +207,9 @@ def test_retention_clears_old_text_but_keeps_the_sentiment_so_scores_do_not_move
 
     account = _account(sandboxes)
     for days in (400, 3):
-        sandboxes.salesforce.insert("EmailMessage", {"RelatedToId": account, "Incoming": True, "TextBody": "Great work",
-                                                     "MessageDate": sf_datetime(clock() - timedelta(days=days))})
+        sandboxes.salesforce.insert("EmailMessage", {
+            "RelatedToId": account, "Incoming": True, "TextBody": "Great work",
+            "MessageDate": sf_datetime(clock() - timedelta(days=days))})
     _sync(store, settings, clients, clock)
     score_pending_texts(store, VaderModel())
 
