@@ -161,3 +161,37 @@ def test_a_broken_rule_file_keeps_the_last_good_rules_and_says_where(
     assert report.scoring is not None and report.alerts is not None
     assert any("alerts.yaml:" in p and "whn" in p for p in cycle.rulebook.problems)
     assert any(world.account(account).name in m.text for m in sandboxes.slack.messages)
+
+
+def test_a_score_that_flaps_around_the_threshold_does_not_flap_messages(
+        world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, clock: ShiftedClock) -> None:
+    cycle.run()
+    owner = _owner_with_slack(world, store, 1)
+    account = _healthy_accounts_of(world, store, owner)[0]
+    sandboxes.slack.reset_calls()
+    for score in (48, 52, 47, 53, 49, 54, 46):  # red, yellow, red, ... never back above 55
+        band = "red" if score < 50 else "yellow"
+        with store.transaction() as conn:
+            conn.execute("UPDATE scores SET score = ?, band = ? WHERE account_id = ?", (score, band, account))
+        clock.offset += timedelta(hours=1)
+        cycle.run(("evaluate", "notify"))
+
+    dms = sandboxes.slack.dms_to(world.slack_user_ids[owner])
+    assert len(dms) == 1
+
+
+def test_after_downtime_the_worker_judges_the_present_and_sends_no_stale_nudge(
+        world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, clock: ShiftedClock) -> None:
+    cycle.run()
+    owner = _owner_with_slack(world, store, 1)
+    account = _healthy_accounts_of(world, store, owner)[0]
+    # While the worker is down: a bad week, then five weeks of ordinary activity again.
+    _trouble(world, clock, [account])
+    start = clock()
+    clock.offset += timedelta(days=35)
+    advance(world, start, clock())
+
+    cycle.run()
+
+    assert store.scalar("SELECT band FROM scores WHERE account_id = ?", (account,)) != "red"
+    assert not any(world.account(account).name in m.text for m in sandboxes.slack.messages)
