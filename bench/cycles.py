@@ -52,6 +52,9 @@ class TimedCycle(Cycle):
     def notify(self, report: CycleReport) -> None:
         self._time("notify", report)
 
+    def prune(self, report: CycleReport) -> None:  # a stage of newer cycles; never called where absent
+        self._time("prune", report)
+
 
 @dataclass
 class CycleFigures:
@@ -62,6 +65,7 @@ class CycleFigures:
     stage_seconds: dict[str, float]
     calls: dict[str, dict[str, int]]
     records: int
+    records_by_stream: dict[str, int]
     sentiment_scored: int
     scored: int
     changed: int
@@ -89,7 +93,8 @@ def _run(cycle: TimedCycle, server: SandboxServer, label: str) -> CycleFigures:
     calls = server.ask("calls")
     return CycleFigures(
         label, report.seconds, report.ok, list(report.stages), dict(cycle.stage_seconds), calls,
-        report.sync.total if report.sync else 0, report.sentiment_scored,
+        report.sync.total if report.sync else 0, dict(report.sync.records) if report.sync else {},
+        report.sentiment_scored,
         report.scoring.scored if report.scoring else 0, report.scoring.changed if report.scoring else 0,
         report.writeback.sent if report.writeback else 0, report.notify.sent if report.notify else 0,
         report.error or ("; ".join(report.problems()) or None))

@@ -443,13 +443,17 @@ def write_usage_files(usage_dir: Path, lines_by_day: dict[int, list[str]], now: 
             handle.writelines(lines)
 
 
-def _stamps(moment: datetime) -> dict[str, str]:
-    text = sf_datetime(moment)
-    return {"CreatedDate": text, "SystemModstamp": text}
+def _salesforce_touch(sf: SalesforceSandbox, t: Touch, at: datetime, acc: str, owner: str,
+                      logged: datetime | None = None) -> int:
+    """Insert one touch as Salesforce stores it; returns the records made (an outbound email makes two).
 
+    `logged` is when the record reached Salesforce (its SystemModstamp): history is logged as it happens,
+    but a bad week found today is stamped today, even if its emails are dated days ago.
+    """
 
-def _salesforce_touch(sf: SalesforceSandbox, t: Touch, at: datetime, acc: str, owner: str) -> int:
-    """Insert one touch as Salesforce stores it; returns the records made (an outbound email makes two)."""
+    def _stamps(moment: datetime) -> dict[str, str]:
+        return {"CreatedDate": sf_datetime(moment), "SystemModstamp": sf_datetime(logged or moment)}
+
     if t.kind == "meeting":
         sf.insert("Event", {"AccountId": acc, "WhatId": acc, "OwnerId": owner, "Subject": "Check-in",
                             "StartDateTime": sf_datetime(at), "ActivityDateTime": sf_datetime(at),
@@ -467,7 +471,7 @@ def _salesforce_touch(sf: SalesforceSandbox, t: Touch, at: datetime, acc: str, o
                            "Priority": (t.priority or "normal").capitalize(),
                            "Status": "Closed" if closed else "New", "IsClosed": closed is not None,
                            "ClosedDate": sf_datetime(closed) if closed else None,
-                           "CreatedDate": sf_datetime(at), "SystemModstamp": sf_datetime(closed or at)})
+                           "CreatedDate": sf_datetime(at), "SystemModstamp": sf_datetime(logged or closed or at)})
         return 1
     incoming = t.kind == "email_in"
     task = None
@@ -499,12 +503,12 @@ def stir_trouble(salesforce: SalesforceSandbox, account: str, owner: str, now: d
     for hours in (3, 20, 44, 70, 90):
         at = now - timedelta(hours=hours)
         _salesforce_touch(salesforce, Touch("email_in", 0, compose_text(rng, -1, 900_000_000 + hours), -1),
-                          at, account, owner)
+                          at, account, owner, logged=now)
         made += 1
     for hours in (6, 30, 54, 80):
         at = now - timedelta(hours=hours)
         _salesforce_touch(salesforce, Touch("ticket", 0, compose_text(rng, -1, 910_000_000 + hours), -1,
-                                            "urgent"), at, account, owner)
+                                            "urgent"), at, account, owner, logged=now)
         made += 1
     return made
 

@@ -29,7 +29,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from rich.console import Group, RenderableType
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -384,25 +384,28 @@ class AccountFeedback:
     def as_json(self) -> dict[str, Any]:
         return {"corrections": self.corrections, "votes": self.votes}
 
-    def render(self) -> RenderableType:
-        text = Text()
-        if not self.corrections and not self.votes:
-            text.append("No feedback from Slack on this account's nudges.\n", style="dim")
-            return text
+    def lines(self) -> list[str]:
+        """The feedback in sentences a CSM reads: each correction and what became of it, then the votes."""
+        out = []
         for row in self.corrections:
             who = row["user_name"] or row["user_id"]
-            line = (f"{who} says the score looks wrong ({row['reason']}) and should be "
-                    f"{row['proposed_value']:g} until {row['proposed_until']}: ")
-            line += {"applied": "applied as an override.",
-                     "accepted": f"accepted by {row['decided_by'] or 'the command line'} as an override.",
-                     "proposed": f"proposed, waiting: `healthbeat feedback accept {row['id']}` applies it."}.get(
-                         str(row["override_status"]), str(row["override_status"]))
-            text.append(line + "\n", style="yellow" if row["override_status"] == "proposed" else "")
+            fate = {"applied": "applied as an override.",
+                    "accepted": f"accepted by {row['decided_by'] or 'the command line'} as an override.",
+                    "proposed": f"proposed, waiting: `healthbeat feedback accept {row['id']}` applies it."}.get(
+                        str(row["override_status"]), str(row["override_status"]))
+            out.append(f"{who} says the score looks wrong ({row['reason']}) and should be "
+                       f"{row['proposed_value']:g} until {row['proposed_until']}: {fate}")
         if self.votes:
-            said = ", ".join(f"{LABELS[v['verdict']]} by {v['user_name'] or v['user_id']} ({v['rule']}, "
-                             f"{v['created_at'][:10]})" for v in self.votes)
-            text.append(f"Feedback on nudges: {said}\n")
-        return Group(text)
+            out.append("Feedback on nudges: " + ", ".join(
+                f"{LABELS[v['verdict']]} by {v['user_name'] or v['user_id']} ({v['rule']}, {v['created_at'][:10]})"
+                for v in self.votes))
+        return out
+
+    def render(self) -> RenderableType:
+        lines = self.lines()
+        if not lines:
+            return Text("No feedback from Slack on this account's nudges.", style="dim")
+        return Text("\n".join(lines))
 
 
 def account_feedback(store: Store, account_id: str, today: date, *, recent_days: int = 90) -> AccountFeedback:

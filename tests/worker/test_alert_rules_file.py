@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from simpleeval import InvalidExpression
 
+from tests.worker.rule_files import line_with, problems_from
 from worker.alert_rules import (
     SAMPLE_CONTEXT,
     AlertRule,
@@ -24,7 +25,7 @@ from worker.alert_rules import (
     template_environment,
 )
 from worker.alerting import render_message
-from worker.rulefile import Problem, RuleFileError
+from worker.rulefile import Problem
 
 SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules"
 MESSAGE = "*{{ account_name }}*: health {{ score | round | int }}. {{ reason }}."
@@ -58,17 +59,10 @@ def write_rules(alerts_file: Path, *rules: str) -> None:
     alerts_file.write_text("version: 1\nrules:\n" + "".join(rules), encoding="utf-8")
 
 
-def line_with(path: Path, fragment: str) -> int:
-    """The 1-based line of the one line that contains `fragment`."""
-    lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if fragment in line]
-    assert len(lines) == 1, f"{fragment!r} is on lines {lines}"
-    return lines[0]
 
 
 def problems(rules_dir: Path) -> list[Problem]:
-    with pytest.raises(RuleFileError) as caught:
-        load_alert_rules(rules_dir)
-    return caught.value.problems
+    return problems_from(load_alert_rules, rules_dir)
 
 
 def only_problem(rules_dir: Path) -> Problem:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.worker.rule_files import edit, line_with, lines_with, problems_from
 from worker.measures import LIBRARY, known_measures
-from worker.rulefile import Problem, RuleFileError
+from worker.rulefile import Problem
 from worker.scorecard import LoadedScorecard, load_scorecard
 
 SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules"
@@ -35,32 +36,14 @@ def scorecard_file(rules_dir: Path) -> Path:
     return rules_dir / "scorecard.yaml"
 
 
-def edit(path: Path, old: str, new: str) -> None:
-    """Replace one exact, unique piece of the file's text (so an edit can never silently miss)."""
-    text = path.read_text(encoding="utf-8")
-    assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times in {path.name}"
-    path.write_text(text.replace(old, new), encoding="utf-8")
 
 
-def lines_with(path: Path, fragment: str) -> list[int]:
-    """The 1-based lines that contain `fragment` (or are exactly it, when it ends with a newline)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if fragment.endswith("\n"):
-        return [n for n, line in enumerate(lines, 1) if line == fragment[:-1]]
-    return [n for n, line in enumerate(lines, 1) if fragment in line]
 
 
-def line_with(path: Path, fragment: str) -> int:
-    """The 1-based line of the one line that contains `fragment`."""
-    lines = lines_with(path, fragment)
-    assert len(lines) == 1, f"{fragment!r} is on lines {lines}"
-    return lines[0]
 
 
 def problems(rules_dir: Path) -> list[Problem]:
-    with pytest.raises(RuleFileError) as caught:
-        load_scorecard(rules_dir)
-    return caught.value.problems
+    return problems_from(load_scorecard, rules_dir)
 
 
 def only_problem(rules_dir: Path) -> Problem:
