@@ -104,12 +104,13 @@ def as_of(day: date, until: datetime) -> datetime:
 
 
 def label(day: date, churned_on: date | None, horizon_days: int, until: date) -> bool | None:
-    """True: churned within the horizon after `day`; False: known not to have; None: not known yet."""
-    if churned_on is not None and day < churned_on <= day + timedelta(days=horizon_days):
-        return True
-    if day + timedelta(days=horizon_days) <= until:
-        return False
-    return None
+    """True: churned within the horizon after `day`; False: did not; None: the horizon is not over yet.
+
+    A snapshot whose horizon runs past `until` gets no label even when its account did churn: keeping only
+    those would fill the last months with churned accounts alone and flatter every figure."""
+    if day + timedelta(days=horizon_days) > until:
+        return None
+    return churned_on is not None and day < churned_on <= day + timedelta(days=horizon_days)
 
 
 # -- the replay ----------------------------------------------------------------------------------------

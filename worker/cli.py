@@ -416,12 +416,20 @@ def demo(db: Annotated[Path, typer.Option("--db", help="Where to leave the demo'
          = Path("healthbeat-demo.db"),
          accounts: Annotated[int, typer.Option(help="How many accounts the sandbox world holds.")] = 30,
          seed: Annotated[int, typer.Option(help="Seed of the deterministic world.")] = 7,
-         verbose: VerboseOption = False) -> None:
+         rules_dir: RulesOption = None, verbose: VerboseOption = False) -> None:
     """Start local sandboxes of Salesforce, Zendesk and Slack, run two cycles around a change, and show it."""
     from worker.demo import run_demo
 
     configure_logging(verbose, quiet_below=logging.WARNING if not verbose else logging.DEBUG)
-    raise typer.Exit(run_demo(db, accounts=accounts, seed=seed))
+    rules = _settings(rules_dir=rules_dir).rules_dir
+    _, _, problems = load_rules(rules)
+    if problems:
+        for problem in problems:
+            typer.echo(problem, err=True)
+        typer.echo(f"The demo needs the rule files: run it from the repository's root, or give --rules-dir "
+                   f"(looked in {rules.resolve()}).", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(run_demo(db, accounts=accounts, seed=seed, rules_dir=rules))
 
 
 @rules_app.command("check")

@@ -129,6 +129,9 @@ def run_demo(db: Path, *, accounts: int = 30, seed: int = 7, rules_dir: Path = P
             clients = build_clients(settings)
             cycle = Cycle(store, settings, RuleBook(settings.rules_dir), clients, clock=clock)
             first = _timed_cycle(console, "Cycle 1: backfill", cycle, sandboxes)
+            if not first.ok:
+                console.print("[red]The first cycle failed; see above.[/red]")
+                return 1
             troubled, silent = pick_changes(store)
             start = clock()
             clock.offset += timedelta(days=21)
