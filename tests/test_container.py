@@ -89,3 +89,36 @@ def test_the_image_healthcheck_passes_on_a_fresh_cycle_and_fails_when_cycles_sto
             HealthServer(stale, Metrics(), port=0, host="127.0.0.1") as late:
         assert _run_healthcheck(ok.port) == 0
         assert _run_healthcheck(late.port) != 0
+
+
+def test_the_compose_tryout_command_starts_sandboxes_and_a_healthy_worker(tmp_path: Path) -> None:
+    """The compose service's shell command, run here as the container would run it (paths moved to tmp)."""
+    import socket
+    import time
+    import urllib.request
+
+    import yaml
+
+    service = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["tryout"]
+    script = service["command"][0].replace("/tmp/", f"{tmp_path}/")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "HEALTHBEAT_INTERVAL": "1m", "HEALTHBEAT_HTTP_PORT": str(port),
+           "HEALTHBEAT_DB": str(tmp_path / "healthbeat.db"), "HEALTHBEAT_RULES_DIR": str(ROOT / "rules"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    process = subprocess.Popen(["/bin/sh", "-c", script], env=env, cwd=tmp_path, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, status = time.monotonic() + 90, 0
+        while time.monotonic() < deadline and status != 200:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:  # noqa: S310
+                    body = json.loads(answer.read())
+                    status = answer.status if body.get("last_success") else 0
+            except OSError:
+                time.sleep(0.3)
+        assert status == 200
+    finally:
+        os.killpg(process.pid, 15)
+        process.communicate(timeout=60)
