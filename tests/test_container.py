@@ -113,7 +113,7 @@ def test_the_compose_tryout_command_starts_sandboxes_and_a_healthy_worker(tmp_pa
         deadline, status = time.monotonic() + 90, 0
         while time.monotonic() < deadline and status != 200:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
                     body = json.loads(answer.read())
                     status = answer.status if body.get("last_success") else 0
             except OSError:
