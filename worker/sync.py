@@ -31,6 +31,7 @@ from connectors.usage.reader import BadUsageRow, list_usage_files, read_usage_fi
 from connectors.zendesk.client import ZendeskAuthError, ZendeskClient, ZendeskError, ZendeskNotFound
 from connectors.zendesk.records import BadRecord, ZendeskComment, ZendeskOrganization, ZendeskTicket
 from worker.config import Settings
+from worker.cursor import Cursor
 from worker.store import Quarantined, Store, iso, parse_iso
 
 log = logging.getLogger(__name__)
@@ -224,13 +225,8 @@ _KEYS = {"accounts": ("id",), "users": ("source", "source_id"), "opportunities":
          "activities": ("source", "source_id")}
 
 
-def soql_datetime(moment: datetime) -> str:
-    """SOQL wants `2024-01-01T00:00:00Z`; a stored `+0000` form would break the query."""
-    return iso(moment)
-
-
-def build_soql(stream: SalesforceStream, fields: Sequence[str], since: datetime | None) -> str:
-    where = f" WHERE SystemModstamp >= {soql_datetime(since)}" if since else ""
+def build_soql(stream: SalesforceStream, fields: Sequence[str], cursor: Cursor | None, overlap: timedelta) -> str:
+    where = f" WHERE {cursor.where(overlap)}" if cursor else ""
     return f"SELECT {', '.join(fields)} FROM {stream.sobject}{where} ORDER BY SystemModstamp ASC, Id ASC"
 
 
@@ -300,16 +296,21 @@ def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: Sales
         log.info("sync %s: optional fields not in this org, carrying on without them: %s",
                  name, ", ".join(missing_optional))
     fields = [*stream.required, *(f for f in stream.optional if f in available)]
-    cursor = store.cursor(name)
-    since = parse_iso(cursor) - settings.salesforce_overlap if cursor else None
-    records = client.query(build_soql(stream, fields, since), include_deleted=stream.has_is_deleted)
+    cursor = Cursor.load(store.cursor(name))
+    records = client.query(build_soql(stream, fields, cursor, settings.salesforce_overlap),
+                           include_deleted=stream.has_is_deleted)
+    pages = 0
     for page in _chunks(records, PAGE):
-        _store_salesforce_page(store, stream, page, now, report)
+        cursor = _store_salesforce_page(store, stream, page, cursor, now, report)
+        pages += 1
         _check_budget(client, settings.salesforce_api_share, report)  # between pages, never inside one
+    if pages == 0 and cursor is not None:
+        with store.transaction():
+            store.save_cursor(name, cursor.checked(now).dump(), 0, now)
 
 
 def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[dict[str, Any]],
-                           now: datetime, report: SyncReport) -> None:
+                           cursor: Cursor | None, now: datetime, report: SyncReport) -> Cursor:
     name = f"salesforce.{stream.sobject}"
     tables: dict[str, list[Row]] = {}
     bad: list[Quarantined] = []
@@ -320,7 +321,9 @@ def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[di
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             bad.append(Quarantined("salesforce", stream.sobject, record.get("Id"),
                                    f"{type(exc).__name__}: {exc}", record))
-    newest = max(parse_iso(_sf_time(r["SystemModstamp"]) or iso(now)) for r in page)
+    last = page[-1]  # the query is ordered by (SystemModstamp, Id)
+    moved = (cursor or Cursor(now, "", now)).after_page(parse_iso(_sf_time(last["SystemModstamp"]) or iso(now)),
+                                                        str(last["Id"]), now)
     with store.transaction():
         for table, rows in tables.items():
             if table.endswith(":fill"):
@@ -328,12 +331,12 @@ def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[di
             else:
                 store.upsert(table, rows, _KEYS[table])
         store.quarantine(bad, now)
-        # The cursor never passes the run's start: records stamped during the run are read next time.
-        store.save_cursor(name, iso(min(newest, now)), len(page), now)
+        store.save_cursor(name, moved.dump(), len(page), now)
     report.add(name, len(page), deleted=sum(1 for r in page if r.get("IsDeleted")), quarantined=len(bad))
     report.quarantined += len(bad)
     for item in bad:
         log.warning("quarantined %s %s: %s", stream.sobject, item.source_id, item.reason)
+    return moved
 
 
 def _resolve_related_accounts(store: Store) -> None:

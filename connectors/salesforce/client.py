@@ -170,6 +170,7 @@ class SalesforceClient:
         timeout: float = 30.0,
         retry_sleep: Callable[[float], None] = time.sleep,
         max_attempts: int = TRANSIENT_RETRY.max_attempts,
+        describe_ttl: float = 3600.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -188,6 +189,8 @@ class SalesforceClient:
         self._http.hooks["response"].append(self._observe)
         self._sf: Salesforce | None = None
         self._fields: dict[str, dict[str, str]] = {}
+        self._described_at = time.monotonic()
+        self.describe_ttl = describe_ttl
 
     def __enter__(self) -> SalesforceClient:
         return self
@@ -207,9 +210,10 @@ class SalesforceClient:
     def connect(self) -> None:
         """Obtain an access token (client-credentials flow) and open a session on the instance.
 
-        Each connect also forgets the described fields (an admin may add a field between two cycles) and the
-        API usage figure (a new day may have reset it): the next call reports both afresh."""
-        self._fields.clear()
+        Each connect also forgets the API usage figure (a new day may have reset it) and, once they are older
+        than `describe_ttl`, the described fields (an admin may add one): the next calls report both afresh."""
+        if time.monotonic() - self._described_at > self.describe_ttl:
+            self.forget_fields()
         self.api_usage = None
         self._retrying("authenticate", self._authenticate)
 
@@ -228,6 +232,11 @@ class SalesforceClient:
             except (KeyError, TypeError):
                 raise SalesforceError(f"Salesforce describe of {sobject} returned no field list") from None
         return dict(self._fields[key])
+
+    def forget_fields(self) -> None:
+        """Describe again at the next use (a field was added or removed, or the cache is old)."""
+        self._fields.clear()
+        self._described_at = time.monotonic()
 
     def missing_fields(self, sobject: str, names: Iterable[str]) -> list[str]:
         """Those of ``names`` that ``sobject`` lacks, compared case-insensitively as Salesforce does."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from connectors.world import sf_datetime
 from worker.config import Settings
+from worker.cursor import Cursor
 from worker.cycle import Clients
 from worker.demo import Sandboxes, ShiftedClock
 from worker.store import Store
@@ -82,7 +83,8 @@ def test_the_cursor_never_passes_the_start_of_the_run(
 
     _sync(store, settings, clients, clock)
 
-    assert (store.cursor("salesforce.Event") or "") <= started.strftime("%Y-%m-%dT%H:%M:%SZ")
+    cursor = Cursor.load(store.cursor("salesforce.Event"))
+    assert cursor is not None and cursor.stamp <= started
 
 
 def test_a_bad_usage_row_is_quarantined_with_file_and_line_and_the_rest_is_kept(
@@ -219,3 +221,18 @@ def test_retention_clears_old_text_but_keeps_the_sentiment_so_scores_do_not_move
     assert removed == {"texts": 1}
     assert rows[0]["text"] is None and rows[0]["sentiment"] is not None
     assert rows[1]["text"] == "Great work"
+
+
+def test_records_sharing_one_stamp_are_read_once_not_again_every_cycle(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    stamp = sf_datetime(clock() - timedelta(days=3))  # a bulk update, long before this run
+    for n in range(5):
+        sandboxes.salesforce.insert("Account", {"Name": f"Bulk {n}", "SystemModstamp": stamp})
+    first = _sync(store, settings, clients, clock)
+    clock.offset += timedelta(minutes=15)
+
+    second = _sync(store, settings, clients, clock)
+
+    assert first.records["salesforce.Account"] == 5
+    assert second.records.get("salesforce.Account", 0) == 0
+    assert store.scalar("SELECT count(*) FROM accounts") == 5
