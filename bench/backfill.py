@@ -14,6 +14,7 @@ another (`bench.server`), so wall time, CPU seconds and peak memory are the loop
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -58,7 +59,7 @@ def _queries(http: httpx.Client, base: str) -> list[str]:
         available = {f["name"] for f in described.json()["fields"]}
         fields = [*stream.required, *(f for f in stream.optional if f in available)]
         endpoint = "queryAll" if stream.has_is_deleted else "query"
-        urls.append(f"{base}/{endpoint}/?q={quote(build_soql(stream, fields, None))}")
+        urls.append(f"{base}/{endpoint}/?q={quote(build_soql(stream, fields, None, timedelta(0)))}")
     return urls
 
 

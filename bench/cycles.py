@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,13 @@ class CycleResults:
     p3: dict[str, Any] = field(default_factory=dict)
 
 
+def _next_interval(cycle: TimedCycle, server: SandboxServer) -> None:
+    """Let one `HEALTHBEAT_INTERVAL` pass on both sides, as between two cycles of `healthbeat run`."""
+    assert isinstance(cycle.clock, ShiftedClock)
+    cycle.clock.offset += cycle.settings.interval
+    server.ask("shift_days", cycle.settings.interval.total_seconds() / 86400)
+
+
 def _run(cycle: TimedCycle, server: SandboxServer, label: str) -> CycleFigures:
     server.ask("reset_calls")
     cycle.stage_seconds = {}
@@ -107,10 +115,15 @@ def run_cycles(server: SandboxServer, workdir: Path, rules_dir: Path, *, naive_c
     results = CycleResults(len(server.endpoints.world.accounts))
     with Store(settings.db, lock=True) as store:
         cycle = TimedCycle(store, settings, RuleBook(settings.rules_dir), clients, clock=ShiftedClock())
-        for label in ("backfill", "first quiet cycle (after our own write-back)", "quiet cycle (steady state)"):
+        for index, label in enumerate(("backfill", "first quiet cycle (after our own write-back)",
+                                       "quiet cycle (steady state)")):
+            if index:
+                _next_interval(cycle, server)
             results.cycles.append(_run(cycle, server, label))
+        _next_interval(cycle, server)
         results.p6 = _activity_to_nudge(cycle, server, store, results)
-        results.p3 = _every_score_changed(server, store, clients, naive_cap)
+        _next_interval(cycle, server)
+        results.p3 = _every_score_changed(server, store, clients, cycle.clock(), naive_cap)
     clients.close()
     return results
 
@@ -136,12 +149,12 @@ def _activity_to_nudge(cycle: TimedCycle, server: SandboxServer, store: Store, r
             "cycle_seconds": figures.seconds, "message": reached[0]["text"][:200] if reached else None}
 
 
-def _every_score_changed(server: SandboxServer, store: Store, clients: Clients, naive_cap: int) -> dict[str, Any]:
+def _every_score_changed(server: SandboxServer, store: Store, clients: Clients, now: datetime,
+                         naive_cap: int) -> dict[str, Any]:
     """Move every score by a point, write back through the outbox, then a naive loop on a sample."""
     with store.transaction() as conn:
         conn.execute("UPDATE scores SET score = CASE WHEN score >= 99 THEN score - 1 ELSE score + 1 END")
     changed = int(store.scalar("SELECT count(*) FROM scores"))
-    now = ShiftedClock()()
     server.ask("reset_calls")
     started = time.perf_counter()
     planned = plan_writeback(store, now)

@@ -193,8 +193,8 @@ def plan_account(spec: WorldSpec, index: int) -> PlannedAccount:
         mood = rng.choices(moods, weights=p.moods)[0]
         serial += 1
         touches.append(Touch("email_in", ago, compose_text(rng, mood, serial), mood))
-        if rng.random() < p.answer_rate:
-            reply = max(600, ago - rng.randint(1, 40) * 3600)
+        reply = ago - rng.randint(1, 40) * 3600
+        if rng.random() < p.answer_rate and reply >= 600:  # a reply still to come is not in the data yet
             serial += 1
             touches.append(Touch("email_out", reply, compose_text(rng, 0, serial), 0))
     for _ in range(_count(rng, p.tickets * scale)):
@@ -393,14 +393,14 @@ def load_sandboxes(salesforce: SalesforceSandbox, zendesk: ZendeskSandbox | None
             world.slack_users[user] = slack.add_user(email, name, tz=tz)
     agent = zendesk.add_user("Support Agent", "agent@support.example", role="agent") if zendesk else None
     usage_lines: dict[int, list[str]] = {}
-    created = sf_datetime(now - timedelta(days=400))
     for plan in plan_world(spec):
+        created = sf_datetime(now - timedelta(days=400, minutes=plan.index))  # imported over days, not at once
         acc = salesforce.insert("Account", {
             "Id": plan.account_id, "Name": plan.name, "Type": "Customer - Direct", "Industry": "Technology",
             "Website": f"https://www.{plan.domain}", "OwnerId": owner_id(plan.owner), "AnnualRevenue": 1_000_000.0,
             "Contracted_Seats__c": float(plan.seats), "CreatedDate": created, "SystemModstamp": created})
         world.accounts.append(acc)
-        stamp = sf_datetime(now - timedelta(days=30))
+        stamp = sf_datetime(now - timedelta(days=30, minutes=plan.index))
         salesforce.insert("Opportunity", {
             "AccountId": acc, "Name": f"{plan.name} renewal", "Type": "Renewal", "StageName": "Negotiation",
             "Amount": float(plan.seats * 600), "IsClosed": False, "IsWon": False,

@@ -220,7 +220,7 @@ def _salesforce_kind(path: str, query: str) -> str:
     if "/composite/sobjects" in path:
         return "composite"
     if path.endswith("/describe"):
-        return "describe"
+        return f"describe {path.rstrip('/').split('/')[-2]}"
     parts = path.rstrip("/").split("/")
     if "query" in parts or "queryAll" in parts:
         if parts[-1] in ("query", "queryAll"):

@@ -50,7 +50,7 @@ CHUNK = timedelta(days=14)  # activity is drawn in fortnights, each at the accou
 BASE_HEALTH = {"thriving": 0.85, "steady": 0.65, "drifting": 0.45}
 CHURN_CHANCE = {"thriving": 0.12, "steady": 0.3, "drifting": 0.55}  # of losing a renewal in the history
 SILENT_SHARE = 0.2  # churned accounts that showed no decline at all
-ROUGH_PATCH_SHARE = 0.25  # retained accounts that had a bad spell and recovered
+ROUGH_PATCH_SHARE = 0.35  # retained accounts that had a bad spell and recovered
 MIN_WARMUP = timedelta(days=150)  # a lost renewal comes late enough for its decline to be in the history
 
 
@@ -66,15 +66,20 @@ class Fate:
     rough_patch: tuple[date, date] | None = None  # a retained account's bad spell
 
     def health(self, day: date) -> float:
-        """0..1: how well the account is doing on `day` (drives every rate of activity)."""
+        """0..1: how the relationship stands on `day` (meetings, emails, their mood, tickets)."""
+        if self.rough_patch is not None and self.rough_patch[0] <= day <= self.rough_patch[1]:
+            return min(self.usage_health(day), 0.25)
+        return self.usage_health(day)
+
+    def usage_health(self, day: date) -> float:
+        """0..1: how much the product is used on `day`. A rough patch is a quarrel, not a way out: the
+        product stays in use, so in this world usage tells churn from a bad spell better than the mood."""
         base = BASE_HEALTH[self.temperament]
         if self.churned_on is not None and self.decline_days:
             begins = self.churned_on - timedelta(days=self.decline_days)
             if day >= begins:  # the slide is over well before the renewal is lost
                 progress = min(1.0, (day - begins).days / (0.6 * self.decline_days))
                 return base - (base - 0.02) * progress
-        if self.rough_patch is not None and self.rough_patch[0] <= day <= self.rough_patch[1]:
-            return min(base, 0.25)
         return base
 
 
@@ -84,6 +89,7 @@ class History:
     start: datetime
     end: datetime
     fates: dict[str, Fate] = field(default_factory=dict)
+    habits: dict[str, float] = field(default_factory=dict)  # owner -> how much they meet and reply (0..1)
 
     @property
     def churned(self) -> list[Fate]:
@@ -101,12 +107,13 @@ def build_history(salesforce: SalesforceSandbox, zendesk: ZendeskSandbox | None,
     world = build_world(salesforce, zendesk, slack, usage_dir, accounts=0, seed=seed, now=end, history_days=0)
     history = History(world, start, end)
     owner_ids = list(world.owners)
+    history.habits = {owner: round(world.rng.uniform(0.3, 1.0), 2) for owner in owner_ids}
     for index in range(accounts):
         account = _add_customer(world, index, owner_ids[index % len(owner_ids)], start)
         fate = _draw_fate(world.rng, account, start.date(), end.date())
         history.fates[account.id] = fate
         _add_renewals(world, account, fate, end)
-        _add_activity(world, account, fate, start, end)
+        _add_activity(world, account, fate, start, end, history.habits[account.owner_id])
     return history
 
 
@@ -176,30 +183,34 @@ def _opportunity(world: World, account: WorldAccount, close: date, stage: str, a
         "SystemModstamp": sf_datetime(moment), "LastModifiedDate": sf_datetime(moment)})
 
 
-def _add_activity(world: World, account: WorldAccount, fate: Fate, start: datetime, end: datetime) -> None:
+def _add_activity(world: World, account: WorldAccount, fate: Fate, start: datetime, end: datetime,
+                  habit: float) -> None:
     """Fortnight by fortnight, activity at the rates the account's health of that fortnight gives."""
     stop = end if fate.churned_on is None else min(end, datetime.combine(fate.churned_on, time(0), UTC))
     chunk_start = start
     while chunk_start < stop:
         chunk_end = min(chunk_start + CHUNK, stop)
-        health = fate.health((chunk_start + (chunk_end - chunk_start) / 2).date())
-        _fortnight(world, account, chunk_start, chunk_end, health)
+        middle = (chunk_start + (chunk_end - chunk_start) / 2).date()
+        _fortnight(world, account, chunk_start, chunk_end, fate.health(middle), fate.usage_health(middle), habit)
         chunk_start = chunk_end
 
 
-def _fortnight(world: World, account: WorldAccount, start: datetime, end: datetime, health: float) -> None:
+def _fortnight(world: World, account: WorldAccount, start: datetime, end: datetime, health: float,
+               usage: float, habit: float) -> None:
+    """Meetings and replies are mostly the owner's habit; mood and tickets follow the relationship; product
+    use follows `usage`."""
     rng = world.rng
     months = (end - start).total_seconds() / (30 * 86400)
     trouble = 1.0 - health
-    for _ in range(_count(rng, 2.5 * health * months)):
+    for _ in range(_count(rng, 2.5 * habit * (0.2 + 0.8 * health) * months)):
         _meeting(world, account, _moment(rng, start, end))
     moods = (POSITIVE, NEUTRAL, NEGATIVE, ANGRY)
     mood_weights = (6 * health ** 2, 3.0, 5 * trouble ** 2, 2 * trouble ** 3)
     for _ in range(_count(rng, (3 + 3 * trouble) * months)):
         at = _moment(rng, start, end)
         _email(world, account, at, rng.choice(rng.choices(moods, weights=mood_weights)[0]), incoming=True)
-        if rng.random() < 0.3 + 0.65 * health:
-            reply_at = min(at + timedelta(hours=rng.randint(1, int(8 + 70 * trouble))), end)
+        if rng.random() < 0.25 + 0.7 * habit * (0.4 + 0.6 * health):
+            reply_at = min(at + timedelta(hours=rng.randint(1, int(6 + 70 * (1 - habit)))), end)
             _email(world, account, reply_at, rng.choice(NEUTRAL), incoming=False)
     if world.zendesk is not None:
         for _ in range(_count(rng, (0.4 + 2.5 * trouble) * months)):
@@ -210,5 +221,5 @@ def _fortnight(world: World, account: WorldAccount, start: datetime, end: dateti
             solved = solve_at < end and rng.random() < 0.95 - 0.4 * trouble
             text = rng.choice(rng.choices(moods, weights=mood_weights)[0])
             _ticket(world, account, at, text, priority, solve_at if solved else None)
-    _usage(world, account, start.date(), end.date(), 0.1 + 0.85 * health)
+    _usage(world, account, start.date(), end.date(), 0.1 + 0.85 * usage)
 

@@ -21,6 +21,7 @@ from typing import Any
 from simpleeval import InvalidExpression
 
 from worker.alert_rules import AlertRule, LoadedRules, evaluate, slack_escape, template_environment
+from worker.feedback import feedback_block
 from worker.store import Store, iso, parse_iso
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ def nudges(rule: AlertRule, context: Mapping[str, Any], episode: int, kind: str,
             "dedup_key": dedup_key, "rule": rule.name, "kind": kind, "account_id": context["account_id"],
             "account_name": context["account_name"], "owner_name": context.get("owner") or None,
             "owner_email": context.get("owner_email"), "destination": destination, "text": text,
-            "blocks": build_blocks(rule, context, text, url, kind), "url": url,
+            "blocks": [*build_blocks(rule, context, text, url, kind), feedback_block(dedup_key)], "url": url,
         }
         rows.append({"dedup_key": dedup_key, "kind": "slack", "account_id": context["account_id"],
                      "payload": json.dumps(payload, sort_keys=True), "status": "pending", "attempts": 0,

@@ -1,8 +1,8 @@
 """`healthbeat backtest`: does the health score see churn coming? Replayed from the store, locally.
 
-The store's history is replayed at snapshot days (weekly by default over the last year): every account is
-scored as of each day with only what was known then, the alert rules are stepped over the snapshots with
-the worker's own pure transition (`worker.alerting.step_rule`), and the scores are set against outcomes
+The store's history is replayed at snapshot days (every two weeks over the last year by default): every
+account is scored as of each day with only what was known then, the alert rules are stepped over the
+snapshots with the worker's own pure transition (`worker.alerting.step_rule`), and the scores are set against outcomes
 (`worker.outcomes`: renewals lost or won). The figures: AUC of the score against churn within the horizon
 (90 days by default), churn rate by band, lead time before churn, each alert rule's recall, precision and
 volume per owner, and the band distribution over time against the guardrails ops set.
@@ -40,7 +40,17 @@ from worker.alerting import step_rule
 from worker.outcomes import Outcomes
 from worker.rule_preview import snapshot
 from worker.scorecard import LoadedScorecard, Scorecard
-from worker.scoring import _ACCOUNTS, _measure_raw, band_of, derived_score, explain, score_account, trend
+from worker.scoring import (
+    _ACCOUNTS,
+    MeasureResult,
+    Raw,
+    _measure_raw,
+    band_of,
+    derived_score,
+    explain,
+    score_account,
+    trend,
+)
 from worker.store import Store, iso
 
 BANDS = ("red", "yellow", "green")
@@ -82,7 +92,7 @@ class Plan:
 
     until: datetime
     period: timedelta = timedelta(days=365)
-    step: timedelta = timedelta(days=7)
+    step: timedelta = timedelta(days=14)
     horizon: timedelta = timedelta(days=90)
     guardrails: tuple[Guardrail, ...] = (Guardrail("red", 0.05, 0.25),)
 
@@ -169,13 +179,12 @@ def replay(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | None, da
     announced: dict[tuple[str, str], int] = {}
     scores: dict[str, list[tuple[date, float]]] = defaultdict(list)
     with snapshot(store) as copy:
-        copy.conn.execute("CREATE TABLE _opportunities_now AS SELECT id, is_closed, is_won FROM opportunities")
         people = {r["id"]: r for r in copy.query(
             "SELECT a.id, a.name, a.owner_id, u.name AS owner, u.email AS owner_email FROM accounts a "
             "LEFT JOIN users u ON u.source = 'salesforce' AND u.source_id = a.owner_id")}
         for day in days:
             moment = as_of(day, until)
-            _opportunities_as_of(copy, day)
+            opportunities_as_of(copy, day)
             raw = _measure_raw(copy, base, moment)
             contexts = []
             for account in copy.query(_ACCOUNTS):
@@ -188,22 +197,24 @@ def replay(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | None, da
                 computed, coverage, results, _ = score_account(account_id, raw, scorecard)
                 if coverage == 0:
                     continue  # nothing known about it yet: not a customer we could have scored
-                band = band_of(computed, scorecard)
                 person = people.get(account_id, {})
+                context = _context(account, person, scorecard, raw, computed, coverage, results,
+                                   segment.name if segment else "", scores[account_id], day)
+                contexts.append(context)
                 result.observations.append(Observation(
-                    account_id, person.get("owner_id"), day, computed, band, coverage,
-                    derived_score(scorecard, "churn_risk", account_id, raw, computed),
-                    segment.name if segment else None, tuple(r.points for r in results)))
-                contexts.append(_context(account, person, scorecard, raw, computed, coverage, results,
-                                         segment.name if segment else "", scores[account_id], day))
+                    account_id, person.get("owner_id"), day, computed, context["band"], coverage,
+                    context["churn_risk"], segment.name if segment else None, tuple(r.points for r in results)))
                 scores[account_id].append((day, computed))
             for rule in rules:
                 _step_alerts(result, rule, contexts, states, announced, moment, day)
     return result
 
 
-def _opportunities_as_of(copy: Store, day: date) -> None:
-    """How the renewals stood on `day`: one closing later was open then, whatever became of it."""
+def opportunities_as_of(copy: Store, day: date) -> None:
+    """Rewrite a *copy* of the store's opportunities as they stood on `day`: one closing later was open then,
+    whatever became of it. The present state is kept aside on first use, so days may come in any order."""
+    copy.conn.execute("CREATE TABLE IF NOT EXISTS _opportunities_now AS "
+                      "SELECT id, is_closed, is_won FROM opportunities")
     copy.conn.execute("""
         UPDATE opportunities SET
           is_closed = CASE WHEN close_date <= :day
@@ -214,9 +225,9 @@ def _opportunities_as_of(copy: Store, day: date) -> None:
                         ELSE 0 END""", {"day": day.isoformat()})
 
 
-def _context(account: Mapping[str, Any], person: Mapping[str, Any], scorecard: Scorecard, raw: Any,
-             score: float, coverage: float, results: Any, segment: str, earlier: list[tuple[date, float]],
-             day: date) -> dict[str, Any]:
+def _context(account: Mapping[str, Any], person: Mapping[str, Any], scorecard: Scorecard, raw: Raw,
+             score: float, coverage: float, results: list[MeasureResult], segment: str,
+             earlier: list[tuple[date, float]], day: date) -> dict[str, Any]:
     """The names an alert condition may use, as `worker.alerting.account_contexts` gives them."""
     window_start = day - scorecard.trend.window
     baseline = next((s for d, s in earlier if window_start <= d < day), None)
@@ -633,10 +644,6 @@ def backtest_as_dict(bt: Backtest) -> dict[str, Any]:
     }
 
 
-def to_json(bt: Backtest) -> str:
-    return json.dumps(backtest_as_dict(bt), indent=2, ensure_ascii=False)
-
-
 def plot_backtest(bt: Backtest, directory: Path) -> list[Path]:
     """PNG charts: ROC curve, churn rate by band, mean score before churn, bands over time (matplotlib,
     the `charts` extra)."""
@@ -666,6 +673,7 @@ def plot_backtest(bt: Backtest, directory: Path) -> list[Path]:
     axis.bar([r[0] for r in rates], [r[1] for r in rates], color=[colours[r[0]] for r in rates])
     for index, rate in enumerate(bt.bands):
         axis.annotate(f"{rate.churned}/{rate.observations}", (index, rates[index][1]), ha="center", va="bottom")
+    axis.set_ylim(0, max([r[1] for r in rates] + [1.0]) * 1.15)
     axis.set_ylabel(f"% churned within {bt.plan.horizon_days} days")
     axis.set_title("Churn rate by band")
     written.append(_save(plt, figure, directory / "churn_by_band.png"))
@@ -694,7 +702,7 @@ def plot_backtest(bt: Backtest, directory: Path) -> list[Path]:
             axis.axhline(100 * guard.high, color="black", linestyle=":")
     axis.set_ylabel("% of accounts")
     axis.set_title("Bands over time (dotted: red guardrails)")
-    axis.legend(loc="upper left", fontsize="small")
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     figure.autofmt_xdate()
     written.append(_save(plt, figure, directory / "bands_over_time.png"))
     return written
@@ -705,3 +713,52 @@ def _save(plt: Any, figure: Any, path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+# -- the command ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What `healthbeat backtest` prints (stdout alone holds the table or the JSON), says, and exits with."""
+
+    output: str
+    messages: tuple[str, ...]
+    exit_code: int
+
+
+def run_command(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | None, outcomes: Outcomes,
+                plan: Plan, *, fmt: str = "table", plot_dir: Path | None = None, tune_out: Path | None = None,
+                now: datetime | None = None) -> CommandResult:
+    """The backtest, its charts, and with `tune_out` the tuning and its proposed file.
+
+    Exit 1 when charts cannot be drawn or tuning proposes nothing (the file is then not written)."""
+    from worker.tuning import fit_as_dict, fit_lines, tune, write_proposal
+
+    result, replayed = run_backtest(store, loaded, alerts, outcomes, plan)
+    messages: list[str] = []
+    code = 0
+    document: dict[str, Any] = backtest_as_dict(result)
+    text = format_backtest(result)
+    if tune_out is not None:
+        pairs = labelled(replayed.observations, outcomes, plan.horizon_days, plan.until.date())
+        fit = tune(loaded.scorecard, pairs, plan.horizon_days)
+        document["tuning"] = fit_as_dict(fit)
+        text += "\n" + "\n".join(fit_lines(fit))
+        if fit.proposed:
+            write_proposal(loaded.path, fit, tune_out, made_at=now or plan.until)
+            document["tuning"]["written_to"] = str(tune_out)
+            messages.append(f"proposed scorecard written to {tune_out}: put it beside a copy of alerts.yaml as "
+                            f"DIR/scorecard.yaml, then `healthbeat rules diff DIR` and `healthbeat rules preview DIR`")
+        else:
+            messages.append(f"no proposal written to {tune_out}: {fit.reason}")
+            code = 1
+    if plot_dir is not None:
+        try:
+            charts = plot_backtest(result, plot_dir)
+        except RuntimeError as exc:
+            messages.append(str(exc))
+            code = 1
+        else:
+            messages.append("charts written: " + ", ".join(str(p) for p in charts))
+    output = json.dumps(document, indent=2, ensure_ascii=False) if fmt == "json" else text
+    return CommandResult(output, tuple(messages), code)

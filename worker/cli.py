@@ -336,10 +336,16 @@ def explain(account: AccountArgument, fmt: Annotated[str, typer.Option("--format
         except AccountNotFound as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None
+        from worker.cycle import system_clock
+        from worker.feedback import account_feedback
+
+        said = account_feedback(store, account_id, system_clock().date())
     if fmt == "json":
-        sys.stdout.write(json.dumps(explanation.as_json(), indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps({**explanation.as_json(), "feedback": said.as_json()}, indent=2,
+                                    ensure_ascii=False) + "\n")
     else:
         Console().print(format_explanation(explanation))
+        Console().print(said.render())
 
 
 override_app = typer.Typer(no_args_is_help=True, help="Pin an account's score by hand (a CSM override).")
@@ -667,6 +673,64 @@ def salesforce_fields(package: Annotated[Path | None, typer.Option(
     settings = _settings()
     for path in write_package(package, api_version=settings.salesforce_api_version):
         typer.echo(path)
+
+
+feedback_app = typer.Typer(no_args_is_help=True, help="What CSMs said about the nudges, from the buttons in Slack.")
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("ls")
+def feedback_ls(fmt: FormatOption = "table",
+                rule: Annotated[str | None, typer.Option(help="Only this rule.")] = None,
+                account: Annotated[str | None, typer.Option(help="Only this account (Id or exact name).")] = None,
+                db: DbOption = None) -> None:
+    """The feedback given on nudges, newest first, with each correction and what became of it."""
+    from worker.feedback import FEEDBACK_COLUMNS, feedback_table, list_feedback
+
+    _check_format(fmt)
+    settings = _settings(db)
+    with _open_store(settings, lock=False) as store:
+        account_id = _account(store, account) if account else None
+        rows = list_feedback(store, rule=rule, account_id=account_id)
+    if fmt != "table":
+        _emit(rows, fmt, FEEDBACK_COLUMNS)
+        return
+    Console().print(feedback_table(rows))
+
+
+@feedback_app.command("accept")
+def feedback_accept(feedback_id: Annotated[int, typer.Argument(help="The correction's id (see feedback ls).")],
+                    by: Annotated[str | None, typer.Option(help="Who confirms it.")] = None,
+                    db: DbOption = None) -> None:
+    """Make a correction proposed in Slack an override; it keeps its term and expires by itself."""
+    from worker.cycle import system_clock
+    from worker.feedback import FeedbackError, accept_proposal
+
+    settings = _settings(db)
+    with _open_store(settings) as store:
+        try:
+            row = accept_proposal(store, feedback_id, by, system_clock())
+        except FeedbackError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    err.print(f"{row['account_id']} pinned at {row['proposed_value']:g} until {row['proposed_until']} "
+              "(takes effect at the next score)")
+
+
+@rules_app.command("stats")
+def rules_stats(fmt: FormatOption = "table", db: DbOption = None) -> None:
+    """Per rule: alerts sent, useful / not useful in Slack, and the median time to feedback."""
+    from worker.feedback import rule_stats, stats_table
+
+    _check_format(fmt)
+    settings = _settings(db)
+    with _open_store(settings, lock=False) as store:
+        stats = rule_stats(store)
+    if fmt != "table":
+        _emit([s.as_json() for s in stats], fmt, ("rule", "alerts_sent", "answered", "useful", "not_useful",
+                                                   "usefulness", "score_wrong", "median_minutes_to_feedback"))
+        return
+    Console().print(stats_table(stats))
 
 
 def main() -> None:

@@ -36,7 +36,9 @@ from rich.text import Text
 from worker.store import Store, iso
 
 __all__ = [
+    "ACTIONS",
     "DEFAULT_OVERRIDE_DAYS",
+    "FEEDBACK_BLOCK",
     "FEEDBACK_COLUMNS",
     "LABELS",
     "MIGRATION",
@@ -50,6 +52,7 @@ __all__ = [
     "accept_proposal",
     "account_feedback",
     "create_tables",
+    "feedback_block",
     "feedback_table",
     "list_feedback",
     "other_override_in_force",
@@ -81,6 +84,11 @@ MIGRATION: Final = """
 VERDICTS: Final[Mapping[str, str]] = {"useful": "usefulness", "not_useful": "usefulness", "score_wrong": "score"}
 """Each verdict and its axis: one answer per user, nudge and axis."""
 LABELS: Final[Mapping[str, str]] = {"useful": "Useful", "not_useful": "Not useful", "score_wrong": "Score looks wrong"}
+ACTIONS: Final[Mapping[str, str]] = {"feedback_useful": "useful", "feedback_not_useful": "not_useful",
+                                     "feedback_score_wrong": "score_wrong"}
+"""The feedback buttons' action_id → the verdict each records."""
+FEEDBACK_BLOCK: Final = "feedback:"
+"""Prefix of the buttons' block_id (then the dedup key), so the receipts can be drawn next to them."""
 DEFAULT_OVERRIDE_DAYS: Final = 14
 """A correction from Slack pins the score this long unless the CSM picks another length: long enough to
 reach the next conversation with the customer, short enough that a stale word does not outlive the data."""
@@ -117,6 +125,15 @@ class Nudge:
         if match is None:
             raise FeedbackError(f"not a nudge key: {key[:200]!r}")
         return cls(key, match["rule"], match["account"], int(match["episode"]), match["kind"])
+
+
+def feedback_block(dedup_key: str) -> dict[str, Any]:
+    """The three feedback buttons for one nudge (Block Kit); each button's value is the nudge's dedup key."""
+    def button(action_id: str) -> dict[str, Any]:
+        return {"type": "button", "action_id": action_id, "value": dedup_key,
+                "text": {"type": "plain_text", "text": LABELS[ACTIONS[action_id]]}}
+    return {"type": "actions", "block_id": (FEEDBACK_BLOCK + dedup_key)[:255],
+            "elements": [button(action_id) for action_id in ACTIONS]}
 
 
 @dataclass(frozen=True)

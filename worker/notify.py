@@ -26,13 +26,14 @@ from connectors.slack.client import (
     SlackUnavailable,
     escape_text,
 )
+from worker.feedback import feedback_block
 from worker.store import Store, iso
 
 log = logging.getLogger(__name__)
 
 EVENT_TYPE = "healthbeat_nudge"
 MAX_ATTEMPTS = 8
-DIGEST_MAX_ITEMS = 15  # Slack allows 50 blocks a message; three blocks an item keeps well inside
+DIGEST_MAX_ITEMS = 15  # Slack allows 50 blocks a message: a header and three blocks an item stay inside
 
 
 @dataclass
@@ -240,6 +241,7 @@ def digest_message(payloads: Sequence[dict[str, Any]]) -> tuple[str, list[dict[s
             {"type": "section", "text": {"type": "mrkdwn", "text": str(payload["text"])[:3000]},
              "accessory": {"type": "button", "action_id": f"open_{payload.get('account_id')}",
                            "text": {"type": "plain_text", "text": "Open"}, "url": payload.get("url")}},
+            feedback_block(str(payload["dedup_key"])),
             {"type": "divider"}]
     return text[:3000], blocks[:50]
 

@@ -20,6 +20,7 @@ from worker.cycle import Cycle, build_clients
 from worker.health import HealthServer, HealthServerError, HealthState
 from worker.metrics import Metrics, observe_cycle, read_store_facts
 from worker.rulebook import RuleBook
+from worker.slack_actions import build_slack_actions
 from worker.store import Store, StoreLocked
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,13 @@ def run_forever(settings: Settings, *, dry_run: bool = False) -> int:
     health = HealthState(settings.interval)
     health.record_store(read_store_facts(store))
     server = HealthServer(health, metrics, port=settings.http_port)
+    actions = build_slack_actions(settings)  # its own database connection and Slack client
+    server.routes.add("POST", "/slack/actions", actions.handle)
     try:
         server.start()
     except HealthServerError as exc:
         log.error("%s", exc)
+        actions.close()
         clients.close()
         store.close()
         return 2
@@ -79,6 +83,7 @@ def run_forever(settings: Settings, *, dry_run: bool = False) -> int:
     stop.wait()
     scheduler.shutdown(wait=True)
     server.stop()
+    actions.close()
     clients.close()
     store.close()
     log.info("healthbeat stopped")

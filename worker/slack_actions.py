@@ -35,11 +35,14 @@ from urllib.parse import parse_qs
 from connectors.slack.client import SlackClient, SlackError, escape_text
 from worker.config import Settings
 from worker.feedback import (
+    ACTIONS,
     DEFAULT_OVERRIDE_DAYS,
+    FEEDBACK_BLOCK,
     LABELS,
     FeedbackError,
     Nudge,
     Vote,
+    feedback_block,
     other_override_in_force,
     owner_clicked_in_dm,
     receipts_for,
@@ -65,10 +68,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ACTIONS: Final[Mapping[str, str]] = {"feedback_useful": "useful", "feedback_not_useful": "not_useful",
-                                     "feedback_score_wrong": "score_wrong"}
-"""The feedback buttons' action_id → the verdict each records."""
-FEEDBACK_BLOCK: Final = "feedback:"
 RECEIPT_BLOCK: Final = "feedback_seen:"
 MODAL_CALLBACK_ID: Final = "healthbeat_score_wrong"
 MAX_REQUEST_AGE: Final = 300
@@ -77,17 +76,6 @@ OVERRIDE_DAYS: Final = (7, 14, 30)
 BUSY_TIMEOUT_MS: Final = 2000
 """How long a click waits for a cycle's write transaction: under Slack's three seconds, with room to answer."""
 _SLACK_USER: Final = re.compile(r"^[UW][A-Z0-9]{2,}$")
-
-
-# -- what nudges carry ----------------------------------------------------------------------------------
-
-def feedback_block(dedup_key: str) -> dict[str, Any]:
-    """The three feedback buttons for one nudge; each button's value is the nudge's outbox dedup key."""
-    def button(action_id: str) -> dict[str, Any]:
-        return {"type": "button", "action_id": action_id, "value": dedup_key,
-                "text": {"type": "plain_text", "text": LABELS[ACTIONS[action_id]]}}
-    return {"type": "actions", "block_id": (FEEDBACK_BLOCK + dedup_key)[:255],
-            "elements": [button(action_id) for action_id in ACTIONS]}
 
 
 # -- verification -----------------------------------------------------------------------------------------
@@ -251,6 +239,7 @@ class SlackActions:
         self._owns_store = owns_store
         self._lock = threading.Lock()
         self._slack_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack-actions")
         self._pending: list[Future[None]] = []
         store.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -306,14 +295,13 @@ class SlackActions:
         with self._lock:
             if channel and ts and message.get("blocks"):
                 remember_message(self.store, channel, ts, str(message.get("text") or ""), message["blocks"], now)
-            if verdict == "score_wrong":
-                view = self._modal(nudge, user, channel, ts, now)
-            else:
-                vote = Vote(nudge, verdict, user[0], user[1], channel, ts, action.get("action_ts"))
-                recorded = record_vote(self.store, vote, now)
-        if verdict == "score_wrong":
+            view = self._modal(nudge, user, channel, ts, now) if verdict == "score_wrong" else None
+        if view is not None:  # the answer comes with the modal's submission
             self._open_modal(str(payload.get("trigger_id") or ""), view, nudge)
             return Response(200)
+        vote = Vote(nudge, verdict, user[0], user[1], channel, ts, action.get("action_ts"))
+        with self._lock:
+            recorded = record_vote(self.store, vote, now)
         log.info("slack actions: %s on %s by %s%s", vote.verdict, nudge.dedup_key, user[1] or user[0],
                  "" if recorded.changed else " (already recorded)")
         if recorded.changed and channel and ts:
@@ -334,7 +322,7 @@ class SlackActions:
         """`views.open` while Slack waits: its trigger_id is only good for three seconds after the click."""
         if self._interactive is None or not trigger:
             log.warning("slack actions: cannot open the 'score looks wrong' modal (%s)",
-                        "no trigger_id" if trigger else "SLACK_BOT_TOKEN is not set")
+                        "SLACK_BOT_TOKEN is not set" if trigger else "the click carried no trigger_id")
             return
         try:
             with self._slack_lock:
@@ -386,8 +374,9 @@ class SlackActions:
     def _schedule_update(self, channel: str, ts: str) -> None:
         if self._updater is None:
             return
-        self._pending = [f for f in self._pending if not f.done()]
-        self._pending.append(self._executor.submit(self._update_message, channel, ts))
+        with self._pending_lock:
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(self._executor.submit(self._update_message, channel, ts))
 
     def _update_message(self, channel: str, ts: str) -> None:
         """Redraw the receipts from the store: whatever order updates run in, the last one is right."""
@@ -408,7 +397,9 @@ class SlackActions:
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait for the message updates scheduled so far (tests; shutdown)."""
-        wait(list(self._pending), timeout=timeout)
+        with self._pending_lock:
+            pending = list(self._pending)
+        wait(pending, timeout=timeout)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -2,9 +2,13 @@
 
 The fit is a coordinate search on AUC: one weight at a time is tried at a few multiples of its value
 (×0 to ×2, floored at 1 since the scorecard wants weights above zero) and kept when it ranks the training
-snapshots' churn better by more than a small margin; passes repeat until nothing moves. The result stays
-readable: whole numbers, non-negative, each level summing to 100, and only weights that earned their
-change move. Points and bands are left alone; measures are neither added nor removed.
+snapshots' churn better by more than a small margin, after paying a price for the share of weight it
+moves, and without making either half of the accounts worse; passes repeat until nothing moves. Churn
+events are few and snapshots of one account are alike, so these guards are what keep the search from
+fitting one account's quirks. The result stays readable: only weights that earned their change move,
+to whole numbers of at least 1, and every other weight keeps its number (weights are relative, so a level
+need not sum to 100). Points and bands are left alone;
+measures are neither added nor removed.
 
 Training and holdout are periods, not shuffled rows: the holdout is the latest stretch of snapshots, and a
 training snapshot must have its whole horizon before the holdout starts, so no churn is seen by both. The
@@ -18,6 +22,7 @@ Ops compare it with `rules diff` and `rules preview` and adopt it by copying it 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -25,13 +30,14 @@ from pathlib import Path
 
 import yaml
 
-from worker.backtest import Observation, auc, measure_keys
+from worker.backtest import Observation, measure_keys
 from worker.rulefile import raise_problems, read_yaml, validate
 from worker.scorecard import Scorecard, semantic_problems
 from worker.store import iso
 
 FACTORS = (0.0, 0.5, 0.75, 1.25, 1.5, 2.0)
-MIN_GAIN = 0.002  # training AUC a change must add to be kept: below this it is noise, and a moved weight
+MIN_GAIN = 0.002  # training AUC a change must add to be kept (and may cost neither half of the accounts)
+MOVE_PRICE = 0.02  # AUC a change must pay per share of weight it moves: readable proposals stay near the current
 MAX_PASSES = 8
 
 Pair = tuple[Observation, bool]
@@ -85,12 +91,15 @@ class Fit:
 class _Scorer:
     """Scores for any weights from the points the replay kept: the arithmetic of `score_account`, fast.
 
-    Group scores are cached per group, so trying one measure's weight recomputes one group only."""
+    Group scores are cached per group, so trying one measure's weight recomputes one group only. AUC comes
+    for all the samples and for two halves of the accounts (by a hash of the id), so a change that helps one
+    half at the other's expense (one odd account buying a weight) is refused."""
 
     def __init__(self, scorecard: Scorecard, samples: Sequence[Pair]) -> None:
         keys = measure_keys(scorecard)
         self.groups = list(scorecard.groups)
         self.labels = [y for _, y in samples]
+        self.halves = [zlib.crc32(obs.account_id.encode()) % 2 for obs, _ in samples]
         self.present = [[[(keys[i][1], p) for i in range(len(keys)) if keys[i][0] == g
                           and (p := obs.points[i]) is not None] for g in self.groups] for obs, _ in samples]
         self._cache: dict[str, list[float | None]] = {}
@@ -105,20 +114,54 @@ class _Scorer:
             self._cache[group] = out
         return out
 
-    def auc(self, weights: Weights, trial: tuple[str, list[float | None]] | None = None) -> float | None:
+    def scores(self, weights: Weights, trial: tuple[str, list[float | None]] | None = None) -> list[float]:
         columns = [trial[1] if trial and trial[0] == g else self._cache.get(g) or
                    self.group_scores(g, weights.measures[g]) for g in self.groups]
-        churned: list[float] = []
-        retained: list[float] = []
-        for row, churn in enumerate(self.labels):
+        out = []
+        for row in range(len(self.labels)):
             parts = [(weights.groups[g], column[row]) for g, column in zip(self.groups, columns, strict=True)]
             total = sum(w for w, v in parts if v is not None)
-            score = sum(w * v for w, v in parts if v is not None) / total if total > 0 else 0.0
-            (churned if churn else retained).append(score)
-        return auc(churned, retained)
+            out.append(sum(w * v for w, v in parts if v is not None) / total if total > 0 else 0.0)
+        return out
 
-    def reset(self) -> None:
-        self._cache.clear()
+    def auc(self, weights: Weights, trial: tuple[str, list[float | None]] | None = None) -> float | None:
+        return self.aucs(weights, trial)[0]
+
+    def aucs(self, weights: Weights, trial: tuple[str, list[float | None]] | None = None
+             ) -> tuple[float | None, float | None, float | None]:
+        """AUC over all samples, then over each half of the accounts: one sort, one pass (Mann-Whitney U,
+        counting for each churned sample the retained ones scored higher, ties half)."""
+        order = sorted(zip(self.scores(weights, trial), self.labels, self.halves, strict=True), reverse=True)
+        above = [0, 0]  # retained samples scored higher, per half
+        u_all, u_half = 0.0, [0.0, 0.0]
+        positives, negatives = [0, 0], [0, 0]
+        index = 0
+        while index < len(order):
+            end = index
+            while end < len(order) and order[end][0] == order[index][0]:
+                end += 1
+            tied_pos, tied_neg = [0, 0], [0, 0]
+            for _, churned, half in order[index:end]:
+                (tied_pos if churned else tied_neg)[half] += 1
+            for half in (0, 1):
+                u_half[half] += tied_pos[half] * (above[half] + tied_neg[half] / 2)
+                u_all += tied_pos[half] * (sum(above) + sum(tied_neg) / 2)
+            for half in (0, 1):
+                above[half] += tied_neg[half]
+                positives[half] += tied_pos[half]
+                negatives[half] += tied_neg[half]
+            index = end
+
+        def ratio(u: float, p: int, n: int) -> float | None:
+            return u / (p * n) if p and n else None
+
+        return (ratio(u_all, sum(positives), sum(negatives)), ratio(u_half[0], positives[0], negatives[0]),
+                ratio(u_half[1], positives[1], negatives[1]))
+
+
+def rescore(scorecard: Scorecard, weights: Weights, observations: Sequence[Observation]) -> list[float]:
+    """The overall scores `weights` give these observations, from the points the replay kept."""
+    return _Scorer(scorecard, [(obs, False) for obs in observations]).scores(weights)
 
 
 def split(pairs: Sequence[Pair], horizon_days: int, holdout_share: float) -> tuple[list[Pair], list[Pair]]:
@@ -132,63 +175,67 @@ def split(pairs: Sequence[Pair], horizon_days: int, holdout_share: float) -> tup
 
 
 def fit_weights(scorecard: Scorecard, train: Sequence[Pair]) -> Weights:
-    """Coordinate search on training AUC; the result is normalised to whole numbers summing to 100."""
+    """Coordinate search on training AUC, less a price for moving away from the current weights; a change
+    is kept only when it helps by more than `MIN_GAIN` and hurts neither half of the accounts. The result is
+    whole numbers (every candidate is), and the weights that never moved keep their numbers."""
     scorer = _Scorer(scorecard, train)
-    weights = Weights.of(scorecard)
-    best = scorer.auc(weights) or 0.0
+    start = Weights.of(scorecard)
+    weights = start
+    best = _objective(scorer.aucs(weights), weights, start)
+    if best is None:
+        return start
     for _ in range(MAX_PASSES):
         moved = False
         for group in (list(scorecard.groups) if len(scorecard.groups) > 1 else []):
-            value = weights.groups[group]
-            for candidate in _candidates(value):
+            for candidate in _candidates(weights.groups[group]):
                 trial = Weights({**weights.groups, group: candidate}, weights.measures)
-                score = scorer.auc(trial) or 0.0
-                if score > best + MIN_GAIN:
-                    best, weights, moved = score, trial, True
-        for group, measures in weights.measures.items():
+                value = _objective(scorer.aucs(trial), trial, start)
+                if _better(value, best):
+                    best, weights, moved = value, trial, True
+        for group, measures in start.measures.items():
             for measure in (list(measures) if len(measures) > 1 else []):
-                current = weights.measures[group]
-                for candidate in _candidates(current[measure]):
-                    proposal = {**current, measure: candidate}
+                for candidate in _candidates(weights.measures[group][measure]):
+                    proposal = {**weights.measures[group], measure: candidate}
+                    trial = Weights(weights.groups, {**weights.measures, group: proposal})
                     column = scorer.group_scores(group, proposal, keep=False)
-                    score = scorer.auc(weights, (group, column)) or 0.0
-                    if score > best + MIN_GAIN:
-                        best, moved = score, True
-                        current = proposal
-                        weights = Weights(weights.groups, {**weights.measures, group: proposal})
+                    value = _objective(scorer.aucs(weights, (group, column)), trial, start)
+                    if _better(value, best):
+                        best, weights, moved = value, trial, True
                         scorer.group_scores(group, proposal)
         if not moved:
             break
-    return _readable(Weights.of(scorecard), weights)
+    return weights
+
+
+Objective = tuple[float, float, float]
+
+
+def _objective(aucs: tuple[float | None, ...], weights: Weights, start: Weights) -> Objective | None:
+    if any(a is None for a in aucs):
+        return None
+    price = MOVE_PRICE * _distance(weights, start)
+    return (aucs[0] or 0.0) - price, (aucs[1] or 0.0) - price, (aucs[2] or 0.0) - price
+
+
+def _better(value: Objective | None, best: Objective | None) -> bool:
+    """Better overall by more than the noise margin, and worse in neither half of the accounts by more."""
+    if value is None or best is None:
+        return False
+    return value[0] > best[0] + MIN_GAIN and all(v >= b - MIN_GAIN for v, b in zip(value[1:], best[1:], strict=True))
+
+
+def _distance(a: Weights, b: Weights) -> float:
+    """How far weights moved: the share of weight that changed hands, summed over the levels."""
+    levels = [(a.groups, b.groups), *((a.measures[g], b.measures[g]) for g in a.measures)]
+    total = 0.0
+    for x, y in levels:
+        sx, sy = sum(x.values()), sum(y.values())
+        total += sum(abs(x[k] / sx - y[k] / sy) for k in x) / 2
+    return total
 
 
 def _candidates(value: float) -> list[float]:
     return sorted({max(1.0, round(value * f)) for f in FACTORS} - {value})
-
-
-def _readable(old: Weights, new: Weights) -> Weights:
-    """Whole numbers summing to 100 in each level that changed; untouched levels keep their numbers."""
-    groups = old.groups if _same_ratios(old.groups, new.groups) else _hundred(new.groups)
-    measures = {g: old.measures[g] if _same_ratios(old.measures[g], new.measures[g]) else _hundred(new.measures[g])
-                for g in new.measures}
-    return Weights(groups, measures)
-
-
-def _same_ratios(a: dict[str, float], b: dict[str, float]) -> bool:
-    total_a, total_b = sum(a.values()), sum(b.values())
-    return all(abs(a[k] / total_a - b[k] / total_b) < 1e-9 for k in a)
-
-
-def _hundred(weights: dict[str, float]) -> dict[str, float]:
-    """Largest-remainder rounding to whole numbers summing to 100, none below 1."""
-    total = sum(weights.values())
-    exact = {k: 100 * v / total for k, v in weights.items()}
-    whole = {k: max(1, int(v)) for k, v in exact.items()}
-    for key in sorted(exact, key=lambda k: exact[k] - int(exact[k]), reverse=True):
-        if sum(whole.values()) >= 100:
-            break
-        whole[key] += 1
-    return {k: float(v) for k, v in whole.items()}
 
 
 def tune(scorecard: Scorecard, pairs: Sequence[Pair], horizon_days: int, *, holdout_share: float = 1 / 3) -> Fit:

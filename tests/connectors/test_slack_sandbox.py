@@ -9,14 +9,18 @@ the gap still exists, so an updated spec makes the patch fail loudly instead of 
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import json
 import re
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -599,3 +603,199 @@ def test_stop_releases_the_port() -> None:
 def test_url_before_start_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         _ = SlackSandbox().url
+
+
+# -- views.open and interactivity (Slack calling the app) ------------------------------------------------
+
+MODAL: dict[str, Any] = {
+    "type": "modal", "callback_id": "cb", "private_metadata": "nudge:1",
+    "title": {"type": "plain_text", "text": "Score looks wrong"},
+    "submit": {"type": "plain_text", "text": "Send"},
+    "blocks": [
+        {"type": "input", "block_id": "reason", "label": {"type": "plain_text", "text": "Why?"},
+         "element": {"type": "plain_text_input", "action_id": "reason"}},
+        {"type": "input", "block_id": "value", "optional": True, "label": {"type": "plain_text", "text": "Score"},
+         "element": {"type": "number_input", "action_id": "value", "is_decimal_allowed": False}},
+        {"type": "input", "block_id": "until", "label": {"type": "plain_text", "text": "For"},
+         "element": {"type": "static_select", "action_id": "until",
+                     "initial_option": {"text": {"type": "plain_text", "text": "14 days"}, "value": "14"},
+                     "options": [{"text": {"type": "plain_text", "text": f"{d} days"}, "value": str(d)}
+                                 for d in (7, 14)]}},
+    ],
+}
+BUTTONS: list[dict[str, Any]] = [
+    {"type": "section", "text": {"type": "mrkdwn", "text": "Acme turned red"}},
+    {"type": "actions", "block_id": "feedback:k1", "elements": [
+        {"type": "button", "action_id": "useful", "value": "k1", "text": {"type": "plain_text", "text": "Useful"}},
+        {"type": "button", "action_id": "open", "url": "https://x.example/001",
+         "text": {"type": "plain_text", "text": "Open"}}]},
+]
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@pytest.fixture
+def app() -> Iterator[tuple[str, list[Received]]]:
+    """A stand-in for the app's Request URL: records what arrives and answers 200 with a small JSON body."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[Received] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append(Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            answer = b'{"response_action": "clear"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/slack/actions", received
+    server.shutdown()
+    server.server_close()
+
+
+def _open(w: World, view: dict[str, Any], trigger_id: str | None = None) -> Answer:
+    return w.call_json("views.open", {"trigger_id": trigger_id or w.sandbox.new_trigger(w.dana), "view": view})
+
+
+def test_views_open_answers_like_slack_and_keeps_the_view(world: World) -> None:
+    answer = _open(world, MODAL)
+
+    assert answer.body["ok"] is True, answer.body
+    assert_matches_spec("views.open", answer)
+    (opened,) = world.sandbox.views
+    assert (opened.id, opened.user) == (answer.body["view"]["id"], world.dana)
+    assert opened.view["private_metadata"] == "nudge:1" and opened.view["state"] == {"values": {}}
+
+
+def test_views_open_refuses_a_trigger_it_never_issued(world: World) -> None:
+    answer = _open(world, MODAL, trigger_id="12345.98765.abcdef")
+
+    assert answer.body == {"ok": False, "error": "invalid_trigger_id"}
+    assert_matches_spec("views.open", answer)
+
+
+def test_a_trigger_opens_one_view_only(world: World) -> None:
+    trigger = world.sandbox.new_trigger(world.dana)
+    _open(world, MODAL, trigger)
+
+    assert _open(world, MODAL, trigger).body["error"] == "exchanged_trigger_id"
+
+
+def test_a_trigger_expires_three_seconds_after_the_click() -> None:
+    now = [CLOCK]
+    with SlackSandbox(clock=lambda: now[0]) as sandbox, httpx.Client() as http:
+        user = sandbox.add_user("pat@example.com", "Pat")
+        trigger = sandbox.new_trigger(user)
+        now[0] += 3.5
+        response = http.post(sandbox.url + "views.open", json={"trigger_id": trigger, "view": MODAL},
+                             headers={"Authorization": f"Bearer {sandbox.token}"})
+
+    assert response.json() == {"ok": False, "error": "expired_trigger_id"}
+
+
+@pytest.mark.parametrize("broken", ["no submit", "title too long", "not a modal"])
+def test_views_open_refuses_a_view_slack_would_refuse(world: World, broken: str) -> None:
+    view = copy.deepcopy(MODAL)
+    if broken == "no submit":
+        del view["submit"]
+    elif broken == "title too long":
+        view["title"]["text"] = "A title longer than twenty-four"
+    else:
+        view["type"] = "home"
+
+    answer = _open(world, view)
+
+    assert answer.body["error"] == "invalid_arguments"
+    assert answer.body["response_metadata"]["messages"]
+    assert world.sandbox.views == []
+
+
+def test_send_interaction_signs_the_form_body_as_slack_documents(
+        world: World, app: tuple[str, list[Received]]) -> None:
+    url, received = app
+    secret = "8f742231b10e8888abcd99yyyzzz85a5"
+
+    result = world.sandbox.send_interaction(url, {"type": "block_actions", "x": "a&b=c"}, secret, retry_num=2)
+
+    (request,) = received
+    timestamp = request.headers["x-slack-request-timestamp"]
+    expected = "v0=" + hmac.new(secret.encode(), f"v0:{timestamp}:".encode() + request.body,
+                                hashlib.sha256).hexdigest()
+    assert request.headers["x-slack-signature"] == expected
+    assert int(timestamp) == int(CLOCK)
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert json.loads(parse_qs(request.body.decode())["payload"][0]) == {"type": "block_actions", "x": "a&b=c"}
+    assert (request.headers["x-slack-retry-num"], request.headers["x-slack-retry-reason"]) == ("2", "http_timeout")
+    assert (result.status, result.json()) == (200, {"response_action": "clear"})
+
+
+def test_an_unsigned_interaction_carries_no_signature_headers(
+        world: World, app: tuple[str, list[Received]]) -> None:
+    url, received = app
+
+    world.sandbox.send_interaction(url, {"type": "block_actions"}, None)
+
+    assert "x-slack-signature" not in received[0].headers
+    assert "x-slack-request-timestamp" not in received[0].headers
+
+
+def test_a_click_carries_the_button_the_message_as_it_is_now_and_a_usable_trigger(world: World) -> None:
+    posted = world.post(world.alerts, blocks=BUTTONS).body
+    message = world.sandbox.messages[0]
+    world.call_json("chat.update", {"channel": world.alerts, "ts": posted["ts"], "text": "updated"})
+
+    payload = world.sandbox.block_actions_payload(message, "useful", user=world.dana)
+
+    (action,) = payload["actions"]
+    assert (action["action_id"], action["block_id"], action["value"], action["type"]) == (
+        "useful", "feedback:k1", "k1", "button")
+    assert payload["message"]["text"] == "updated"
+    assert payload["container"] == {"type": "message", "message_ts": posted["ts"], "channel_id": world.alerts,
+                                    "is_ephemeral": False}
+    assert (payload["user"]["id"], payload["channel"]["name"]) == (world.dana, "cs-alerts")
+    assert _open(world, MODAL, payload["trigger_id"]).body["ok"] is True
+
+
+def test_a_click_on_a_button_the_message_does_not_have_is_a_test_error(world: World) -> None:
+    world.post(world.alerts, blocks=BUTTONS)
+
+    with pytest.raises(ValueError, match="no element"):
+        world.sandbox.block_actions_payload(world.sandbox.messages[0], "useful", user=world.dana, value="k2")
+
+
+def test_a_submission_shapes_the_state_per_element_as_slack_does(world: World) -> None:
+    _open(world, MODAL)
+
+    payload = world.sandbox.view_submission_payload(world.sandbox.views[0], {"reason": "renewal signed"})
+    fortnight = MODAL["blocks"][2]["element"]["initial_option"]
+
+    assert payload["type"] == "view_submission" and payload["user"]["id"] == world.dana
+    assert payload["view"]["state"]["values"] == {
+        "reason": {"reason": {"type": "plain_text_input", "value": "renewal signed"}},
+        "value": {"value": {"type": "number_input", "value": None}},
+        "until": {"until": {"type": "static_select", "selected_option": fortnight}},
+    }
+    assert payload["view"]["private_metadata"] == "nudge:1"
+
+
+def test_slack_does_not_submit_a_modal_with_a_required_input_empty(world: World) -> None:
+    _open(world, MODAL)
+
+    with pytest.raises(ValueError, match="required input 'reason'"):
+        world.sandbox.view_submission_payload(world.sandbox.views[0], {"value": "60"})

@@ -1,0 +1,90 @@
+"""The benchmark suite in its smallest mode, so that `python -m bench.run` never rots.
+
+Timings mean nothing at this size and on a shared CI machine; what is checked is the shape of a run: that
+every benchmark ran, that the loops fetched the same pages, and the API calls that the goals count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.report import judge, render, stream_calls
+from bench.run import Scale, run
+
+RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
+TINY = Scale("tiny", sync_accounts=(15, 30), score_accounts=150, texts=200, naive_cap=10)
+STAGES = {"sync", "score", "evaluate", "writeback", "notify"}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HEALTHBEAT_BENCH_CACHE", str(tmp_path_factory.mktemp("bench-cache")))
+        yield run(TINY, tmp_path_factory.mktemp("bench"), RULES_DIR, with_pandas=False)
+
+
+def test_backfill_loops_fetch_the_same_pages_at_both_sizes(results: dict[str, Any]) -> None:
+    assert [p["accounts"] for p in results["p1"]] == list(TINY.sync_accounts)
+    for p1 in results["p1"]:
+        assert p1["worker"]["records"] == p1["parse_floor"]["records"] == p1["salesforce_records"]
+        assert p1["bytes_floor"]["pages"] == p1["parse_floor"]["pages"]
+        assert p1["worker"]["failed_streams"] == {}
+
+
+def test_every_cycle_runs_every_stage(results: dict[str, Any]) -> None:
+    assert len(results["cycles"]) == 4
+    for cycle in results["cycles"]:
+        assert cycle["ok"], cycle["error"]
+        assert STAGES <= set(cycle["stages"])
+
+
+def test_quiet_cycle_queries_each_salesforce_stream_once_and_writes_and_sends_nothing(
+        results: dict[str, Any]) -> None:
+    steady = next(c for c in results["cycles"] if c["label"].startswith("quiet cycle (steady"))
+    salesforce = steady["calls"]["salesforce"]
+    queries = {k: n for k, n in salesforce.items() if k.startswith("query ")}
+    assert len(queries) == 7 and set(queries.values()) == {1}
+    assert "query_more" not in salesforce and "composite" not in salesforce
+    assert steady["calls"]["slack"] == {}
+    assert steady["wrote_back"] == 0 and steady["nudges"] == 0
+    assert all(n >= 1 for n in stream_calls(steady).values())
+
+
+def test_write_back_of_every_changed_score_takes_ceil_n_over_200_calls(results: dict[str, Any]) -> None:
+    p3 = results["p3"]
+    assert p3["changed"] == TINY.sync_accounts[-1] == p3["sent"]
+    assert p3["composite_calls"] == math.ceil(p3["changed"] / 200)
+    assert p3["naive_calls"] == p3["naive_accounts"] == TINY.naive_cap
+
+
+def test_a_bad_week_in_the_sandbox_reaches_slack_in_the_next_cycle(results: dict[str, Any]) -> None:
+    p6 = results["p6"]
+    assert p6["band_after"] == "red"
+    assert p6["reached_slack"]
+
+
+def test_scoring_scores_every_account_and_the_incremental_run_sees_the_moved_ones(
+        results: dict[str, Any]) -> None:
+    worker = results["p4"]["worker"]
+    assert worker["full"]["scored"] == TINY.score_accounts == results["p4"]["store"]["accounts"]
+    assert worker["incremental"]["moved"] >= 1
+    assert worker["incremental"]["changed"] >= 1
+    assert set(worker["measures"]) >= {"days_since_two_way_touch", "inbound_sentiment", "feature_adoption"}
+
+
+def test_sentiment_scores_each_text_once(results: dict[str, Any]) -> None:
+    p5 = results["p5"]
+    assert p5["scored_first"] == p5["distinct"] == TINY.texts
+    assert p5["scored_second"] == 0 and p5["left_unscored"] == 0
+
+
+def test_report_judges_every_goal(results: dict[str, Any]) -> None:
+    goals = {v.goal for v in judge({**results, "command": "test"})}
+    assert goals == {"P1", "P2", "P3", "P4", "P5", "P6"}
+    text = render({**results, "command": "test"})
+    assert "## Goals" in text and "P6" in text
