@@ -132,6 +132,7 @@ class Trend(_Strict):
 class Confidence(_Strict):
     high: float = Field(default=0.8, ge=0, le=1)
     medium: float = Field(default=0.5, ge=0, le=1)
+    stale_after: Duration = timedelta(days=30)
 
 
 class Scorecard(_Strict):

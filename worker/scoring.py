@@ -216,12 +216,33 @@ def trend(score: float, baseline: float | None, scorecard: Scorecard) -> tuple[s
     return f"→ {delta:+g} ({days}d)", delta
 
 
-def confidence(coverage: float, scorecard: Scorecard) -> str:
-    if coverage >= scorecard.confidence.high:
-        return "High"
-    if coverage >= scorecard.confidence.medium:
-        return "Medium"
-    return "Low"
+_LEVELS = ("Low", "Medium", "High")
+
+
+def confidence(coverage: float, newest_age_days: float | None, scorecard: Scorecard) -> str:
+    """How far to trust the score, in words for the Salesforce field (Text 40): how much of the scorecard had
+    data, one level lower when the newest data is older than `stale_after`. The age is said in buckets, so
+    the field changes when the data ages past a boundary, not every day."""
+    level = 2 if coverage >= scorecard.confidence.high else 1 if coverage >= scorecard.confidence.medium else 0
+    stale = scorecard.confidence.stale_after.total_seconds() / 86400
+    if newest_age_days is None:
+        return "Low, no activity data"
+    if newest_age_days > stale:
+        return f"{_LEVELS[max(0, level - 1)]}, no data in {round(stale)}+ days"
+    freshness = "fresh data" if newest_age_days <= 7 else f"data 8-{round(stale)} days old"
+    return f"{_LEVELS[level]}, {freshness}"
+
+
+def newest_data_ages(store: Store, as_of: datetime) -> dict[str, float]:
+    """Per account, whole days since its newest activity or usage day known at `as_of`: one query."""
+    rows = store.conn.execute("""
+        SELECT account_id, julianday(:day) - julianday(max(newest)) FROM (
+            SELECT account_id, max(date(occurred_at)) AS newest FROM activities
+            WHERE is_deleted = 0 AND account_id IS NOT NULL AND occurred_at <= :as_of GROUP BY account_id
+            UNION ALL
+            SELECT account_id, max(day) FROM usage_daily WHERE day <= :day GROUP BY account_id)
+        GROUP BY account_id""", {"as_of": iso(as_of), "day": as_of.date().isoformat()})
+    return {str(account_id): float(age) for account_id, age in rows if age is not None}
 
 
 _ACCOUNTS = """
@@ -244,6 +265,7 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> Sc
     base = loaded.scorecard
     raw = _measure_raw(store, base, as_of)
     baselines = trend_baselines(store, base, as_of)
+    ages = newest_data_ages(store, as_of)
     previous = {r["account_id"]: r for r in store.query("SELECT account_id, score, band FROM scores")}
     by_segment = {None: base} | {segment.name: base.for_segment(segment) for segment in base.segments}
     report = ScoringReport()
@@ -269,7 +291,8 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> Sc
             "account_id": account_id, "score": score, "band": band, "computed_score": computed,
             "trend": trend_text, "trend_delta": delta, "reason": reason, "coverage": coverage,
             "churn_risk": churn, "expansion_readiness": expansion,
-            "confidence": confidence(coverage, scorecard), "overridden": int(bool(override)),
+            "confidence": confidence(coverage, ages.get(account_id), scorecard),
+            "overridden": int(bool(override)),
             "measures": measures_json, "segment": segment.name if segment else None,
             "scorecard_hash": loaded.digest, "scored_at": iso(as_of)})
         history_rows.append({"account_id": account_id, "day": as_of.date().isoformat(), "score": score,

@@ -157,3 +157,22 @@ def test_scores_history_draws_a_sparkline_and_a_png(
     assert result.returncode == 0, result.stderr
     assert world.accounts[2].name in result.stdout and "over 1 days" in result.stdout
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_confidence_field_says_how_fresh_the_data_is_and_drops_when_it_ages(
+        world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, clock: ShiftedClock) -> None:
+    from connectors.world import advance
+
+    cycle.run()
+    account = world.accounts[0].id
+    before = sandboxes.salesforce.get("Account", account)["Health_Confidence__c"]
+    start = clock()
+    clock.offset += timedelta(days=40)
+    advance(world, start, clock(), quiet=[account])  # everyone else carries on; this account goes dark
+
+    cycle.run()
+
+    after = sandboxes.salesforce.get("Account", account)["Health_Confidence__c"]
+    assert before.endswith("fresh data")
+    assert after.endswith("no data in 30+ days")
+    assert ["Low", "Medium", "High"].index(after.split(",")[0]) < ["Low", "Medium", "High"].index(before.split(",")[0])
