@@ -8,6 +8,11 @@ good health score should see churn coming. Not always, on purpose: some churn is
 all), and some retained accounts go through a rough patch and recover, so the score cannot be perfect
 and an AUC of 1.0 would mean a bug.
 
+The world has a structure for tuning to find: meetings and replies follow mostly the owner's habit, and a
+rough patch sours the mood and brings tickets but not a drop in product use, so usage tells a leaving
+customer from a bad spell better than engagement, sentiment or support do (seed 3, 60 accounts: tuning
+moves weight to usage and does better on the later holdout).
+
 The history goes through the sandboxes (and usage files) with the world's own record helpers, so the
 worker reads it over HTTP exactly as it reads the demo world. `History.fates` is the ground truth the
 tests check the backtest against.
@@ -97,7 +102,7 @@ class History:
 
 
 def build_history(salesforce: SalesforceSandbox, zendesk: ZendeskSandbox | None, slack: SlackSandbox | None,
-                  usage_dir: Path | None, *, accounts: int = 60, months: int = 15, seed: int = 5,
+                  usage_dir: Path | None, *, accounts: int = 60, months: int = 15, seed: int = 3,
                   now: datetime | None = None) -> History:
     """Owners and `accounts` customers with `months` of history up to `now`, renewals and churn included."""
     if not 12 <= months <= 24:

@@ -348,6 +348,74 @@ def explain(account: AccountArgument, fmt: Annotated[str, typer.Option("--format
         Console().print(said.render())
 
 
+@app.command()
+def backtest(
+        period: Annotated[str, typer.Option(help="How far back the snapshots go, e.g. 365d or 78w.")] = "365d",
+        step: Annotated[str, typer.Option(help="Time between snapshots, e.g. 7d or 30d.")] = "14d",
+        horizon: Annotated[str, typer.Option(help="Churn counts when it comes within this time of a snapshot.")]
+        = "90d",
+        until: Annotated[str | None, typer.Option(help="Last snapshot day, YYYY-MM-DD (default: today).")] = None,
+        fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+        plot: Annotated[Path | None, typer.Option(help="Write PNG charts to this folder "
+                                                       "(needs the charts extra).")] = None,
+        guardrail: Annotated[list[str] | None, typer.Option(help="A band share ops accept, e.g. red:5-25 "
+                                                                 "(repeatable; default red:5-25).")] = None,
+        renewal_type: Annotated[list[str] | None, typer.Option(help="An Opportunity Type that is a renewal "
+                                                                    "(repeatable; default Renewal).")] = None,
+        renewal_name: Annotated[str, typer.Option(help="A word in an Opportunity's name that makes it a renewal "
+                                                       "('' to go by type alone).")] = "renewal",
+        churn_field: Annotated[str | None, typer.Option(help="A column of the accounts table holding a churn "
+                                                             "date, used beside the renewals.")] = None,
+        tune: Annotated[bool, typer.Option("--tune", help="Fit weights on the earlier snapshots, check them on "
+                                                          "the later ones, and write a proposal to --out.")] = False,
+        out: Annotated[Path | None, typer.Option(help="Where --tune writes the proposed scorecard.")] = None,
+        db: DbOption = None, rules_dir: RulesOption = None, verbose: VerboseOption = False) -> None:
+    """How well the health score foresaw churn, replayed from the store; --tune proposes better weights."""
+    from datetime import UTC, date, datetime, time
+
+    from worker.backtest import Guardrail, Plan, run_command
+    from worker.config import parse_duration
+    from worker.cycle import system_clock
+    from worker.outcomes import OutcomeConfigError, OutcomeRules, read_outcomes
+
+    configure_logging(verbose)
+    if fmt not in ("table", "json"):
+        err.print(f"[red]--format must be table or json, not {fmt!r}[/red]")
+        raise typer.Exit(2)
+    if tune != (out is not None):
+        err.print("[red]--tune and --out go together: --tune --out FILE[/red]")
+        raise typer.Exit(2)
+    try:
+        last = (datetime.combine(date.fromisoformat(until), time(23, 59, 59), UTC) if until else system_clock())
+        plan = Plan(until=min(last, system_clock()), period=parse_duration(period), step=parse_duration(step),
+                    horizon=parse_duration(horizon),
+                    guardrails=tuple(Guardrail.parse(g) for g in guardrail or ["red:5-25"]))
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    settings = _settings(db, rules_dir)
+    rulebook = RuleBook(settings.rules_dir)
+    rulebook.reload()  # logs every problem; broken alert rules only mean no rule is replayed
+    if rulebook.scorecard is None:
+        raise typer.Exit(1)
+    if not settings.db.exists():
+        err.print(f"[red]No database at {settings.db}: run a cycle first (healthbeat run --once).[/red]")
+        raise typer.Exit(1)
+    rules = OutcomeRules(tuple(renewal_type or ["Renewal"]), renewal_name or None, churn_field)
+    with _open_store(settings, lock=False) as store:
+        try:
+            outcomes = read_outcomes(store, rules)
+        except OutcomeConfigError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        result = run_command(store, rulebook.scorecard, rulebook.alerts, outcomes, plan, fmt=fmt, plot_dir=plot,
+                             tune_out=out)
+    typer.echo(result.output)
+    for message in result.messages:
+        err.print(message, markup=False, highlight=False)
+    raise typer.Exit(result.exit_code)
+
+
 override_app = typer.Typer(no_args_is_help=True, help="Pin an account's score by hand (a CSM override).")
 app.add_typer(override_app, name="override")
 

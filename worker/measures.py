@@ -121,7 +121,8 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
               WHERE {_LIVE_ACTIVITY} AND a.kind = 'email' AND EXISTS (
                   SELECT 1 FROM activities p WHERE p.account_id = a.account_id AND p.kind = 'email'
                   AND p.is_deleted = 0 AND p.direction != a.direction AND p.occurred_at <= a.occurred_at
-                  AND julianday(a.occurred_at) - julianday(p.occurred_at) <= :within)
+                  AND p.occurred_at >= strftime('%Y-%m-%dT%H:%M:%SZ', a.occurred_at,
+                                                '-' || CAST(:within * 86400 AS INTEGER) || ' seconds'))
             ) t GROUP BY t.account_id""",
         lambda v, p: (f"No two-way touch in {_days(v)}" if v >= 14
                       else f"Last two-way touch {_days(v)} ago" if v >= 1 else "Two-way touch today")),

@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 PAGE = 2000
 MAX_TEXT = 100_000
-ZENDESK_BACKFILL = timedelta(days=365)
 
 
 @dataclass
@@ -358,11 +357,12 @@ def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
 
 # -- Zendesk ------------------------------------------------------------------------------------------
 
-def sync_zendesk(store: Store, client: ZendeskClient, now: datetime, report: SyncReport) -> None:
+def sync_zendesk(store: Store, client: ZendeskClient, now: datetime, report: SyncReport, *,
+                 backfill: timedelta = timedelta(days=365)) -> None:
     try:
         client.verify()
         _sync_organizations(store, client, now, report)
-        _sync_tickets(store, client, now, report)
+        _sync_tickets(store, client, now, report, backfill)
     except ZendeskAuthError as exc:
         report.failed_streams["zendesk"] = str(exc)
         log.error("sync zendesk: %s", exc)
@@ -429,12 +429,13 @@ def _map_organization(org: ZendeskOrganization, accounts: dict[str, str | None],
     return None, None
 
 
-def _sync_tickets(store: Store, client: ZendeskClient, now: datetime, report: SyncReport) -> None:
+def _sync_tickets(store: Store, client: ZendeskClient, now: datetime, report: SyncReport,
+                  backfill: timedelta) -> None:
     name = "zendesk.tickets"
     cursor = store.cursor(name)
     known_roles = {r["source_id"]: r["role"] for r in
                    store.query("SELECT source_id, role FROM users WHERE source = 'zendesk'")}
-    for page in client.ticket_pages(cursor=cursor, start_time=now - ZENDESK_BACKFILL):
+    for page in client.ticket_pages(cursor=cursor, start_time=now - backfill):
         tickets = [t for t in page.tickets if isinstance(t, ZendeskTicket)]
         bad = [Quarantined("zendesk", "tickets", None, t.reason, t.raw)
                for t in page.tickets if isinstance(t, BadRecord)]
@@ -544,7 +545,7 @@ def sync_all(store: Store, settings: Settings, now: datetime, *,
     report = SyncReport(progress=progress)
     sync_salesforce(store, salesforce, settings, now, report)
     if zendesk is not None:
-        sync_zendesk(store, zendesk, now, report)
+        sync_zendesk(store, zendesk, now, report, backfill=settings.zendesk_backfill)
     else:
         report.skipped_streams["zendesk"] = "not configured"
     sync_usage(store, settings, now, report)
