@@ -107,7 +107,9 @@ def render(results: dict[str, Any]) -> str:
              f"Measured {m['date']} with `{results.get('command', 'python -m bench.run')}` "
              f"(scale **{results['scale']['name']}**, {results['seconds'] / 60:.1f} minutes in all).", "",
              f"Machine: {m['cpu']}, nproc {m['nproc']}, {m['memory']} memory; Python {m['python']}, "
-             f"SQLite {m['sqlite']}, {m['os']}.", "",
+             f"SQLite {m['sqlite']}, {m['os']}. Load average (1, 5, 15 min) at the start "
+             f"{_load(results, 'start')}, at the end {_load(results, 'end')}: the machine is shared, so P1's loops "
+             f"run {results['scale'].get('repeats', 1)}× interleaved and the fastest of each counts.", "",
              "Every figure is one run's; each goal is judged against a baseline measured in the same run. "
              "The sandboxes run in their own process, so the worker's CPU seconds and memory are its own. "
              "How to reproduce and what each benchmark does: `bench/README.md`.", "",
@@ -117,17 +119,23 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _load(results: dict[str, Any], when: str) -> str:
+    load = results.get("load_average", {}).get(when)
+    return ", ".join(f"{x:.1f}" for x in load) if load else "?"
+
+
 def _p1(results: dict[str, Any]) -> list[str]:
     lines = ["## P1: full backfill (Salesforce, through the real clients into the store)", "",
-             _row("accounts", "records", "loop", "wall s", "client CPU s", "peak RSS MB (at start)", "records/s",
-                  "× parse floor"), _row(*["---"] * 8)]
+             _row("accounts", "records", "loop", "wall s (all runs)", "client CPU s", "peak RSS MB (at start)",
+                  "records/s", "× parse floor"), _row(*["---"] * 8)]
     for p in results["p1"]:
         floor = p["parse_floor"]["wall"]
         for name, key in (("bytes floor (httpx, no parsing)", "bytes_floor"),
                           ("parse floor (httpx + json.loads)", "parse_floor"),
                           ("worker (`sync_salesforce` into the store)", "worker")):
             f = p[key]
-            lines.append(_row(f"{p['accounts']:,}", f"{p['salesforce_records']:,}", name, f"{f['wall']:.1f}",
+            walls = ", ".join(f"{w:.1f}" for w in f.get("walls", [f["wall"]]))
+            lines.append(_row(f"{p['accounts']:,}", f"{p['salesforce_records']:,}", name, f"{f['wall']:.1f} ({walls})",
                               f"{f['cpu']:.1f}", f"{f['peak_rss_mb']:.0f} ({f['base_rss_mb']:.0f})",
                               f"{p['salesforce_records'] / f['wall']:,.0f}", f"{_ratio(f['wall'], floor):.2f}"))
     big = results["p1"][-1]
@@ -219,5 +227,9 @@ def _p5(results: dict[str, Any]) -> list[str]:
                  f"{p['bare_rate']:,.0f}")]
 
 
-def write_report(results: dict[str, Any], path: Path) -> None:
-    path.write_text(render(results), encoding="utf-8")
+def write_report(results: dict[str, Any], path: Path, notes: Path | None = None) -> None:
+    """The figures, then (when given) the hand-written analysis of the misses that goes with this run."""
+    text = render(results)
+    if notes is not None and notes.exists():
+        text += "\n" + notes.read_text(encoding="utf-8")
+    path.write_text(text, encoding="utf-8")

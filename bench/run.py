@@ -11,6 +11,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -40,18 +41,20 @@ class Scale:
     activities_per_account: float = 50.0
     zendesk_share: float = 0.05  # of tickets, for the sync world: each costs a comments call on backfill
     changed_share: float = 0.01  # accounts that move before the incremental re-score
+    repeats: int = 1  # P1 loops run this many times, interleaved; the fastest of each counts (noisy machines)
 
 
 SCALES = {
     "small": Scale("small", (40, 80), 400, 1500, 40),
-    "medium": Scale("medium", (2500, 5000), 25_000, 20_000, 1000),
-    "full": Scale("full", (10_000, 20_000), 100_000, 100_000, 2000),
+    "medium": Scale("medium", (2500, 5000), 25_000, 20_000, 1000, repeats=2),
+    "full": Scale("full", (10_000, 20_000), 100_000, 100_000, 2000, repeats=2),
 }
 
 
 def run(scale: Scale, workdir: Path, rules_dir: Path, *, with_pandas: bool = True) -> dict[str, Any]:
     """Run P1-P6 at `scale`; returns every figure (see `bench.report` for how they are judged)."""
     results: dict[str, Any] = {"scale": asdict(scale), "machine": machine(), "p1": []}
+    load_start = os.getloadavg()
     started = time.perf_counter()
     for size in scale.sync_accounts:
         spec = WorldSpec(size, scale.activities_per_account, zendesk_share=scale.zendesk_share)
@@ -60,10 +63,20 @@ def run(scale: Scale, workdir: Path, rules_dir: Path, *, with_pandas: bool = Tru
             world = server.endpoints.world
             log.info("loaded %d Salesforce records (%d activities); P1 loops", world.salesforce_records,
                      world.activities)
-            p1 = {"accounts": size, "salesforce_records": world.salesforce_records, "activities": world.activities,
-                  "bytes_floor": isolated(bare_loop, server.endpoints, False),
-                  "parse_floor": isolated(bare_loop, server.endpoints, True),
-                  "worker": isolated(worker_backfill, server.endpoints, workdir / f"p1-{size}.db", rules_dir)}
+            p1: dict[str, Any] = {"accounts": size, "salesforce_records": world.salesforce_records,
+                                  "activities": world.activities}
+            for attempt in range(scale.repeats):
+                db = workdir / f"p1-{size}-{attempt}.db"
+                runs = {"bytes_floor": isolated(bare_loop, server.endpoints, False),
+                        "parse_floor": isolated(bare_loop, server.endpoints, True),
+                        "worker": isolated(worker_backfill, server.endpoints, db, rules_dir)}
+                for loop, figures in runs.items():
+                    figures["walls"] = [*p1.get(loop, {}).get("walls", []), figures["wall"]]
+                    if loop not in p1 or figures["wall"] < p1[loop]["wall"]:
+                        p1[loop] = figures
+                    else:
+                        p1[loop]["walls"] = figures["walls"]
+                db.unlink(missing_ok=True)
             results["p1"].append(p1)
             if size == max(scale.sync_accounts):
                 log.info("cycles at %d accounts (P2, P6, P3)", size)
@@ -88,6 +101,7 @@ def run(scale: Scale, workdir: Path, rules_dir: Path, *, with_pandas: bool = Tru
     log.info("sentiment: %d texts", scale.texts)
     results["p5"] = isolated(sentiment, workdir, scale.texts)
     results["seconds"] = time.perf_counter() - started
+    results["load_average"] = {"start": load_start, "end": os.getloadavg()}
     return results
 
 
@@ -99,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules-dir", type=Path, default=ROOT / "rules")
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline of P4")
     parser.add_argument("--render", type=Path, metavar="JSON", help="only rewrite the report from a --json file")
+    parser.add_argument("--notes", type=Path, default=None,
+                        help="a hand-written analysis to append (profiles, causes, fixes), e.g. bench/analysis.md")
     args = parser.parse_args(argv)
     if args.render:
-        write_report(json.loads(args.render.read_text()), args.output)
+        write_report(json.loads(args.render.read_text()), args.output, args.notes)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("worker").setLevel(logging.WARNING)
@@ -113,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     results["command"] = command
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
-    write_report(results, args.output)
+    write_report(results, args.output, args.notes)
     log.info("wrote %s in %.0f s", args.output, results["seconds"])
     return 0
 

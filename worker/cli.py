@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,10 +21,12 @@ from rich.progress import TaskID
 from rich.table import Table
 
 from worker.config import ConfigError, Settings, load_settings
-from worker.cycle import CycleReport
 from worker.logs import add_secrets, configure_logging
 from worker.rulebook import RuleBook, load_rules
 from worker.store import Store, StoreLocked
+
+if TYPE_CHECKING:
+    from worker.cycle import CycleReport
 
 log = logging.getLogger("healthbeat")
 
