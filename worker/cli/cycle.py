@@ -1,0 +1,154 @@
+"""Commands that run the worker's stages: run, sync, score, writeback, notify, and the demo."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import TaskID
+from rich.table import Table
+
+from worker.config import ConfigError
+from worker.logs import configure_logging
+from worker.rulebook import RuleBook, load_rules
+
+if TYPE_CHECKING:
+    from worker.cycle import CycleReport
+
+from worker.cli.common import DbOption, DryRunOption, RulesOption, VerboseOption, app, cli_settings, err, open_store
+
+
+def _run_stages(stages: tuple[str, ...], db: Path | None, rules_dir: Path | None, dry_run: bool,
+                verbose: bool) -> CycleReport:
+    from worker.cycle import Cycle, build_clients
+
+    configure_logging(verbose)
+    settings = cli_settings(db, rules_dir)
+    try:
+        clients = build_clients(settings)
+    except ConfigError as exc:
+        err.print(f"[red]Configuration:[/red] {exc}")
+        raise typer.Exit(2) from None
+    with open_store(settings) as store, _progress() as progress:
+        report = Cycle(store, settings, RuleBook(settings.rules_dir), clients, dry_run=dry_run,
+                       progress=progress).run(stages)
+        clients.close()
+    if stages == ("sync",) and report.sync is not None:
+        _print_sync_table(report.sync.table())
+    if not report.ok:
+        typer.echo(report.summary(), err=True)
+        for problem in report.problems():
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(1)
+    return report
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int], None] | None]:
+    """Records per stream as a backfill runs, on a terminal only (logs and pipes stay quiet)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, TaskID] = {}
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:>9,} records"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        def advance(stream: str, records: int) -> None:
+            if stream not in tasks:
+                tasks[stream] = bar.add_task(stream, total=None)
+            bar.update(tasks[stream], completed=records)
+
+        yield advance
+
+
+def _print_sync_table(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="Sync by stream")
+    for column in ("Stream", "Read", "Deleted", "Quarantined", "API calls", "Seconds", "Failed"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["stream"], str(row["read"]), str(row["deleted"]), str(row["quarantined"]),
+                      str(row["api_calls"]), f"{row['seconds']:.1f}", row["failed"])
+    Console(stderr=True).print(table)
+
+
+@app.command()
+def run(once: Annotated[bool, typer.Option("--once", help="Run one full cycle and exit (for cron and "
+                                                          "Kubernetes jobs); non-zero exit if it failed.")] = False,
+        db: DbOption = None, rules_dir: RulesOption = None, dry_run: DryRunOption = False,
+        verbose: VerboseOption = False) -> None:
+    """Run the worker: a cycle every HEALTHBEAT_INTERVAL (default 15m), until stopped."""
+    if once:
+        _run_stages(("sync", "score", "evaluate", "writeback", "notify"), db, rules_dir, dry_run, verbose)
+        return
+    from worker.scheduler import run_forever
+
+    configure_logging(verbose)
+    settings = cli_settings(db, rules_dir)
+    raise typer.Exit(run_forever(settings, dry_run=dry_run))
+
+
+@app.command()
+def sync(db: DbOption = None, verbose: VerboseOption = False) -> None:
+    """Pull activity from Salesforce, Zendesk and usage files into the store (incremental); a table per stream."""
+    _run_stages(("sync",), db, None, False, verbose)
+
+
+
+@app.command()
+def score(db: DbOption = None, rules_dir: RulesOption = None, verbose: VerboseOption = False) -> None:
+    """Score every account from what the store holds (no network)."""
+    from worker.scoring import score_accounts
+
+    configure_logging(verbose)
+    settings = cli_settings(db, rules_dir)
+    rulebook = RuleBook(settings.rules_dir)
+    if rulebook.reload() and rulebook.scorecard is None:
+        raise typer.Exit(1)
+    scorecard, _ = rulebook.require()
+    from worker.cycle import system_clock
+
+    with open_store(settings) as store:
+        report = score_accounts(store, scorecard, system_clock())
+    err.print(f"scored {report.scored} accounts ({report.changed} changed)")
+
+
+@app.command()
+def writeback(db: DbOption = None, dry_run: DryRunOption = False, verbose: VerboseOption = False) -> None:
+    """Write changed scores to the Salesforce Account fields."""
+    _run_stages(("writeback",), db, None, dry_run, verbose)
+
+
+@app.command()
+def notify(db: DbOption = None, rules_dir: RulesOption = None, dry_run: DryRunOption = False,
+           verbose: VerboseOption = False) -> None:
+    """Evaluate the alert rules and send the nudges they owe."""
+    _run_stages(("evaluate", "notify"), db, rules_dir, dry_run, verbose)
+
+
+
+@app.command()
+def demo(db: Annotated[Path, typer.Option("--db", help="Where to leave the demo's SQLite database.")]
+         = Path("healthbeat-demo.db"),
+         accounts: Annotated[int, typer.Option(help="How many accounts the sandbox world holds.")] = 30,
+         seed: Annotated[int, typer.Option(help="Seed of the deterministic world.")] = 7,
+         rules_dir: RulesOption = None, verbose: VerboseOption = False) -> None:
+    """Start local sandboxes of Salesforce, Zendesk and Slack, run two cycles around a change, and show it."""
+    from worker.demo import run_demo
+
+    configure_logging(verbose, quiet_below=logging.WARNING if not verbose else logging.DEBUG)
+    rules = cli_settings(rules_dir=rules_dir).rules_dir
+    _, _, problems = load_rules(rules)
+    if problems:
+        for problem in problems:
+            typer.echo(problem, err=True)
+        typer.echo(f"The demo needs the rule files: run it from the repository's root, or give --rules-dir "
+                   f"(looked in {rules.resolve()}).", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(run_demo(db, accounts=accounts, seed=seed, rules_dir=rules))

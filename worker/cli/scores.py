@@ -1,0 +1,285 @@
+"""Commands a CSM reads scores with: scores, scores history, explain, override, backtest."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from worker.cli.common import (
+    AccountArgument,
+    DbOption,
+    FormatOption,
+    RulesOption,
+    VerboseOption,
+    account_id_of,
+    app,
+    check_format,
+    cli_settings,
+    emit,
+    err,
+    open_store,
+    whole,
+)
+from worker.logs import configure_logging
+from worker.rulebook import RuleBook
+from worker.store import Store
+
+SCORE_COLUMNS = ("account_id", "name", "owner", "segment", "score", "band", "trend", "churn_risk",
+                 "expansion_readiness", "coverage", "confidence", "reason")
+scores_app = typer.Typer(help="The latest score of every account, and one account's history.")
+app.add_typer(scores_app, name="scores")
+
+
+def read_scores(store: Store, *, band: str | None = None, owner: str | None = None,
+                segment: str | None = None) -> list[dict[str, Any]]:
+    where, params = ["h.score IS NOT NULL"], []
+    for column, value in (("h.band", band), ("h.owner", owner), ("s.segment", segment)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    return store.query(
+        "SELECT h.account_id, h.name, h.owner, s.segment, h.score, h.band, h.trend, h.churn_risk, "
+        "h.expansion_readiness, h.coverage, s.confidence, h.reason FROM account_health h "
+        f"JOIN scores s USING (account_id) WHERE {' AND '.join(where)} ORDER BY h.score, h.name", params)
+
+
+def scores_table(rows: list[dict[str, Any]], title: str = "Account health") -> Table:
+    colours = {"red": "red", "yellow": "yellow", "green": "green"}
+    table = Table(title=title, show_lines=False)
+    for column in ("Account", "Owner", "Score", "Band", "Trend", "Churn", "Expansion", "Confidence", "Reason"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        colour = colours.get(row["band"], "white")
+        coverage = f" {round(100 * row['coverage'])}%" if row.get("coverage") is not None else ""
+        table.add_row(row["name"], row["owner"] or "", f"{row['score']:.0f}",
+                      f"[{colour}]{row['band']}[/{colour}]", row["trend"] or "", whole(row["churn_risk"]),
+                      whole(row.get("expansion_readiness")), f"{row.get('confidence') or ''}{coverage}",
+                      row["reason"] or "")
+    return table
+
+
+
+@scores_app.callback(invoke_without_command=True)
+def scores(ctx: typer.Context, fmt: FormatOption = "table",
+           band: Annotated[str | None, typer.Option(help="Only this band: red, yellow or green.")] = None,
+           owner: Annotated[str | None, typer.Option(help="Only accounts of this owner (full name).")] = None,
+           segment: Annotated[str | None, typer.Option(help="Only this scorecard segment.")] = None,
+           db: DbOption = None) -> None:
+    """Show the latest score of every account (filter by band, owner, segment)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    check_format(fmt)
+    settings = cli_settings(db)
+    with open_store(settings, lock=False) as store:
+        rows = read_scores(store, band=band, owner=owner, segment=segment)
+    if fmt == "table":
+        Console().print(scores_table(rows))
+    else:
+        emit(rows, fmt, SCORE_COLUMNS)
+
+
+
+@scores_app.command("history")
+def scores_history(account: AccountArgument, days: Annotated[int, typer.Option(help="How far back.")] = 90,
+                   png: Annotated[Path | None, typer.Option(help="Also draw the history to this PNG file.")]
+                   = None, fmt: FormatOption = "table", db: DbOption = None, rules_dir: RulesOption = None) -> None:
+    """One account's daily scores, with a sparkline (and a PNG chart with --png)."""
+    from worker.cycle import system_clock
+    from worker.explain import history, plot_history, sparkline
+
+    check_format(fmt)
+    settings = cli_settings(db, rules_dir)
+    with open_store(settings, lock=False) as store:
+        account_id = account_id_of(store, account)
+        name = store.scalar("SELECT name FROM accounts WHERE id = ?", (account_id,))
+        rows = history(store, account_id, days, system_clock().date())
+    if fmt != "table":
+        emit(rows, fmt, ("day", "score", "band", "churn_risk", "coverage"))
+    else:
+        Console().print(f"{name}: {sparkline([r['score'] for r in rows])}  "
+                        + (f"{rows[0]['score']:.0f} → {rows[-1]['score']:.0f} over {len(rows)} days" if rows
+                           else "no history yet"))
+    if png is not None and rows:
+        rulebook = RuleBook(settings.rules_dir)
+        rulebook.reload()
+        bands = rulebook.require()[0].scorecard.bands
+        try:
+            plot_history(rows, f"{name}: health score", str(png), red=bands.red, yellow=bands.yellow)
+        except RuntimeError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+        err.print(f"chart written to {png}")
+
+
+@app.command()
+def explain(account: AccountArgument, fmt: Annotated[str, typer.Option("--format", help="table or json.")]
+            = "table", db: DbOption = None, rules_dir: RulesOption = None) -> None:
+    """Why an account has its score: every measure's raw value, points, weight and contribution."""
+    from worker.explain import explain_account, format_explanation
+
+    settings = cli_settings(db, rules_dir)
+    rulebook = RuleBook(settings.rules_dir)
+    rulebook.reload()
+    scorecard, _ = rulebook.require()
+    with open_store(settings, lock=False) as store:
+        account_id = account_id_of(store, account)
+        from worker.explain import AccountNotFound
+
+        try:
+            explanation = explain_account(store, scorecard.scorecard, account_id)
+        except AccountNotFound as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+        from worker.cycle import system_clock
+        from worker.feedback import account_feedback
+
+        said = account_feedback(store, account_id, system_clock().date())
+    if fmt == "json":
+        sys.stdout.write(json.dumps({**explanation.as_json(), "feedback": said.as_json()}, indent=2,
+                                    ensure_ascii=False) + "\n")
+    else:
+        Console().print(format_explanation(explanation))
+        Console().print(said.render())
+
+
+@app.command()
+def backtest(
+        period: Annotated[str, typer.Option(help="How far back the snapshots go, e.g. 365d or 78w.")] = "365d",
+        step: Annotated[str, typer.Option(help="Time between snapshots, e.g. 7d or 30d.")] = "14d",
+        horizon: Annotated[str, typer.Option(help="Churn counts when it comes within this time of a snapshot.")]
+        = "90d",
+        until: Annotated[str | None, typer.Option(help="Last snapshot day, YYYY-MM-DD (default: today).")] = None,
+        fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+        plot: Annotated[Path | None, typer.Option(help="Write PNG charts to this folder "
+                                                       "(needs the charts extra).")] = None,
+        guardrail: Annotated[list[str] | None, typer.Option(help="A band share ops accept, e.g. red:5-25 "
+                                                                 "(repeatable; default red:5-25).")] = None,
+        renewal_type: Annotated[list[str] | None, typer.Option(help="An Opportunity Type that is a renewal "
+                                                                    "(repeatable; default Renewal).")] = None,
+        renewal_name: Annotated[str, typer.Option(help="A word in an Opportunity's name that makes it a renewal "
+                                                       "('' to go by type alone).")] = "renewal",
+        churn_field: Annotated[str | None, typer.Option(help="A column of the accounts table holding a churn "
+                                                             "date, used beside the renewals.")] = None,
+        tune: Annotated[bool, typer.Option("--tune", help="Fit weights on the earlier snapshots, check them on "
+                                                          "the later ones, and write a proposal to --out.")] = False,
+        out: Annotated[Path | None, typer.Option(help="Where --tune writes the proposed scorecard.")] = None,
+        db: DbOption = None, rules_dir: RulesOption = None, verbose: VerboseOption = False) -> None:
+    """How well the health score foresaw churn, replayed from the store; --tune proposes better weights."""
+    from datetime import UTC, date, datetime, time
+
+    from worker.backtest import Guardrail, Plan, run_command
+    from worker.config import parse_duration
+    from worker.cycle import system_clock
+    from worker.outcomes import OutcomeConfigError, OutcomeRules, read_outcomes
+
+    configure_logging(verbose)
+    if fmt not in ("table", "json"):
+        err.print(f"[red]--format must be table or json, not {fmt!r}[/red]")
+        raise typer.Exit(2)
+    if tune != (out is not None):
+        err.print("[red]--tune and --out go together: --tune --out FILE[/red]")
+        raise typer.Exit(2)
+    try:
+        last = (datetime.combine(date.fromisoformat(until), time(23, 59, 59), UTC) if until else system_clock())
+        plan = Plan(until=min(last, system_clock()), period=parse_duration(period), step=parse_duration(step),
+                    horizon=parse_duration(horizon),
+                    guardrails=tuple(Guardrail.parse(g) for g in guardrail or ["red:5-25"]))
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    settings = cli_settings(db, rules_dir)
+    rulebook = RuleBook(settings.rules_dir)
+    rulebook.reload()  # logs every problem; broken alert rules only mean no rule is replayed
+    if rulebook.scorecard is None:
+        raise typer.Exit(1)
+    if not settings.db.exists():
+        err.print(f"[red]No database at {settings.db}: run a cycle first (healthbeat run --once).[/red]")
+        raise typer.Exit(1)
+    rules = OutcomeRules(tuple(renewal_type or ["Renewal"]), renewal_name or None, churn_field)
+    with open_store(settings, lock=False) as store:
+        try:
+            outcomes = read_outcomes(store, rules)
+        except OutcomeConfigError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        result = run_command(store, rulebook.scorecard, rulebook.alerts, outcomes, plan, fmt=fmt, plot_dir=plot,
+                             tune_out=out)
+    typer.echo(result.output)
+    for message in result.messages:
+        err.print(message, markup=False, highlight=False)
+    raise typer.Exit(result.exit_code)
+
+
+override_app = typer.Typer(no_args_is_help=True, help="Pin an account's score by hand (a CSM override).")
+app.add_typer(override_app, name="override")
+
+
+@override_app.command("set")
+def override_set(account: AccountArgument,
+                 value: Annotated[float, typer.Option(min=0, max=100, help="The score to show, 0..100.")],
+                 reason: Annotated[str, typer.Option(help="Why: shown in Salesforce and Slack.")],
+                 until: Annotated[str | None, typer.Option(help="Last day it holds (YYYY-MM-DD); default "
+                                                                "30 days from today.")] = None,
+                 by: Annotated[str | None, typer.Option(help="Who set it.")] = None,
+                 db: DbOption = None) -> None:
+    """Pin an account's score until a date; it shows as pinned and expires by itself."""
+    from datetime import date, timedelta
+
+    from worker.cycle import system_clock
+    from worker.store import iso
+
+    today = system_clock().date()
+    try:
+        last_day = date.fromisoformat(until) if until else today + timedelta(days=30)
+    except ValueError:
+        err.print(f"[red]--until must be a date like 2026-12-31, not {until!r}[/red]")
+        raise typer.Exit(2) from None
+    if last_day < today:
+        err.print(f"[red]--until {last_day} is in the past[/red]")
+        raise typer.Exit(2)
+    settings = cli_settings(db)
+    with open_store(settings) as store:
+        account_id = account_id_of(store, account)
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO overrides VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET "
+                         "value = excluded.value, reason = excluded.reason, until = excluded.until, "
+                         "set_by = excluded.set_by, set_at = excluded.set_at",
+                         (account_id, value, reason, last_day.isoformat(), by, iso(system_clock())))
+    err.print(f"{account_id} pinned at {value:g} until {last_day} (takes effect at the next score)")
+
+
+@override_app.command("clear")
+def override_clear(account: AccountArgument, db: DbOption = None) -> None:
+    """Remove an account's override; the computed score shows again at the next score."""
+    settings = cli_settings(db)
+    with open_store(settings) as store:
+        account_id = account_id_of(store, account)
+        with store.transaction() as conn:
+            removed = conn.execute("DELETE FROM overrides WHERE account_id = ?", (account_id,)).rowcount
+    err.print(f"{account_id}: override removed" if removed else f"{account_id} had no override")
+
+
+@override_app.command("ls")
+def override_ls(fmt: FormatOption = "table", db: DbOption = None) -> None:
+    """List the overrides set from the command line (and whether each still holds)."""
+    check_format(fmt)
+    settings = cli_settings(db)
+    with open_store(settings, lock=False) as store:
+        rows = store.query("SELECT o.account_id, a.name, o.value, o.reason, o.until, o.set_by, o.set_at "
+                           "FROM overrides o LEFT JOIN accounts a ON a.id = o.account_id ORDER BY o.until")
+    if fmt != "table":
+        emit(rows, fmt, ("account_id", "name", "value", "reason", "until", "set_by", "set_at"))
+        return
+    table = Table(title="Score overrides")
+    for column in ("Account", "Value", "Until", "Reason", "Set by"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"] or row["account_id"], f"{row['value']:g}", row["until"] or "", row["reason"],
+                      row["set_by"] or "")
+    Console().print(table)
