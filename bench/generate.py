@@ -389,6 +389,7 @@ def load_sandboxes(salesforce: SalesforceSandbox, zendesk: ZendeskSandbox | None
         user = salesforce.insert("User", {"Id": owner_id(index), "Name": name, "Email": email, "IsActive": True,
                                           "TimeZoneSidKey": tz})
         world.owner_emails[user] = email
+        world.salesforce_records += 1
         if slack is not None and index != len(OWNERS) - 1:
             world.slack_users[user] = slack.add_user(email, name, tz=tz)
     agent = zendesk.add_user("Support Agent", "agent@support.example", role="agent") if zendesk else None

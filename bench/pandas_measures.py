@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import pandas as pd  # type: ignore[import-untyped]  # the benchmark's own extra, stubs not installed
+import pandas as pd  # type: ignore[import-untyped,import-not-found,unused-ignore]  # the benchmark's own extra
 
 Frames = dict[str, pd.DataFrame]
 _NEVER = -(2**62)  # sentinels for running max / min over nanosecond stamps

@@ -10,6 +10,7 @@ read from a sandbox object: the calls it answered, the Slack messages it receive
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -67,6 +68,7 @@ class SandboxServer:
 
     def __init__(self, spec: WorldSpec, *, usage_dir: Path | None = None, timeout: float = 1800.0) -> None:
         self.spec = spec
+        self._own_usage_dir = usage_dir is None
         self._usage_dir = usage_dir or Path(tempfile.mkdtemp(prefix="healthbeat-bench-usage-"))
         self._timeout = timeout
         context = multiprocessing.get_context("spawn")
@@ -112,6 +114,8 @@ class SandboxServer:
             self._process.terminate()
             self._process.join(timeout=5)
         self._conn.close()
+        if self._own_usage_dir:
+            shutil.rmtree(self._usage_dir, ignore_errors=True)
 
     def __enter__(self) -> SandboxServer:
         self.start()

@@ -145,7 +145,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
             FROM activities a
             WHERE {_LIVE_ACTIVITY} AND a.kind = 'email' AND a.direction = 'in'
               AND a.occurred_at > :window_start
-              AND julianday(:as_of) - julianday(a.occurred_at) > :within
+              AND julianday(:as_of_day) - julianday(date(a.occurred_at)) > :within
             GROUP BY a.account_id""",
         lambda v, p: f"{round(v * 100)}% of inbound emails answered"),
     Measure(

@@ -175,6 +175,7 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         if str(path) != ":memory:":
             self.db.enable_wal()
+            conn.execute("PRAGMA synchronous = NORMAL")  # durable at each checkpoint; safe with WAL
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA busy_timeout = 5000")
         self._migrate()

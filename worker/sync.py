@@ -108,7 +108,12 @@ class SalesforceStream:
 
 
 def _sf_time(value: Any) -> str | None:
-    return iso(parse_iso(value.replace("+0000", "+00:00"))) if value else None
+    """Salesforce's `2024-01-01T00:00:00.000+0000` as the store's `2024-01-01T00:00:00Z`."""
+    if not value:
+        return None
+    if len(value) == 28 and value.endswith(".000+0000"):  # the usual form: no parsing needed (hot path)
+        return f"{value[:19]}Z"
+    return iso(parse_iso(value.replace("+0000", "+00:00")))
 
 
 def _deleted(record: dict[str, Any]) -> int:
@@ -361,8 +366,10 @@ def sync_zendesk(store: Store, client: ZendeskClient, now: datetime, report: Syn
                  backfill: timedelta = timedelta(days=365)) -> None:
     try:
         client.verify()
-        _sync_organizations(store, client, now, report)
         _sync_tickets(store, client, now, report, backfill)
+        if _organizations_due(store, now):
+            _sync_organizations(store, client, now, report)
+        map_organizations(store, report)
     except ZendeskAuthError as exc:
         report.failed_streams["zendesk"] = str(exc)
         log.error("sync zendesk: %s", exc)
@@ -370,6 +377,21 @@ def sync_zendesk(store: Store, client: ZendeskClient, now: datetime, report: Syn
         report.failed_streams["zendesk.tickets"] = str(exc)
         log.error("sync zendesk failed: %s; next cycle resumes from the cursor", exc)
     report.api_calls["zendesk"] = client.calls
+
+
+ORGANIZATIONS_REFRESH = timedelta(hours=6)
+
+
+def _organizations_due(store: Store, now: datetime) -> bool:
+    """Organizations change rarely and are listed whole (no incremental export for them here): read them
+    every few hours (so a new Account can claim an organization by domain within that time), and at once
+    when a ticket names an organization the store does not know."""
+    last = store.cursor("zendesk.organizations")
+    if last is None or parse_iso(last) + ORGANIZATIONS_REFRESH <= now:
+        return True
+    return bool(store.scalar(
+        "SELECT 1 FROM activities WHERE source = 'zendesk' AND kind = 'ticket' AND related_id IS NOT NULL "
+        "AND related_id NOT IN (SELECT 'org:' || id FROM zendesk_organizations) LIMIT 1"))
 
 
 def _domain(website: str | None) -> str | None:
@@ -380,35 +402,52 @@ def _domain(website: str | None) -> str | None:
 
 
 def _sync_organizations(store: Store, client: ZendeskClient, now: datetime, report: SyncReport) -> None:
-    """Map each organization to an Account by external id, else by domain; never guess beyond that."""
-    accounts = {r["id"]: _domain(r["website"]) for r in
-                store.query("SELECT id, website FROM accounts WHERE is_deleted = 0")}
-    by_domain: dict[str, str] = {}
-    for account_id, domain in accounts.items():
-        if domain:
-            by_domain.setdefault(domain, account_id)
+    """Read every organization (when due) and keep it as Zendesk has it; mapping is a separate, local step."""
     rows: list[Row] = []
     bad: list[Quarantined] = []
     for item in client.organizations():
         if isinstance(item, BadRecord):
             bad.append(Quarantined("zendesk", "organizations", None, item.reason, item.raw))
             continue
-        account_id, mapped_by = _map_organization(item, accounts, by_domain)
         rows.append({"id": item.id, "name": item.name, "external_id": item.external_id,
-                     "domains": json.dumps(list(item.domain_names)), "account_id": account_id,
-                     "mapped_by": mapped_by})
-    with store.transaction() as conn:
+                     "domains": json.dumps(list(item.domain_names))})
+    with store.transaction():
         store.upsert("zendesk_organizations", rows, ("id",))
         store.quarantine(bad, now)
-        conn.execute("""
-            UPDATE activities SET account_id = (SELECT z.account_id FROM zendesk_organizations z
-                                                WHERE 'org:' || z.id = activities.related_id)
-            WHERE source = 'zendesk' AND account_id IS NOT (SELECT z.account_id FROM zendesk_organizations z
-                                                            WHERE 'org:' || z.id = activities.related_id)""")
+        store.save_cursor("zendesk.organizations", iso(now), len(rows), now)
     report.add("zendesk.organizations", len(rows))
     report.quarantined += len(bad)
-    report.unmapped_organizations = [r["id"] for r in rows if r["account_id"] is None]
-    if report.unmapped_organizations:
+
+
+def map_organizations(store: Store, report: SyncReport) -> None:
+    """Map each stored organization to an Account by external id, else by domain; never guess beyond that.
+
+    Local (no API call), so it runs every cycle: an Account that arrives later claims its organization and
+    that organization's tickets at once."""
+    accounts = {r["id"]: _domain(r["website"]) for r in
+                store.query("SELECT id, website FROM accounts WHERE is_deleted = 0")}
+    by_domain: dict[str, str] = {}
+    for account_id, domain in accounts.items():
+        if domain:
+            by_domain.setdefault(domain, account_id)
+    mapped = []
+    for org in store.query("SELECT id, name, external_id, domains, account_id, mapped_by FROM zendesk_organizations"):
+        found = ZendeskOrganization(int(org["id"]), org["name"] or "", org["external_id"],
+                                    tuple(json.loads(org["domains"] or "[]")))
+        account_id, mapped_by = _map_organization(found, accounts, by_domain)
+        if (account_id, mapped_by) != (org["account_id"], org["mapped_by"]):
+            mapped.append((account_id, mapped_by, org["id"]))
+    with store.transaction() as conn:
+        conn.executemany("UPDATE zendesk_organizations SET account_id = ?, mapped_by = ? WHERE id = ?", mapped)
+        if mapped:
+            conn.execute("""
+                UPDATE activities SET account_id = (SELECT z.account_id FROM zendesk_organizations z
+                                                    WHERE 'org:' || z.id = activities.related_id)
+                WHERE source = 'zendesk' AND account_id IS NOT (
+                    SELECT z.account_id FROM zendesk_organizations z WHERE 'org:' || z.id = activities.related_id)""")
+    report.unmapped_organizations = [int(r["id"]) for r in store.query(
+        "SELECT id FROM zendesk_organizations WHERE account_id IS NULL ORDER BY id")]
+    if mapped and report.unmapped_organizations:
         log.warning("zendesk: %d organizations have no Salesforce account (ids %s); their tickets are "
                     "not scored until mapped", len(report.unmapped_organizations),
                     ", ".join(map(str, report.unmapped_organizations[:20])))

@@ -288,8 +288,9 @@ def test_answered_share_within_parameter(db: Store) -> None:
 
 
 @pytest.mark.parametrize(("young", "expected"), [
-    ("2024-05-08T09:00:01Z", 1.0),  # two days less a second old: not judged yet → 1 of 1
-    ("2024-05-08T08:59:59Z", 0.5),  # two days and a second old, unanswered → 1 of 2
+    # Judged in whole days, so the share moves with the data and the date, not with every tick of the clock:
+    ("2024-05-08T23:59:59Z", 1.0),  # sent two calendar days before as_of: not judged yet → 1 of 1
+    ("2024-05-07T23:59:59Z", 0.5),  # three calendar days before, unanswered → 1 of 2
 ])
 def test_emails_younger_than_within_are_not_yet_judged(db: Store, young: str, expected: float) -> None:
     email_in(db, "2024-04-01T09:00:00Z")
