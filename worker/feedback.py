@@ -41,7 +41,6 @@ __all__ = [
     "FEEDBACK_BLOCK",
     "FEEDBACK_COLUMNS",
     "LABELS",
-    "MIGRATION",
     "VERDICTS",
     "AccountFeedback",
     "FeedbackError",
@@ -51,7 +50,6 @@ __all__ = [
     "Vote",
     "accept_proposal",
     "account_feedback",
-    "create_tables",
     "feedback_block",
     "feedback_table",
     "list_feedback",
@@ -64,22 +62,6 @@ __all__ = [
     "rule_stats",
     "stats_table",
 ]
-
-MIGRATION: Final = """
-    CREATE TABLE IF NOT EXISTS feedback (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, dedup_key TEXT NOT NULL, user_id TEXT NOT NULL,
-        axis TEXT NOT NULL, verdict TEXT NOT NULL, rule TEXT NOT NULL, account_id TEXT NOT NULL,
-        episode INTEGER NOT NULL, kind TEXT NOT NULL, user_name TEXT, channel_id TEXT, message_ts TEXT,
-        action_ts TEXT, reason TEXT, proposed_value REAL, proposed_until TEXT, override_status TEXT,
-        decided_by TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-        UNIQUE (dedup_key, user_id, axis));
-    CREATE INDEX IF NOT EXISTS feedback_rule ON feedback (rule, verdict);
-    CREATE INDEX IF NOT EXISTS feedback_account ON feedback (account_id);
-    CREATE TABLE IF NOT EXISTS feedback_messages (
-        channel_id TEXT NOT NULL, message_ts TEXT NOT NULL, text TEXT NOT NULL, blocks TEXT NOT NULL,
-        seen_at TEXT NOT NULL, PRIMARY KEY (channel_id, message_ts));
-"""
-"""The store migration to append to `worker.store.MIGRATIONS` (IF NOT EXISTS: harmless where tests made it)."""
 
 VERDICTS: Final[Mapping[str, str]] = {"useful": "usefulness", "not_useful": "usefulness", "score_wrong": "score"}
 """Each verdict and its axis: one answer per user, nudge and axis."""
@@ -99,14 +81,6 @@ _KEY = re.compile(r"^nudge:(?P<rule>[a-z0-9_]+):(?P<account>[A-Za-z0-9]{15,18}):
 
 class FeedbackError(Exception):
     """A feedback operation that cannot be done (unknown nudge key, no such proposal, expired...)."""
-
-
-def create_tables(store: Store) -> None:
-    """Create the feedback tables if the store's migrations do not have them yet (tests, first deploy)."""
-    with store.transaction() as conn:
-        for statement in (part.strip() for part in MIGRATION.split(";")):
-            if statement:
-                conn.execute(statement)
 
 
 @dataclass(frozen=True)

@@ -118,16 +118,16 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE status IN ('pending', 'inflight', 'failed', 'dead');
     """,
     """
-    CREATE TABLE IF NOT EXISTS feedback (
+    CREATE TABLE feedback (
         id INTEGER PRIMARY KEY AUTOINCREMENT, dedup_key TEXT NOT NULL, user_id TEXT NOT NULL,
         axis TEXT NOT NULL, verdict TEXT NOT NULL, rule TEXT NOT NULL, account_id TEXT NOT NULL,
         episode INTEGER NOT NULL, kind TEXT NOT NULL, user_name TEXT, channel_id TEXT, message_ts TEXT,
         action_ts TEXT, reason TEXT, proposed_value REAL, proposed_until TEXT, override_status TEXT,
         decided_by TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
         UNIQUE (dedup_key, user_id, axis));
-    CREATE INDEX IF NOT EXISTS feedback_rule ON feedback (rule, verdict);
-    CREATE INDEX IF NOT EXISTS feedback_account ON feedback (account_id);
-    CREATE TABLE IF NOT EXISTS feedback_messages (
+    CREATE INDEX feedback_rule ON feedback (rule, verdict);
+    CREATE INDEX feedback_account ON feedback (account_id);
+    CREATE TABLE feedback_messages (
         channel_id TEXT NOT NULL, message_ts TEXT NOT NULL, text TEXT NOT NULL, blocks TEXT NOT NULL,
         seen_at TEXT NOT NULL, PRIMARY KEY (channel_id, message_ts));
     """,

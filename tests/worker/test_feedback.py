@@ -19,7 +19,6 @@ from worker.feedback import (
     Vote,
     accept_proposal,
     account_feedback,
-    create_tables,
     list_feedback,
     record_vote,
     rule_stats,
@@ -41,7 +40,6 @@ COLLEAGUE = "U0HBCOLL001"
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "feedback.db") as opened:
-        create_tables(opened)
         with opened.transaction() as conn:
             conn.executemany("INSERT INTO accounts (id, name) VALUES (?, ?)", [(ACME, "Acme"), (GLOBEX, "Globex")])
         yield opened
