@@ -99,11 +99,17 @@ def _prepare_db(db: Path, console: Console) -> bool:
     return True
 
 
-def pick_changes(store: Store) -> tuple[list[str], str]:
-    """Three healthy-looking accounts get a bad week; the healthiest other one goes silent."""
-    rows = store.query("SELECT account_id FROM scores WHERE band != 'red' ORDER BY score DESC, account_id")
+def pick_changes(store: Store, *, include_owner: str | None = None) -> tuple[list[str], str]:
+    """Three healthy-looking accounts get a bad week (one of them `include_owner`'s, when given, so the
+    fallback route shows too); the healthiest other one goes silent."""
+    rows = store.query("SELECT s.account_id, a.owner_id FROM scores s JOIN accounts a ON a.id = s.account_id "
+                       "WHERE s.band != 'red' ORDER BY s.score DESC, s.account_id")
     ids = [r["account_id"] for r in rows]
-    return ids[1:4], ids[0]
+    troubled = ids[1:4]
+    theirs = [r["account_id"] for r in rows[1:] if r["owner_id"] == include_owner]
+    if theirs and theirs[0] not in troubled:
+        troubled = [*troubled[:2], theirs[0]]
+    return troubled, ids[0]
 
 
 def run_demo(db: Path, *, accounts: int = 30, seed: int = 7, rules_dir: Path = Path("rules"),
@@ -132,7 +138,7 @@ def run_demo(db: Path, *, accounts: int = 30, seed: int = 7, rules_dir: Path = P
             if not first.ok:
                 console.print("[red]The first cycle failed; see above.[/red]")
                 return 1
-            troubled, silent = pick_changes(store)
+            troubled, silent = pick_changes(store, include_owner=min(world.owners_without_slack, default=None))
             start = clock()
             clock.offset += timedelta(days=21)
             advance(world, start, clock(), quiet=[silent, *troubled])
