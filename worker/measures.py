@@ -11,7 +11,7 @@ what that means. Count measures answer 0 for every live account (no tickets is d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -284,6 +284,3 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
 # `health` is the overall score itself, for derived scores such as churn risk.
 DERIVED_ONLY = {"health"}
 
-
-def known_measures() -> Sequence[str]:
-    return sorted([*LIBRARY, *DERIVED_ONLY])
