@@ -7,7 +7,6 @@ anything that reaches for Python's internals is refused when the file loads.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +26,7 @@ from worker.alert_rules import (
 from worker.alerting import render_message
 from worker.rulefile import Problem
 
-SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules"
 MESSAGE = "*{{ account_name }}*: health {{ score | round | int }}. {{ reason }}."
-
-
-@pytest.fixture
-def rules_dir(tmp_path: Path) -> Path:
-    """A private copy of the shipped rule files, free to edit."""
-    folder = tmp_path / "rules"
-    folder.mkdir()
-    for source in SHIPPED_RULES.glob("*.yaml"):
-        shutil.copy(source, folder / source.name)
-    return folder
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ the shipped file may change without breaking these specifications.
 
 from __future__ import annotations
 
-import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,18 +16,6 @@ from tests.worker.rule_files import edit, line_with, lines_with, problems_from
 from worker.measures import DERIVED_ONLY, LIBRARY
 from worker.rulefile import Problem
 from worker.scorecard import LoadedScorecard, load_scorecard
-
-SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules"
-
-
-@pytest.fixture
-def rules_dir(tmp_path: Path) -> Path:
-    """A private copy of the shipped rule files, free to edit."""
-    folder = tmp_path / "rules"
-    folder.mkdir()
-    for source in SHIPPED_RULES.glob("*.yaml"):
-        shutil.copy(source, folder / source.name)
-    return folder
 
 
 @pytest.fixture
