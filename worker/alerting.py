@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from simpleeval import InvalidExpression
 
+from worker import changes
 from worker.alert_rules import AlertRule, LoadedRules, evaluate, slack_escape, template_environment
 from worker.feedback import feedback_block
 from worker.store import Store, iso, parse_iso
@@ -42,16 +43,17 @@ def record_link(instance_url: str, account_id: str) -> str:
     return f"{instance_url.rstrip('/')}/lightning/r/Account/{account_id}/view"
 
 
-def account_contexts(store: Store) -> list[dict[str, Any]]:
-    """The facts a condition or a message may use, one mapping per scored account."""
-    rows = store.query("""
+def account_contexts(store: Store, accounts: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """The facts a condition or a message may use, one mapping per scored account (or per one of `accounts`)."""
+    only = "" if accounts is None else "WHERE s.account_id IN (SELECT value FROM json_each(?))"
+    rows = store.query(f"""
         SELECT s.account_id, s.score, s.band, s.computed_score, s.trend, s.trend_delta, s.reason,
                s.coverage, s.churn_risk, s.expansion_readiness, s.overridden, s.measures, s.segment,
                a.name AS account_name, a.type AS account_type, a.owner_id,
                u.name AS owner, u.email AS owner_email, u.timezone AS owner_timezone
         FROM scores s JOIN accounts a ON a.id = s.account_id AND a.is_deleted = 0
         LEFT JOIN users u ON u.source = 'salesforce' AND u.source_id = a.owner_id
-        ORDER BY s.account_id""")
+        {only} ORDER BY s.account_id""", () if accounts is None else (json.dumps(sorted(accounts)),))
     contexts = []
     for row in rows:
         measures = {k: v["raw"] for k, v in json.loads(row["measures"] or "{}").items()}
@@ -132,13 +134,15 @@ class Transition:
     error: str | None = None
 
 
-def step_rule(rule: AlertRule, contexts: Iterable[Mapping[str, Any]], states: States, now: datetime
-              ) -> Iterator[Transition]:
+def step_rule(rule: AlertRule, contexts: Iterable[Mapping[str, Any]], states: States, now: datetime, *,
+              baseline: bool | None = None) -> Iterator[Transition]:
     """One rule over many accounts, pure: the worker, `rules test` and `rules preview` all judge with this.
 
-    A rule with no state under its present meaning takes a baseline on this pass (see the module doc)."""
+    A rule with no state under its present meaning takes a baseline on this pass (see the module doc);
+    a caller holding only some accounts' states says whether the rule has any (`baseline`)."""
     known = {k: v for k, v in states.items() if k[0] == rule.name and v["rule_hash"] == rule.meaning_hash}
-    baseline = not known
+    if baseline is None:
+        baseline = not known
     for context in contexts:
         account_id = str(context["account_id"])
         key = (rule.name, account_id)
@@ -150,17 +154,36 @@ def step_rule(rule: AlertRule, contexts: Iterable[Mapping[str, Any]], states: St
         yield Transition(account_id, row, owed)
 
 
+def _has_state(store: Store, rule: AlertRule) -> bool:
+    return store.scalar("SELECT 1 FROM alerts WHERE rule = ? AND rule_hash = ? LIMIT 1",
+                        (rule.name, rule.meaning_hash)) is not None
+
+
+def _accounts_in_motion(store: Store) -> set[str]:
+    """Accounts whose state can move with unchanged scores: a rule holds them pending (cycles counted by
+    `for`, a cooldown running out), or their state changed at the last step and is confirmed once more."""
+    return {str(a) for (a,) in store.conn.execute(
+        "SELECT DISTINCT account_id FROM alerts WHERE state = 'pending' OR since = updated_at")}
+
+
 def evaluate_alerts(store: Store, loaded: LoadedRules, now: datetime, *, record_url: str) -> AlertReport:
-    """One pass of every rule over every scored account; state and outbox change in one transaction."""
+    """Every rule over the accounts whose scores were rewritten since the last pass, and those in motion;
+    every account for a rule taking its baseline. State, outbox and the evaluation marks change in one
+    transaction. Stepping any other account would leave it where it is (its facts did not change)."""
     report = AlertReport()
-    contexts = account_contexts(store)
-    states = {(r["rule"], r["account_id"]): r for r in store.query("SELECT * FROM alerts")}
+    due = changes.pending(store, changes.EVALUATE, now)
+    baselines = {rule.name: not _has_state(store, rule) for rule in loaded.rules.rules}
+    accounts = None if any(baselines.values()) else due.accounts | _accounts_in_motion(store)
+    contexts = account_contexts(store, accounts)
+    states = {(r["rule"], r["account_id"]): r for r in store.query(
+        "SELECT * FROM alerts" + ("" if accounts is None else " WHERE account_id IN (SELECT value FROM json_each(?))"),
+        () if accounts is None else (json.dumps(sorted(accounts)),))}
     state_rows: list[dict[str, Any]] = []
     outbox_rows: list[dict[str, Any]] = []
     by_account = {c["account_id"]: c for c in contexts}
     silences = active_silences(store, now)
     for rule in loaded.rules.rules:
-        for transition in step_rule(rule, contexts, states, now):
+        for transition in step_rule(rule, contexts, states, now, baseline=baselines[rule.name]):
             account_id, row, owed = transition.account_id, transition.row, transition.owed
             if row is None:
                 report.errors.append(f"{rule.name} on {account_id}: {transition.error}")
@@ -185,9 +208,10 @@ def evaluate_alerts(store: Store, loaded: LoadedRules, now: datetime, *, record_
                     report.fired += 1
                 else:
                     report.resolved += 1
-    with store.transaction():
+    with store.transaction() as conn:
         store.upsert("alerts", state_rows, ("rule", "account_id"))
         store.insert_missing("outbox", outbox_rows)
+        changes.clear(conn, due)
     for error in report.errors[:10]:
         log.error("alert rule failed: %s", error)
     return report

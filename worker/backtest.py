@@ -41,13 +41,13 @@ from worker.outcomes import Outcomes
 from worker.rule_preview import snapshot
 from worker.scorecard import LoadedScorecard, Scorecard
 from worker.scoring import (
-    _ACCOUNTS,
     MeasureResult,
     Raw,
     _measure_raw,
     band_of,
     derived_score,
     explain,
+    live_accounts,
     score_account,
     trend,
 )
@@ -187,7 +187,7 @@ def replay(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | None, da
             opportunities_as_of(copy, day)
             raw = _measure_raw(copy, base, moment)
             contexts = []
-            for account in copy.query(_ACCOUNTS):
+            for account in live_accounts(copy):
                 account_id = account["id"]
                 churn = churned_on.get(account_id)
                 if (population is not None and account_id not in population) or (churn and churn <= day):

@@ -23,7 +23,7 @@ from worker.config import Settings
 from worker.notify import NotifyReport, send_nudges
 from worker.retention import prune
 from worker.rulebook import NoGoodRules, RuleBook
-from worker.scoring import ScoringReport, score_accounts
+from worker.scoring import ScoringReport, score_changed_accounts
 from worker.sentiment import SentimentModel, VaderModel, score_pending_texts
 from worker.store import Store, iso
 from worker.sync import SyncAborted, SyncReport, sync_all
@@ -96,7 +96,8 @@ class CycleReport:
                 parts.append("failed streams: " + ", ".join(sorted(self.sync.failed_streams)))
         if self.scoring:
             bands = ", ".join(f"{k} {v}" for k, v in sorted(self.scoring.bands.items()))
-            parts.append(f"scored {self.scoring.scored} ({self.scoring.changed} changed"
+            which = "all" if self.scoring.full else "changed"
+            parts.append(f"scored {self.scoring.scored} ({which}; {self.scoring.changed} moved"
                          + (f"; {bands})" if bands else ")"))
         if self.alerts:
             parts.append(f"alerts fired {self.alerts.fired}, resolved {self.alerts.resolved}")
@@ -174,7 +175,7 @@ class Cycle:
 
     def score(self, report: CycleReport) -> None:
         scorecard, _ = self.rulebook.require()
-        report.scoring = score_accounts(self.store, scorecard, self.clock())
+        report.scoring = score_changed_accounts(self.store, scorecard, self.clock())
 
     def evaluate(self, report: CycleReport) -> None:
         _, alerts = self.rulebook.require()

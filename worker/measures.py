@@ -11,7 +11,10 @@ what that means. Count measures answer 0 for every live account (no tickets is d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +22,37 @@ from typing import Any
 from worker.store import Store, iso
 
 Params = Mapping[str, Any]
+
+_SCOPE_MARK = re.compile(r"SCOPE\(([\w.]+)\)")
+SCOPE_TABLE = "temp.scope"
+
+
+@functools.lru_cache(maxsize=256)
+def in_scope(sql: str, *, scoped: bool) -> str:
+    """Each `SCOPE(column)` in a query becomes a filter on the accounts being re-scored, or nothing.
+
+    Re-scoring a few changed accounts must cost in proportion to them: the filter sits on the column the
+    account indexes serve (`activities_account`, `usage_daily`'s key, `accounts.id`), so the query seeks
+    those accounts instead of scanning every row. A whole re-score drops the filter altogether.
+    """
+    return _SCOPE_MARK.sub(rf"\1 IN (SELECT account_id FROM {SCOPE_TABLE})" if scoped else "1", sql)
+
+
+@contextmanager
+def account_scope(store: Store, accounts: Iterable[str] | None) -> Iterator[bool]:
+    """Fill `temp.scope` with `accounts` for the queries inside; yields whether a scope is in force."""
+    if accounts is None:
+        yield False
+        return
+    store.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {SCOPE_TABLE.split('.')[1]} "
+                       "(account_id TEXT PRIMARY KEY) WITHOUT ROWID")
+    store.conn.execute(f"DELETE FROM {SCOPE_TABLE}")
+    store.conn.executemany(f"INSERT OR IGNORE INTO {SCOPE_TABLE} VALUES (?)", ((a,) for a in accounts))
+    try:
+        yield True
+    finally:
+        store.conn.execute(f"DELETE FROM {SCOPE_TABLE}")
+
 
 _LIVE_ACTIVITY = "a.is_deleted = 0 AND a.account_id IS NOT NULL AND a.occurred_at <= :as_of"
 # Open as of the scoring time: a ticket closed later was still open then (no leakage on replay).
@@ -39,7 +73,8 @@ class Measure:
         """The raw value in words, with the measure's own defaults for what the scorecard left out."""
         return self.explain(value, {**self.defaults, **params})
 
-    def query(self, store: Store, params: Params, as_of: datetime) -> dict[str, float]:
+    def query(self, store: Store, params: Params, as_of: datetime, *, scoped: bool = False) -> dict[str, float]:
+        """Raw values per account: every live account, or with `scoped` only those in `temp.scope`."""
         # Ages are whole days and windows start at midnight, so a score moves when the data does, not
         # with every tick of the clock (which would rewrite every account in Salesforce each cycle).
         bound: dict[str, Any] = {"as_of": iso(as_of), "as_of_day": as_of.date().isoformat()}
@@ -52,7 +87,7 @@ class Measure:
                 bound[f"{key}_count"] = len(value)
             else:
                 bound[key] = value
-        rows = store.conn.execute(self.sql, bound).fetchall()
+        rows = store.conn.execute(in_scope(self.sql, scoped=scoped), bound).fetchall()
         return {str(account): float(value) for account, value in rows if value is not None}
 
 
@@ -96,11 +131,11 @@ _REPLY_HOURS = f"""SELECT a.account_id, 24 * ((
         SELECT min(julianday(r.occurred_at)) FROM activities r WHERE r.account_id = a.account_id
         AND r.kind = 'email' AND r.direction = 'out' AND r.is_deleted = 0
         AND r.occurred_at >= a.occurred_at AND r.occurred_at <= :as_of) - julianday(a.occurred_at)) AS value
-    FROM activities a WHERE {_LIVE_ACTIVITY} AND a.kind = 'email' AND a.direction = 'in'
+    FROM activities a WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.kind = 'email' AND a.direction = 'in'
       AND a.occurred_at > :window_start"""
 
 _RESOLUTION_DAYS = f"""SELECT a.account_id, julianday(a.closed_at) - julianday(a.occurred_at) AS value
-    FROM activities a WHERE {_LIVE_ACTIVITY} AND a.kind = 'ticket' AND a.closed_at IS NOT NULL
+    FROM activities a WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.kind = 'ticket' AND a.closed_at IS NOT NULL
       AND a.closed_at > :window_start AND a.closed_at <= :as_of"""
 
 
@@ -115,10 +150,10 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
         {"within": timedelta(days=14)},
         f"""SELECT t.account_id, julianday(:as_of_day) - julianday(date(max(t.touched))) FROM (
               SELECT a.account_id, a.occurred_at AS touched FROM activities a
-              WHERE {_LIVE_ACTIVITY} AND a.kind IN ('meeting', 'call')
+              WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.kind IN ('meeting', 'call')
               UNION ALL
               SELECT a.account_id, a.occurred_at FROM activities a
-              WHERE {_LIVE_ACTIVITY} AND a.kind = 'email' AND EXISTS (
+              WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.kind = 'email' AND EXISTS (
                   SELECT 1 FROM activities p WHERE p.account_id = a.account_id AND p.kind = 'email'
                   AND p.is_deleted = 0 AND p.direction != a.direction AND p.occurred_at <= a.occurred_at
                   AND p.occurred_at >= strftime('%Y-%m-%dT%H:%M:%SZ', a.occurred_at,
@@ -131,7 +166,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
         f"""SELECT acc.id, count(a.source_id) FROM accounts acc
             LEFT JOIN activities a ON a.account_id = acc.id AND a.kind = 'meeting' AND {_LIVE_ACTIVITY}
                  AND a.occurred_at > :window_start
-            WHERE acc.is_deleted = 0 GROUP BY acc.id""",
+            WHERE acc.is_deleted = 0 AND SCOPE(acc.id) GROUP BY acc.id""",
         lambda v, p: (f"No meetings in {_window(p)}" if v == 0
                       else f"{_plural(v, 'meeting')} in {_window(p)}")),
     Measure(
@@ -143,7 +178,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
                   AND julianday(r.occurred_at) - julianday(a.occurred_at) <= :within
                   AND r.occurred_at <= :as_of))
             FROM activities a
-            WHERE {_LIVE_ACTIVITY} AND a.kind = 'email' AND a.direction = 'in'
+            WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.kind = 'email' AND a.direction = 'in'
               AND a.occurred_at > :window_start
               AND julianday(:as_of_day) - julianday(date(a.occurred_at)) > :within
             GROUP BY a.account_id""",
@@ -156,7 +191,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
                                          / :half_life))
                    / sum(pow(0.5, (julianday(:as_of_day) - julianday(date(a.occurred_at))) / :half_life))
             FROM activities a
-            WHERE {_LIVE_ACTIVITY} AND a.direction = 'in' AND a.sentiment IS NOT NULL
+            WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.direction = 'in' AND a.sentiment IS NOT NULL
               AND a.kind IN ('email', 'ticket_comment', 'ticket') AND a.occurred_at > :window_start
             GROUP BY a.account_id""",
         lambda v, p: ("Customer messages sound negative" if v <= -0.2
@@ -166,7 +201,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
         "open_tickets", "Support tickets open now", {},
         f"""SELECT acc.id, count(a.source_id) FROM accounts acc
             LEFT JOIN activities a ON a.account_id = acc.id AND {_LIVE_ACTIVITY} AND {_OPEN_AS_OF}
-            WHERE acc.is_deleted = 0 GROUP BY acc.id""",
+            WHERE acc.is_deleted = 0 AND SCOPE(acc.id) GROUP BY acc.id""",
         lambda v, p: "No open tickets" if v == 0 else f"{_plural(v, 'open ticket')}"),
     Measure(
         "urgent_tickets", "High-priority or urgent tickets opened in the window",
@@ -175,7 +210,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
             LEFT JOIN activities a ON a.account_id = acc.id AND {_LIVE_ACTIVITY} AND a.kind = 'ticket'
                  AND a.occurred_at > :window_start
                  AND instr(',' || lower(:priorities) || ',', ',' || lower(a.priority) || ',') > 0
-            WHERE acc.is_deleted = 0 GROUP BY acc.id""",
+            WHERE acc.is_deleted = 0 AND SCOPE(acc.id) GROUP BY acc.id""",
         lambda v, p: (f"No urgent tickets in {_window(p)}" if v == 0
                       else f"{_plural(v, 'urgent ticket')} in {_window(p)}")),
     Measure(
@@ -193,7 +228,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
                      SELECT max(i.occurred_at) FROM activities i WHERE i.account_id = acc.id
                      AND i.kind = 'email' AND i.direction = 'in' AND i.is_deleted = 0
                      AND i.occurred_at <= :as_of), '')
-            WHERE acc.is_deleted = 0 GROUP BY acc.id""",
+            WHERE acc.is_deleted = 0 AND SCOPE(acc.id) GROUP BY acc.id""",
         lambda v, p: ("Customer answers our emails" if v == 0
                       else f"{_plural(v, 'email')} sent without an answer")),
     Measure(
@@ -206,7 +241,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
             FROM accounts acc
             LEFT JOIN activities b ON b.account_id = acc.id AND b.kind = 'ticket' AND b.is_deleted = 0
                  AND b.occurred_at <= :as_of AND b.occurred_at > :baseline_start
-            WHERE acc.is_deleted = 0 GROUP BY acc.id""",
+            WHERE acc.is_deleted = 0 AND SCOPE(acc.id) GROUP BY acc.id""",
         lambda v, p: (f"Tickets at {v:.1f}x their usual rate" if v >= 1.5
                       else "Ticket volume as usual" if v > 0.5 else "Fewer tickets than usual")),
     Measure(
@@ -217,7 +252,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
     Measure(
         "days_since_last_active", "Days since the product was last used", {},
         """SELECT u.account_id, julianday(:as_of_day) - julianday(max(u.day))
-           FROM usage_daily u WHERE u.active_users > 0 AND u.day <= :as_of_day
+           FROM usage_daily u WHERE u.active_users > 0 AND u.day <= :as_of_day AND SCOPE(u.account_id)
            GROUP BY u.account_id""",
         lambda v, p: f"Product last used {_days(v)} ago" if v >= 1 else "Product used today"),
     Measure(
@@ -225,11 +260,11 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
         {"window": timedelta(days=30)},
         """SELECT u.account_id, count(DISTINCT u.day) / :window FROM usage_daily u
            WHERE u.active_users > 0 AND u.day > :window_start
-             AND u.day <= :as_of_day
+             AND u.day <= :as_of_day AND SCOPE(u.account_id)
            GROUP BY u.account_id
            UNION ALL
            SELECT DISTINCT u.account_id, 0.0 FROM usage_daily u
-           WHERE u.day <= :as_of_day AND u.account_id NOT IN (
+           WHERE u.day <= :as_of_day AND SCOPE(u.account_id) AND u.account_id NOT IN (
                SELECT account_id FROM usage_daily WHERE active_users > 0
                AND day > :window_start AND day <= :as_of_day)""",
         lambda v, p: f"Product used on {round(v * 100)}% of days in the last {_window(p)}"),
@@ -237,7 +272,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
         "feature_adoption", "Share of the scorecard's features used in the window",
         {"window": timedelta(days=30)},
         f"""SELECT acc.account_id, {_feature_list_sql('acc.account_id')} * 1.0 / :features_count
-            FROM (SELECT DISTINCT account_id FROM usage_daily WHERE day <= :as_of_day) acc""",
+            FROM (SELECT DISTINCT account_id FROM usage_daily WHERE day <= :as_of_day AND SCOPE(account_id)) acc""",
         lambda v, p: f"Uses {round(v * 100)}% of key features", needs=("features",)),
     Measure(
         "active_user_share", "Average daily active users against the seats in the usage data (adoption)",
@@ -245,7 +280,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
         """SELECT account_id, active * 1.0 / :window / seats FROM (
              SELECT u.account_id, coalesce(sum(CASE WHEN u.day > :window_start THEN u.active_users END), 0) AS active,
                     coalesce(max(CASE WHEN u.day > :window_start THEN u.seats END), max(u.seats)) AS seats
-             FROM usage_daily u WHERE u.day <= :as_of_day GROUP BY u.account_id)
+             FROM usage_daily u WHERE u.day <= :as_of_day AND SCOPE(u.account_id) GROUP BY u.account_id)
            WHERE seats > 0""",
         lambda v, p: f"{round(v * 100)}% of seats active on an average day"),
     Measure(
@@ -256,7 +291,7 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
                   / sum(CASE WHEN u.day <= :window_start THEN u.events ELSE 0 END) - 1
            FROM usage_daily u
            WHERE u.day > date(:window_start, '-' || CAST(:window AS INTEGER) || ' days')
-             AND u.day <= :as_of_day
+             AND u.day <= :as_of_day AND SCOPE(u.account_id)
            GROUP BY u.account_id
            HAVING sum(CASE WHEN u.day <= :window_start THEN u.events ELSE 0 END) > 0""",
         lambda v, p: (f"Product use up {round(v * 100)}% in {_window(p)}" if v >= 0.1
@@ -269,14 +304,14 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
              SELECT u.account_id, coalesce(max(CASE WHEN u.day > :window_start THEN u.active_users END), 0) AS peak,
                     coalesce((SELECT contracted_seats FROM accounts WHERE id = u.account_id),
                              max(CASE WHEN u.day > :window_start THEN u.seats END), max(u.seats)) AS seats
-             FROM usage_daily u WHERE u.day <= :as_of_day GROUP BY u.account_id)
+             FROM usage_daily u WHERE u.day <= :as_of_day AND SCOPE(u.account_id) GROUP BY u.account_id)
            WHERE seats > 0""",
         lambda v, p: f"Peak use reaches {round(v * 100)}% of contracted seats"),
     Measure(
         "days_to_renewal", "Days until the next open renewal closes", {},
         """SELECT o.account_id, min(julianday(o.close_date) - julianday(:as_of_day))
            FROM opportunities o
-           WHERE o.is_deleted = 0 AND o.is_closed = 0 AND o.close_date >= :as_of_day
+           WHERE o.is_deleted = 0 AND o.is_closed = 0 AND o.close_date >= :as_of_day AND SCOPE(o.account_id)
            GROUP BY o.account_id""",
         lambda v, p: "Renewal today" if round(v) <= 0 else f"Renewal in {_days(v)}"),
 )}

@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import pairwise
+from typing import Any
 
-from worker.measures import LIBRARY
+from worker import changes
+from worker.changes import full_rescore_due, record_full_rescore, record_rescore_time
+from worker.measures import LIBRARY, account_scope, in_scope
 from worker.scorecard import LoadedScorecard, MeasureSpec, Scorecard
 from worker.store import Store, iso
 
@@ -49,9 +52,11 @@ class AccountScore:
 
 @dataclass
 class ScoringReport:
-    scored: int = 0
-    changed: int = 0
-    bands: dict[str, int] = field(default_factory=dict)
+    scored: int = 0  # accounts scored in this run
+    changed: int = 0  # of those, how many moved (score or band)
+    bands: dict[str, int] = field(default_factory=dict)  # every scored account's band, after this run
+    full: bool = True  # every account, or only the changed ones
+    full_reason: str | None = None
 
 
 def interpolate(points: list[tuple[float, float]], raw: float) -> float:
@@ -72,13 +77,13 @@ def band_of(score: float, scorecard: Scorecard) -> str:
     return "green"
 
 
-def _measure_raw(store: Store, scorecard: Scorecard, as_of: datetime) -> Raw:
+def _measure_raw(store: Store, scorecard: Scorecard, as_of: datetime, *, scoped: bool = False) -> Raw:
     """One query per distinct (measure, parameters) in the whole scorecard, however often it is used."""
     cache: dict[str, dict[str, float]] = {}
     raw: Raw = {}
     specs = [(f"{g}.{k}", k, s) for g, group in scorecard.groups.items() for k, s in group.measures.items()]
     specs += [(f"{d}.{k}", k, s) for d, derived in scorecard.derived.items() for k, s in derived.measures.items()]
-    for scoped, key, spec in specs:
+    for qualified, key, spec in specs:
         name = spec.measure or key
         if name not in LIBRARY:
             continue
@@ -88,8 +93,8 @@ def _measure_raw(store: Store, scorecard: Scorecard, as_of: datetime) -> Raw:
             params["features"] = tuple(scorecard.features)
         signature = json.dumps([name, sorted((k, str(v)) for k, v in params.items())])
         if signature not in cache:
-            cache[signature] = measure.query(store, params, as_of)
-        raw[scoped] = cache[signature]
+            cache[signature] = measure.query(store, params, as_of, scoped=scoped)
+        raw[qualified] = cache[signature]
     return raw
 
 
@@ -193,13 +198,14 @@ def _override(account: Mapping[str, object], as_of: datetime) -> tuple[float, st
     return float(str(value)), f"Pinned by CSM at {round(float(str(value)))}{suffix}: {reason}"
 
 
-def trend_baselines(store: Store, scorecard: Scorecard, as_of: datetime) -> dict[str, float]:
+def trend_baselines(store: Store, scorecard: Scorecard, as_of: datetime, *, scoped: bool = False
+                    ) -> dict[str, float]:
     """Per account, the oldest score of an earlier day within the trend window: one query for all."""
-    rows = store.conn.execute("""
+    rows = store.conn.execute(in_scope("""
         SELECT account_id, score FROM (
             SELECT account_id, score, row_number() OVER (PARTITION BY account_id ORDER BY day) AS n
-            FROM score_history WHERE day >= ? AND day < ? AND score IS NOT NULL)
-        WHERE n = 1""", ((as_of - scorecard.trend.window).date().isoformat(), as_of.date().isoformat()))
+            FROM score_history WHERE day >= ? AND day < ? AND score IS NOT NULL AND SCOPE(account_id))
+        WHERE n = 1""", scoped=scoped), ((as_of - scorecard.trend.window).date().isoformat(), as_of.date().isoformat()))
     return {str(account_id): float(score) for account_id, score in rows}
 
 
@@ -233,15 +239,16 @@ def confidence(coverage: float, newest_age_days: float | None, scorecard: Scorec
     return f"{_LEVELS[level]}, {freshness}"
 
 
-def newest_data_ages(store: Store, as_of: datetime) -> dict[str, float]:
+def newest_data_ages(store: Store, as_of: datetime, *, scoped: bool = False) -> dict[str, float]:
     """Per account, whole days since its newest activity or usage day known at `as_of`: one query."""
-    rows = store.conn.execute("""
+    rows = store.conn.execute(in_scope("""
         SELECT account_id, julianday(:day) - julianday(max(newest)) FROM (
             SELECT account_id, max(date(occurred_at)) AS newest FROM activities
-            WHERE is_deleted = 0 AND account_id IS NOT NULL AND occurred_at <= :as_of GROUP BY account_id
+            WHERE is_deleted = 0 AND account_id IS NOT NULL AND occurred_at <= :as_of AND SCOPE(account_id)
+            GROUP BY account_id
             UNION ALL
-            SELECT account_id, max(day) FROM usage_daily WHERE day <= :day GROUP BY account_id)
-        GROUP BY account_id""", {"as_of": iso(as_of), "day": as_of.date().isoformat()})
+            SELECT account_id, max(day) FROM usage_daily WHERE day <= :day AND SCOPE(account_id) GROUP BY account_id)
+        GROUP BY account_id""", scoped=scoped), {"as_of": iso(as_of), "day": as_of.date().isoformat()})
     return {str(account_id): float(age) for account_id, age in rows if age is not None}
 
 
@@ -253,24 +260,57 @@ _ACCOUNTS = """
            (SELECT p.amount FROM opportunities p WHERE p.account_id = a.id AND p.is_deleted = 0
               AND (p.is_closed = 0 OR p.is_won = 1) ORDER BY p.is_closed, p.close_date DESC LIMIT 1) AS arr
     FROM accounts a LEFT JOIN overrides o ON o.account_id = a.id
-    WHERE a.is_deleted = 0 ORDER BY a.id"""
+    WHERE a.is_deleted = 0 AND SCOPE(a.id) ORDER BY a.id"""
 
 
-def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> ScoringReport:
-    """Score every live account and keep one history row per account per day, in one transaction.
+def live_accounts(store: Store, *, scoped: bool = False) -> list[dict[str, Any]]:
+    """The live accounts with what scoring needs of them: segment facts, the override in force, ARR."""
+    return store.query(in_scope(_ACCOUNTS, scoped=scoped))
+
+
+def score_changed_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> ScoringReport:
+    """The cycle's scoring: every account when a whole re-score is due (the first of a day, a new
+    scorecard), otherwise only the accounts whose data changed since they were scored, and nothing at
+    all in a quiet cycle. Both give the same scores: see `worker.changes`."""
+    why = full_rescore_due(store, loaded.digest, as_of)
+    if why is not None:
+        log.info("scoring every account: %s", why)
+        report = score_accounts(store, loaded, as_of)
+        report.full_reason = why
+        return report
+    marked = changes.pending(store, changes.SCORE, as_of)
+    if not marked.marks:
+        with store.transaction():
+            record_rescore_time(store, loaded.digest, as_of)
+        return ScoringReport(full=False, bands=_bands(store))
+    return score_accounts(store, loaded, as_of, only=marked)
+
+
+def _bands(store: Store) -> dict[str, int]:
+    return {str(band): int(n) for band, n in store.conn.execute("SELECT band, count(*) FROM scores GROUP BY band")}
+
+
+def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
+                   only: changes.ChangeSet | None = None) -> ScoringReport:
+    """Score every live account, or only the accounts `only` names, in one transaction that keeps one
+    history row per account per day and clears the change marks it answered.
 
     Set-based: one query per distinct measure, one for the accounts, one for the trend baselines; the
-    per-account work in Python is arithmetic only.
+    per-account work in Python is arithmetic only. With `only`, each query seeks just those accounts.
     """
     base = loaded.scorecard
-    raw = _measure_raw(store, base, as_of)
-    baselines = trend_baselines(store, base, as_of)
-    ages = newest_data_ages(store, as_of)
-    previous = {r["account_id"]: r for r in store.query("SELECT account_id, score, band FROM scores")}
+    answered = only if only is not None else changes.pending(store, changes.SCORE, as_of)
+    with account_scope(store, None if only is None else only.accounts) as scoped:
+        raw = _measure_raw(store, base, as_of, scoped=scoped)
+        baselines = trend_baselines(store, base, as_of, scoped=scoped)
+        ages = newest_data_ages(store, as_of, scoped=scoped)
+        previous = {r["account_id"]: r for r in store.query(
+            in_scope("SELECT account_id, score, band FROM scores WHERE SCOPE(account_id)", scoped=scoped))}
+        accounts = live_accounts(store, scoped=scoped)
     by_segment = {None: base} | {segment.name: base.for_segment(segment) for segment in base.segments}
-    report = ScoringReport()
+    report = ScoringReport(full=only is None)
     score_rows, history_rows = [], []
-    for account in store.query(_ACCOUNTS):
+    for account in accounts:
         account_id = account["id"]
         segment = base.segment_of(account)
         scorecard = by_segment[segment.name if segment else None]
@@ -301,10 +341,20 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> Sc
         before = previous.get(account_id)
         if before is None or before["score"] != score or before["band"] != band:
             report.changed += 1
-        report.bands[band] = report.bands.get(band, 0) + 1
+    gone = [(a,) for a in sorted(answered.accounts - {row["account_id"] for row in score_rows})]
     with store.transaction() as conn:
-        conn.execute("DELETE FROM scores WHERE account_id NOT IN (SELECT id FROM accounts WHERE is_deleted = 0)")
+        if only is None:
+            conn.execute("DELETE FROM scores WHERE account_id NOT IN (SELECT id FROM accounts WHERE is_deleted = 0)")
+        else:
+            conn.executemany("DELETE FROM scores WHERE account_id = ?", gone)
         store.upsert("scores", score_rows, ("account_id",))
         store.upsert("score_history", history_rows, ("account_id", "day"))
+        changes.clear(conn, answered)
+        changes.mark(conn, changes.EVALUATE, [row["account_id"] for row in score_rows])
+        if only is None:
+            record_full_rescore(store, loaded.digest, as_of)
+        else:
+            record_rescore_time(store, loaded.digest, as_of)
     report.scored = len(score_rows)
+    report.bands = _bands(store)
     return report

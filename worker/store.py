@@ -131,6 +131,113 @@ MIGRATIONS: tuple[str, ...] = (
         channel_id TEXT NOT NULL, message_ts TEXT NOT NULL, text TEXT NOT NULL, blocks TEXT NOT NULL,
         seen_at TEXT NOT NULL, PRIMARY KEY (channel_id, message_ts));
     """,
+    # Work left for a later stage, per account: 'score' marks come from these triggers, whatever path
+    # wrote the data (sync, sentiment, remapping, retention, the CLI, Slack buttons); 'evaluate' marks come
+    # from scoring. A stage reads its marks, does the work and deletes exactly the marks it read in the
+    # same transaction as its results, so a crash re-does the work and a change made meanwhile survives.
+    # `effective_at` is '' for "now", or the time a future-dated activity (a scheduled meeting) starts to
+    # count. `version` grows when a mark is made again, for the tables written beside a running cycle
+    # (overrides, from Slack buttons); the hot tables do nothing on conflict (a trigger doing an upsert per
+    # activity costs twice as much during a backfill, and only the cycle itself writes them).
+    """
+    CREATE TABLE account_changes (
+        stage TEXT NOT NULL, account_id TEXT NOT NULL, effective_at TEXT NOT NULL DEFAULT '',
+        version INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (stage, account_id, effective_at)) WITHOUT ROWID;
+    CREATE TRIGGER activities_marked_on_insert AFTER INSERT ON activities WHEN NEW.account_id IS NOT NULL
+    BEGIN
+        INSERT INTO account_changes (stage, account_id, effective_at) VALUES ('score', NEW.account_id,
+            CASE WHEN NEW.occurred_at > coalesce(NEW.modstamp, NEW.occurred_at) THEN NEW.occurred_at ELSE '' END)
+            ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER activities_marked_on_update AFTER UPDATE ON activities
+    WHEN OLD.account_id IS NOT NEW.account_id OR OLD.kind IS NOT NEW.kind OR OLD.occurred_at IS NOT NEW.occurred_at
+        OR OLD.direction IS NOT NEW.direction OR OLD.sentiment IS NOT NEW.sentiment OR OLD.status IS NOT NEW.status
+        OR OLD.priority IS NOT NEW.priority OR OLD.closed_at IS NOT NEW.closed_at
+        OR OLD.is_deleted IS NOT NEW.is_deleted
+    BEGIN
+        INSERT INTO account_changes (stage, account_id)
+            SELECT 'score', OLD.account_id WHERE OLD.account_id IS NOT NULL
+            ON CONFLICT DO NOTHING;
+        INSERT INTO account_changes (stage, account_id, effective_at)
+            SELECT 'score', NEW.account_id,
+                   CASE WHEN NEW.occurred_at > coalesce(NEW.modstamp, NEW.occurred_at) THEN NEW.occurred_at ELSE '' END
+            WHERE NEW.account_id IS NOT NULL
+            ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER activities_marked_on_delete AFTER DELETE ON activities WHEN OLD.account_id IS NOT NULL
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('score', OLD.account_id)
+            ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER usage_marked_on_insert AFTER INSERT ON usage_daily
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('score', NEW.account_id)
+            ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER usage_marked_on_update AFTER UPDATE ON usage_daily
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('score', OLD.account_id)
+            ON CONFLICT DO NOTHING;
+        INSERT INTO account_changes (stage, account_id) VALUES ('score', NEW.account_id)
+            ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER usage_marked_on_delete AFTER DELETE ON usage_daily
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('score', OLD.account_id)
+            ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER accounts_marked_on_insert AFTER INSERT ON accounts
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('score', NEW.id)
+            ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER accounts_marked_on_update AFTER UPDATE ON accounts
+    WHEN OLD.type IS NOT NEW.type OR OLD.industry IS NOT NEW.industry
+        OR OLD.contracted_seats IS NOT NEW.contracted_seats OR OLD.override_value IS NOT NEW.override_value
+        OR OLD.override_reason IS NOT NEW.override_reason OR OLD.override_until IS NOT NEW.override_until
+        OR OLD.is_deleted IS NOT NEW.is_deleted
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('score', NEW.id)
+            ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER opportunities_marked_on_insert AFTER INSERT ON opportunities WHEN NEW.account_id IS NOT NULL
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('score', NEW.account_id)
+            ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER opportunities_marked_on_update AFTER UPDATE ON opportunities
+    WHEN OLD.account_id IS NOT NEW.account_id OR OLD.amount IS NOT NEW.amount
+        OR OLD.close_date IS NOT NEW.close_date OR OLD.is_closed IS NOT NEW.is_closed
+        OR OLD.is_won IS NOT NEW.is_won OR OLD.is_deleted IS NOT NEW.is_deleted
+    BEGIN
+        INSERT INTO account_changes (stage, account_id)
+            SELECT 'score', OLD.account_id WHERE OLD.account_id IS NOT NULL
+            ON CONFLICT DO NOTHING;
+        INSERT INTO account_changes (stage, account_id)
+            SELECT 'score', NEW.account_id WHERE NEW.account_id IS NOT NULL
+            ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER opportunities_marked_on_delete AFTER DELETE ON opportunities WHEN OLD.account_id IS NOT NULL
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('score', OLD.account_id)
+            ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER overrides_marked_on_insert AFTER INSERT ON overrides
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('score', NEW.account_id)
+            ON CONFLICT DO UPDATE SET version = version + 1;
+    END;
+    CREATE TRIGGER overrides_marked_on_update AFTER UPDATE ON overrides
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('score', NEW.account_id)
+            ON CONFLICT DO UPDATE SET version = version + 1;
+    END;
+    CREATE TRIGGER overrides_marked_on_delete AFTER DELETE ON overrides
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('score', OLD.account_id)
+            ON CONFLICT DO UPDATE SET version = version + 1;
+    END;
+    """,
 )
 
 
@@ -296,5 +403,14 @@ class Store:
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration into statements (ours contain no semicolons inside literals)."""
-    return [part.strip() for part in script.split(";") if part.strip()]
+    """Split a migration into statements; a trigger's body (`BEGIN ...; ...; END;`) stays one statement."""
+    statements, pending = [], ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        statements.append(pending.strip())
+    return statements
