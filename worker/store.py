@@ -131,10 +131,11 @@ MIGRATIONS: tuple[str, ...] = (
         channel_id TEXT NOT NULL, message_ts TEXT NOT NULL, text TEXT NOT NULL, blocks TEXT NOT NULL,
         seen_at TEXT NOT NULL, PRIMARY KEY (channel_id, message_ts));
     """,
-    # Work left for a later stage, per account: 'score' marks come from these triggers, whatever path
-    # wrote the data (sync, sentiment, remapping, retention, the CLI, Slack buttons); 'evaluate' marks come
-    # from scoring. A stage reads its marks, does the work and deletes exactly the marks it read in the
-    # same transaction as its results, so a crash re-does the work and a change made meanwhile survives.
+    # Work left for a later stage, per account, marked by triggers whatever path wrote: 'score' when the
+    # data a score is made of changed (sync, sentiment, remapping, retention, the CLI, Slack buttons);
+    # 'evaluate' and 'writeback' when a score row changed (the time it was computed apart). A stage reads
+    # its marks, does the work and deletes exactly the marks it read in the same transaction as its
+    # results, so a crash re-does the work and a change made meanwhile survives.
     # `effective_at` is '' for "now", or the time a future-dated activity (a scheduled meeting) starts to
     # count. `version` grows when a mark is made again, for the tables written beside a running cycle
     # (overrides, from Slack buttons); the hot tables do nothing on conflict (a trigger doing an upsert per
@@ -221,6 +222,25 @@ MIGRATIONS: tuple[str, ...] = (
     BEGIN
         INSERT INTO account_changes (stage, account_id) VALUES ('score', OLD.account_id)
             ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER scores_marked_on_insert AFTER INSERT ON scores
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('evaluate', NEW.account_id)
+            ON CONFLICT DO UPDATE SET version = version + 1;
+        INSERT INTO account_changes (stage, account_id) VALUES ('writeback', NEW.account_id)
+            ON CONFLICT DO UPDATE SET version = version + 1;
+    END;
+    CREATE TRIGGER scores_marked_on_update AFTER UPDATE ON scores
+    WHEN OLD.score IS NOT NEW.score OR OLD.band IS NOT NEW.band OR OLD.computed_score IS NOT NEW.computed_score
+        OR OLD.trend IS NOT NEW.trend OR OLD.trend_delta IS NOT NEW.trend_delta OR OLD.reason IS NOT NEW.reason
+        OR OLD.coverage IS NOT NEW.coverage OR OLD.churn_risk IS NOT NEW.churn_risk
+        OR OLD.expansion_readiness IS NOT NEW.expansion_readiness OR OLD.confidence IS NOT NEW.confidence
+        OR OLD.overridden IS NOT NEW.overridden OR OLD.measures IS NOT NEW.measures OR OLD.segment IS NOT NEW.segment
+    BEGIN
+        INSERT INTO account_changes (stage, account_id) VALUES ('evaluate', NEW.account_id)
+            ON CONFLICT DO UPDATE SET version = version + 1;
+        INSERT INTO account_changes (stage, account_id) VALUES ('writeback', NEW.account_id)
+            ON CONFLICT DO UPDATE SET version = version + 1;
     END;
     CREATE TRIGGER overrides_marked_on_insert AFTER INSERT ON overrides
     BEGIN

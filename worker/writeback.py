@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from connectors.salesforce.client import SalesforceClient, SalesforceError, SalesforceLimitError
+from worker import changes
 from worker.store import Store, iso
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,22 @@ def _digest(values: dict[str, Any]) -> str:
 
 
 def plan_writeback(store: Store, now: datetime) -> int:
-    """Queue a write for every account whose values differ from the last confirmed write."""
-    last = {r["account_id"]: r["fields"] for r in store.query("SELECT account_id, fields FROM writeback_state")}
+    """Queue a write for every account whose values differ from the last confirmed write.
+
+    Only the accounts whose score rows changed since the last plan can differ (the store marks them), so a
+    quiet cycle reads nothing; the marks are cleared with the queued rows."""
+    due = changes.pending(store, changes.WRITEBACK, now)
+    accounts = (json.dumps(sorted(due.accounts)),)
+    last = {r["account_id"]: r["fields"] for r in store.query(
+        "SELECT account_id, fields FROM writeback_state WHERE account_id IN (SELECT value FROM json_each(?))",
+        accounts)}
     queued = {r["account_id"]: r["dedup_key"] for r in store.query(
         "SELECT account_id, dedup_key FROM outbox WHERE kind = 'salesforce' "
-        "AND status IN ('pending', 'inflight', 'failed')")}
+        "AND status IN ('pending', 'inflight', 'failed') AND account_id IN (SELECT value FROM json_each(?))",
+        accounts)}
     rows, superseded = [], []
-    for score in store.query("SELECT * FROM scores ORDER BY account_id"):
+    for score in store.query("SELECT * FROM scores WHERE account_id IN (SELECT value FROM json_each(?)) "
+                             "ORDER BY account_id", accounts):
         values = field_values(score)
         digest = _digest(values)
         account_id = score["account_id"]
@@ -104,6 +114,7 @@ def plan_writeback(store: Store, now: datetime) -> int:
         conn.executemany("UPDATE outbox SET status = 'superseded' WHERE dedup_key = ? AND status != 'inflight'",
                          [(k,) for k in superseded])
         store.insert_missing("outbox", rows)
+        changes.clear(conn, due)
     return len(rows)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.worker.conftest import SHIPPED_RULES
 from worker import changes
 from worker.alert_rules import load_alert_rules
 from worker.alerting import evaluate_alerts
@@ -24,6 +25,7 @@ from worker.measures import LIBRARY, account_scope
 from worker.scorecard import LoadedScorecard, load_scorecard
 from worker.scoring import score_accounts, score_changed_accounts
 from worker.store import Store, iso
+from worker.writeback import plan_writeback
 
 T0 = datetime(2024, 5, 10, 9, 0, tzinfo=UTC)  # a Friday morning
 CYCLE = timedelta(minutes=15)
@@ -382,3 +384,31 @@ def test_a_rule_added_later_takes_its_baseline_over_every_account(
     report = evaluate_alerts(store, added, T0 + CYCLE, record_url="https://x")
 
     assert report.baselined == 6 and report.fired == 0
+
+
+# --- write-back planning looks at changed score rows -----------------------------------------------------------
+
+def test_a_rescore_that_changes_no_score_marks_nothing_for_evaluation_or_write_back(
+        store: Store, scorecard: LoadedScorecard) -> None:
+    score_changed_accounts(store, scorecard, T0)
+    plan_writeback(store, T0)
+    evaluate_alerts(store, load_alert_rules(SHIPPED_RULES), T0, record_url="https://x")
+
+    report = score_accounts(store, scorecard, T0 + CYCLE)  # every account again, same data, same day
+
+    assert report.scored == 6
+    assert changes.pending(store, changes.EVALUATE, T0 + CYCLE).accounts == frozenset()
+    assert changes.pending(store, changes.WRITEBACK, T0 + CYCLE).accounts == frozenset()
+
+
+def test_write_back_plans_the_accounts_whose_scores_changed_and_clears_their_marks(
+        store: Store, scorecard: LoadedScorecard) -> None:
+    score_changed_accounts(store, scorecard, T0)
+    assert plan_writeback(store, T0) == 6
+    store.conn.execute("UPDATE scores SET score = score + 1 WHERE account_id = ?", (GAMMA,))
+
+    planned = plan_writeback(store, T0 + CYCLE)
+
+    assert planned == 1
+    assert store.scalar("SELECT count(*) FROM outbox WHERE kind = 'salesforce' AND account_id = ?", (GAMMA,)) == 2
+    assert changes.pending(store, changes.WRITEBACK, T0 + CYCLE).accounts == frozenset()
