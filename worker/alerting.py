@@ -161,9 +161,11 @@ def _has_state(store: Store, rule: AlertRule) -> bool:
 
 def _accounts_in_motion(store: Store) -> set[str]:
     """Accounts whose state can move with unchanged scores: a rule holds them pending (cycles counted by
-    `for`, a cooldown running out), or their state changed at the last step and is confirmed once more."""
+    `for`, a cooldown running out), or they have just entered firing or resolved, states left by another
+    condition than the one that entered them (`resolve`, `when`), which is checked once more."""
     return {str(a) for (a,) in store.conn.execute(
-        "SELECT DISTINCT account_id FROM alerts WHERE state = 'pending' OR since = updated_at")}
+        "SELECT DISTINCT account_id FROM alerts WHERE state = 'pending' "
+        "OR (since = updated_at AND state IN ('firing', 'resolved'))")}
 
 
 def evaluate_alerts(store: Store, loaded: LoadedRules, now: datetime, *, record_url: str) -> AlertReport:

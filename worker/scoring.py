@@ -17,7 +17,7 @@ from typing import Any
 
 from worker import changes
 from worker.changes import full_rescore_due, record_full_rescore, record_rescore_time
-from worker.measures import LIBRARY, account_scope, in_scope
+from worker.measures import LIBRARY, Measure, account_scope, in_scope
 from worker.scorecard import LoadedScorecard, MeasureSpec, Scorecard
 from worker.store import Store, iso
 
@@ -32,7 +32,48 @@ class MeasureResult:
     raw: float | None
     points: float | None
     weight: float  # share of the overall score (0..1) this measure carried
-    reason: str | None
+    said: str | None = None  # the raw value in words, when known up front
+    measure: Measure | None = None  # otherwise the measure that says it, when asked
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_reason(self) -> bool:
+        if self.raw is None:
+            return False
+        return bool(self.said) if self.said is not None else self.measure is not None
+
+    @property
+    def reason(self) -> str | None:
+        """The raw value in words; built on demand (a score names two or three of its measures)."""
+        if self.said is not None or self.raw is None or self.measure is None:
+            return self.said
+        return self.measure.describe(self.raw, self.params)
+
+
+@dataclass(frozen=True)
+class _MeasurePlan:
+    key: str
+    qualified: str  # "group.measure", the key of `Raw`
+    spec: MeasureSpec
+    measure: Measure
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class _GroupPlan:
+    name: str
+    weight: float
+    measures_weight: float
+    measures: tuple[_MeasurePlan, ...]
+
+
+def _plan(scorecard: Scorecard) -> tuple[_GroupPlan, ...]:
+    """What `score_account` walks for every account, worked out once per scorecard."""
+    return tuple(
+        _GroupPlan(name, group.weight, sum(s.weight for s in group.measures.values()), tuple(
+            _MeasurePlan(key, f"{name}.{key}", spec, LIBRARY[spec.measure or key], spec.params())
+            for key, spec in group.measures.items()))
+        for name, group in scorecard.groups.items())
 
 
 @dataclass(frozen=True)
@@ -98,11 +139,13 @@ def _measure_raw(store: Store, scorecard: Scorecard, as_of: datetime, *, scoped:
     return raw
 
 
+_MISSING_POINTS: dict[str, float | None] = {"skip": None, "neutral": 50.0, "zero": 0.0}
+
+
 def _points_for(spec: MeasureSpec, value: float | None, default_policy: str) -> float | None:
     if value is not None:
         return interpolate(spec.points, value)
-    policy = spec.missing or default_policy
-    return {"skip": None, "neutral": 50.0, "zero": 0.0}[policy]
+    return _MISSING_POINTS[spec.missing or default_policy]
 
 
 def _weighted(parts: list[tuple[float, float | None]]) -> tuple[float | None, float]:
@@ -115,39 +158,40 @@ def _weighted(parts: list[tuple[float, float | None]]) -> tuple[float | None, fl
     return sum(w * v for w, v in present) / weight, weight / total if total else 0.0
 
 
-def score_account(account_id: str, raw: Raw, scorecard: Scorecard) -> tuple[float, float, list[MeasureResult],
-                                                                            dict[str, float | None]]:
+def score_account(account_id: str, raw: Raw, scorecard: Scorecard, plan: tuple[_GroupPlan, ...] | None = None
+                  ) -> tuple[float, float, list[MeasureResult], dict[str, float | None]]:
     """The overall score, its coverage, per-measure results (with their share of the score) and groups.
 
     Coverage is the share of the scorecard's weight whose measures had data: a value the missing-data
-    policy filled in (neutral, zero) moves the score but is not data.
+    policy filled in (neutral, zero) moves the score but is not data. `plan` is `_plan(scorecard)`, passed
+    by callers scoring many accounts.
     """
-    total_group_weight = sum(g.weight for g in scorecard.groups.values())
+    groups = plan if plan is not None else _plan(scorecard)
+    total_group_weight = sum(g.weight for g in groups)
     group_scores: dict[str, float | None] = {}
-    points_of: dict[tuple[str, str], float | None] = {}
+    found: list[list[tuple[_MeasurePlan, float | None, float | None]]] = []
     coverage = 0.0
-    for group_name, group in scorecard.groups.items():
-        parts, with_data = [], 0.0
-        for key, spec in group.measures.items():
-            value = raw.get(f"{group_name}.{key}", {}).get(account_id)
-            points_of[(group_name, key)] = _points_for(spec, value, scorecard.missing)
-            parts.append((spec.weight, points_of[(group_name, key)]))
-            with_data += spec.weight if value is not None else 0.0
-        group_scores[group_name], _ = _weighted(parts)
-        coverage += group.weight / total_group_weight * with_data / sum(s.weight for s in group.measures.values())
-    overall, _ = _weighted([(scorecard.groups[g].weight, v) for g, v in group_scores.items()])
+    for group in groups:
+        parts, with_data, rows = [], 0.0, []
+        for m in group.measures:
+            value = raw.get(m.qualified, {}).get(account_id)
+            points = _points_for(m.spec, value, scorecard.missing)
+            rows.append((m, value, points))
+            parts.append((m.spec.weight, points))
+            with_data += m.spec.weight if value is not None else 0.0
+        found.append(rows)
+        group_scores[group.name], _ = _weighted(parts)
+        coverage += group.weight / total_group_weight * with_data / group.measures_weight
+    overall, _ = _weighted([(g.weight, group_scores[g.name]) for g in groups])
     # Each measure's share of the final number: its weight among the measures with points in its group,
     # times its group's weight among the groups with points.
-    live_groups = sum(scorecard.groups[g].weight for g, v in group_scores.items() if v is not None)
+    live_groups = sum(g.weight for g in groups if group_scores[g.name] is not None)
     results = []
-    for group_name, group in scorecard.groups.items():
-        live = sum(s.weight for k, s in group.measures.items() if points_of[(group_name, k)] is not None)
-        for key, spec in group.measures.items():
-            value = raw.get(f"{group_name}.{key}", {}).get(account_id)
-            points = points_of[(group_name, key)]
-            share = spec.weight / live * group.weight / live_groups if points is not None else 0.0
-            reason = LIBRARY[spec.measure or key].describe(value, spec.params()) if value is not None else None
-            results.append(MeasureResult(key, value, points, share, reason))
+    for group, rows in zip(groups, found, strict=True):
+        live = sum(m.spec.weight for m, _, points in rows if points is not None)
+        for m, value, points in rows:
+            share = m.spec.weight / live * group.weight / live_groups if points is not None else 0.0
+            results.append(MeasureResult(m.key, value, points, share, measure=m.measure, params=m.params))
     return (round(overall if overall is not None else 0.0, 2), round(coverage, 4), results, group_scores)
 
 
@@ -167,7 +211,7 @@ def derived_score(scorecard: Scorecard, name: str, account_id: str, raw: Raw, he
 def explain(results: list[MeasureResult], band: str, limit: int, *, falling: bool = False) -> str:
     """The few measures that moved the score most: the biggest weighted shortfalls for red and yellow
     accounts (and for a green one that is falling fast), the biggest weighted strengths for green ones."""
-    scored = [r for r in results if r.points is not None and r.reason]
+    scored = [r for r in results if r.points is not None and r.has_reason]
     if band == "green" and not falling:
         ranked = sorted(scored, key=lambda r: (-r.weight * (r.points or 0), r.key))
         picked = [r for r in ranked if (r.points or 0) >= 70][:limit]
@@ -308,13 +352,15 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
             in_scope("SELECT account_id, score, band FROM scores WHERE SCOPE(account_id)", scoped=scoped))}
         accounts = live_accounts(store, scoped=scoped)
     by_segment = {None: base} | {segment.name: base.for_segment(segment) for segment in base.segments}
+    plans = {name: _plan(card) for name, card in by_segment.items()}
     report = ScoringReport(full=only is None)
     score_rows, history_rows = [], []
     for account in accounts:
         account_id = account["id"]
         segment = base.segment_of(account)
         scorecard = by_segment[segment.name if segment else None]
-        computed, coverage, results, _groups = score_account(account_id, raw, scorecard)
+        computed, coverage, results, _groups = score_account(account_id, raw, scorecard,
+                                                             plans[segment.name if segment else None])
         override = _override(account, as_of)
         score = override[0] if override else computed
         band = band_of(score, scorecard)

@@ -171,7 +171,9 @@ def test_each_measure_result_keeps_its_raw_value_points_and_reason() -> None:
 
     _score, _coverage, results, _groups = score_account(ACCOUNT, raw_for(engagement__meetings=2), card)
 
-    assert results == [MeasureResult("meetings", 2, 75.0, 1.0, "2 meetings in 90 days")]
+    [result] = results
+    assert (result.key, result.raw, result.points, result.weight) == ("meetings", 2, 75.0, 1.0)
+    assert result.reason == "2 meetings in 90 days"
 
 
 def test_a_missing_measure_has_no_reason() -> None:
@@ -201,7 +203,7 @@ def test_a_band_is_below_red_red_below_yellow_yellow_else_green(score: float, ba
 
 def result(key: str, points: float | None, weight: float, reason: str | None = None) -> MeasureResult:
     return MeasureResult(key, None if points is None else 1.0, points, weight,
-                         reason if reason is not None or points is None else f"{key} says {points:g}")
+                         said=reason if reason is not None or points is None else f"{key} says {points:g}")
 
 
 SPREAD = [
