@@ -21,7 +21,7 @@ from connectors.zendesk.client import ZendeskClient
 from worker.alerting import AlertReport, evaluate_alerts
 from worker.config import Settings
 from worker.notify import NotifyReport, send_nudges
-from worker.retention import prune
+from worker.retention import prune, prune_due
 from worker.rulebook import NoGoodRules, RuleBook
 from worker.scoring import ScoringReport, score_changed_accounts
 from worker.sentiment import SentimentModel, VaderModel, score_pending_texts
@@ -191,7 +191,8 @@ class Cycle:
         report.writeback = push_scores(self.store, self.clients.salesforce, self.clock(), dry_run=self.dry_run)
 
     def prune(self, report: CycleReport) -> None:
-        report.pruned = prune(self.store, self.settings, self.clock())
+        if prune_due(self.store, self.clock()):
+            report.pruned = prune(self.store, self.settings, self.clock())
 
     def notify(self, report: CycleReport) -> None:
         _, alerts = self.rulebook.require()

@@ -13,6 +13,13 @@ from datetime import datetime
 from worker.config import Settings
 from worker.store import Store, iso
 
+_LAST_PRUNED = "retention.pruned_day"
+
+
+def prune_due(store: Store, now: datetime) -> bool:
+    """Retention counts whole days: the first cycle of a day prunes, the others would scan for nothing."""
+    return store.cursor(_LAST_PRUNED) != now.date().isoformat()
+
 
 def prune(store: Store, settings: Settings, now: datetime) -> dict[str, int]:
     text_before = iso(now - settings.retention_text)
@@ -27,4 +34,5 @@ def prune(store: Store, settings: Settings, now: datetime) -> dict[str, int]:
                                    (iso(history_before),)).rowcount,
             "cycles": conn.execute("DELETE FROM cycles WHERE started_at < ?", (iso(history_before),)).rowcount,
         }
+        store.save_cursor(_LAST_PRUNED, now.date().isoformat(), 0, now)
     return {k: v for k, v in counts.items() if v}
