@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import multiprocessing
+import os
+from collections.abc import Collection, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import pairwise
@@ -334,28 +337,30 @@ def _bands(store: Store) -> dict[str, int]:
     return {str(band): int(n) for band, n in store.conn.execute("SELECT band, count(*) FROM scores GROUP BY band")}
 
 
-def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
-                   only: changes.ChangeSet | None = None) -> ScoringReport:
-    """Score every live account, or only the accounts `only` names, in one transaction that keeps one
-    history row per account per day and clears the change marks it answered.
+@dataclass
+class _Scored:
+    """What scoring some accounts produced, before it is stored (it may come from another process)."""
 
-    Set-based: one query per distinct measure, one for the accounts, one for the trend baselines; the
-    per-account work in Python is arithmetic only. With `only`, each query seeks just those accounts.
-    """
+    score_rows: list[dict[str, Any]] = field(default_factory=list)
+    history_rows: list[dict[str, Any]] = field(default_factory=list)
+    changed: int = 0
+
+
+def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts: Collection[str] | None
+                ) -> _Scored:
+    """Score every live account, or those of `accounts` (read through `temp.scope`), without storing."""
     base = loaded.scorecard
-    answered = only if only is not None else changes.pending(store, changes.SCORE, as_of)
-    with account_scope(store, None if only is None else only.accounts) as scoped:
+    with account_scope(store, accounts) as scoped:
         raw = _measure_raw(store, base, as_of, scoped=scoped)
         baselines = trend_baselines(store, base, as_of, scoped=scoped)
         ages = newest_data_ages(store, as_of, scoped=scoped)
         previous = {r["account_id"]: r for r in store.query(
             in_scope("SELECT account_id, score, band FROM scores WHERE SCOPE(account_id)", scoped=scoped))}
-        accounts = live_accounts(store, scoped=scoped)
+        live = live_accounts(store, scoped=scoped)
     by_segment = {None: base} | {segment.name: base.for_segment(segment) for segment in base.segments}
     plans = {name: _plan(card) for name, card in by_segment.items()}
-    report = ScoringReport(full=only is None)
-    score_rows, history_rows = [], []
-    for account in accounts:
+    scored = _Scored()
+    for account in live:
         account_id = account["id"]
         segment = base.segment_of(account)
         scorecard = by_segment[segment.name if segment else None]
@@ -373,7 +378,7 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
         expansion = derived_score(scorecard, "expansion_readiness", account_id, raw, score)
         measures_json = json.dumps({r.key: {"raw": r.raw, "points": r.points, "weight": round(r.weight, 4)}
                                     for r in results}, sort_keys=True)
-        score_rows.append({
+        scored.score_rows.append({
             "account_id": account_id, "score": score, "band": band, "computed_score": computed,
             "trend": trend_text, "trend_delta": delta, "reason": reason, "coverage": coverage,
             "churn_risk": churn, "expansion_readiness": expansion,
@@ -381,25 +386,83 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
             "overridden": int(bool(override)),
             "measures": measures_json, "segment": segment.name if segment else None,
             "scorecard_hash": loaded.digest, "scored_at": iso(as_of)})
-        history_rows.append({"account_id": account_id, "day": as_of.date().isoformat(), "score": score,
-                             "band": band, "churn_risk": churn, "expansion_readiness": expansion,
-                             "coverage": coverage, "scored_at": iso(as_of)})
+        scored.history_rows.append({"account_id": account_id, "day": as_of.date().isoformat(), "score": score,
+                                    "band": band, "churn_risk": churn, "expansion_readiness": expansion,
+                                    "coverage": coverage, "scored_at": iso(as_of)})
         before = previous.get(account_id)
         if before is None or before["score"] != score or before["band"] != band:
-            report.changed += 1
-    gone = [(a,) for a in sorted(answered.accounts - {row["account_id"] for row in score_rows})]
+            scored.changed += 1
+    return scored
+
+
+def _score_some_in_process(path: str, loaded: LoadedScorecard, as_of: datetime, accounts: list[str]) -> _Scored:
+    """`_score_some` in a pool process, on its own read-only connection (the pool process writes nothing)."""
+    with Store.open_readonly(path) as store:
+        return _score_some(store, loaded, as_of, accounts)
+
+
+# A whole re-score splits the accounts over processes (one per core, at most this many) when there are enough
+# accounts to pay for starting them: each part's queries seek only its accounts, so both the SQL and the
+# per-account arithmetic divide between the cores.
+MAX_PROCESSES = 4
+PARALLEL_FROM_ACCOUNTS = 5_000
+
+
+def scoring_processes() -> int:
+    return max(1, min(MAX_PROCESSES, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1))
+
+
+def _score_everyone(store: Store, loaded: LoadedScorecard, as_of: datetime, processes: int,
+                    parallel_from: int) -> _Scored:
+    ids = [str(a) for (a,) in store.conn.execute("SELECT id FROM accounts WHERE is_deleted = 0 ORDER BY id")]
+    if processes < 2 or len(ids) < max(parallel_from, 2) or not store.on_disk:
+        return _score_some(store, loaded, as_of, None)
+    size = -(-len(ids) // processes)
+    parts = [ids[n:n + size] for n in range(0, len(ids), size)]
+    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods()
+                                          else "spawn")
+    with ProcessPoolExecutor(max_workers=len(parts), mp_context=context) as pool:
+        results = list(pool.map(_score_some_in_process, [str(store.path)] * len(parts), [loaded] * len(parts),
+                                [as_of] * len(parts), parts))
+    whole = _Scored()
+    for part in results:
+        whole.score_rows += part.score_rows
+        whole.history_rows += part.history_rows
+        whole.changed += part.changed
+    return whole
+
+
+def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
+                   only: changes.ChangeSet | None = None, processes: int | None = None,
+                   parallel_from: int = PARALLEL_FROM_ACCOUNTS) -> ScoringReport:
+    """Score every live account, or only the accounts `only` names, in one transaction that keeps one
+    history row per account per day and clears the change marks it answered.
+
+    Set-based: one query per distinct measure, one for the accounts, one for the trend baselines; the
+    per-account work in Python is arithmetic only. With `only`, each query seeks just those accounts; a
+    whole re-score of many accounts runs in `processes` parts (default: one per core).
+    """
+    answered = only if only is not None else changes.pending(store, changes.SCORE, as_of)
+    if only is not None:
+        scored = _score_some(store, loaded, as_of, only.accounts)
+    else:
+        scored = _score_everyone(store, loaded, as_of, scoring_processes() if processes is None else processes,
+                                 parallel_from)
+    report = ScoringReport(full=only is None, changed=scored.changed)
+    gone = [(a,) for a in sorted(answered.accounts - {row["account_id"] for row in scored.score_rows})]
     with store.transaction() as conn:
         if only is None:
             conn.execute("DELETE FROM scores WHERE account_id NOT IN (SELECT id FROM accounts WHERE is_deleted = 0)")
         else:
             conn.executemany("DELETE FROM scores WHERE account_id = ?", gone)
-        store.upsert("scores", score_rows, ("account_id",))
-        store.upsert("score_history", history_rows, ("account_id", "day"))
+        store.upsert("scores", scored.score_rows, ("account_id",))
+        store.upsert("score_history", scored.history_rows, ("account_id", "day"))
         changes.clear(conn, answered)  # the rows that changed are marked for evaluation and write-back
         if only is None:
             record_full_rescore(store, loaded.digest, as_of)
         else:
             record_rescore_time(store, loaded.digest, as_of)
-    report.scored = len(score_rows)
+    report.scored = len(scored.score_rows)
     report.bands = _bands(store)
     return report

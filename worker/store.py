@@ -291,21 +291,30 @@ class Quarantined:
 class Store:
     """A thin owner of the sqlite-utils database: migrations, transactions and the worker's lock."""
 
-    def __init__(self, path: Path | str, *, lock: bool = False) -> None:
+    def __init__(self, path: Path | str, *, lock: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
+        self.on_disk = str(path) != ":memory:"
+        if self.on_disk and not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
         if lock:
             self._acquire_lock()
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        target = f"{self.path.resolve().as_uri()}?mode=ro" if readonly else str(path)
+        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=readonly)
         self.db = sqlite_utils.Database(conn)
-        if str(path) != ":memory:":
+        conn.execute("PRAGMA busy_timeout = 5000")
+        if readonly:
+            return
+        if self.on_disk:
             self.db.enable_wal()
             conn.execute("PRAGMA synchronous = NORMAL")  # durable at each checkpoint; safe with WAL
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 5000")
         self._migrate()
+
+    @classmethod
+    def open_readonly(cls, path: Path | str) -> Store:
+        """A second reader of a migrated database (a helper process): it can neither write nor migrate."""
+        return cls(path, readonly=True)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def _acquire_lock(self) -> None:

@@ -412,3 +412,19 @@ def test_write_back_plans_the_accounts_whose_scores_changed_and_clears_their_mar
     assert planned == 1
     assert store.scalar("SELECT count(*) FROM outbox WHERE kind = 'salesforce' AND account_id = ?", (GAMMA,)) == 2
     assert changes.pending(store, changes.WRITEBACK, T0 + CYCLE).accounts == frozenset()
+
+
+# --- a whole re-score split over processes ---------------------------------------------------------------------
+
+def test_a_whole_rescore_in_two_processes_gives_the_scores_of_one(
+        store: Store, scorecard: LoadedScorecard, tmp_path: Path) -> None:
+    alone = _copy(store, tmp_path / "alone.db")
+
+    split = score_accounts(store, scorecard, T0, processes=2, parallel_from=0)
+    single = score_accounts(alone, scorecard, T0, processes=1)
+
+    assert (split.scored, split.changed, split.bands) == (single.scored, single.changed, single.bands)
+    assert _scores(store) == _scores(alone)
+    assert store.query("SELECT * FROM score_history ORDER BY account_id") == \
+        alone.query("SELECT * FROM score_history ORDER BY account_id")
+    alone.close()
