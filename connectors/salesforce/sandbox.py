@@ -6,7 +6,9 @@ client-credentials tokens, ``query``/``queryAll`` with server-side cursors and
 ``nextRecordsUrl`` paging, ``describe``, ``limits``, sObject Collections updates with
 per-record results, ``Sforce-Limit-Info`` on every response and Salesforce's error bodies
 (``[{"message": ..., "errorCode": ...}]``). Queries run through a real SOQL evaluator
-(:mod:`connectors.salesforce.soql`) over the org described in :mod:`connectors.salesforce.schema`.
+(:mod:`connectors.salesforce.soql`) over the org described in :mod:`connectors.salesforce.schema`;
+a query whose WHERE bounds SystemModstamp from below (an incremental sync's) reads only the records
+from that stamp on, from a sorted index, as Salesforce answers it from its SystemModstamp index.
 
 TLS comes from a throw-away CA made with ``trustme`` (simple-salesforce only speaks https);
 clients trust it through :attr:`SalesforceSandbox.ca_cert_path`.
@@ -38,6 +40,7 @@ import socket
 import ssl
 import tempfile
 import threading
+from bisect import bisect_left, insort
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,7 +62,7 @@ from connectors.salesforce.schema import (
     format_datetime,
     normalize_value,
 )
-from connectors.salesforce.soql import SoqlError, compile_query
+from connectors.salesforce.soql import BoundQuery, SoqlError, compile_query
 
 __all__ = ["ApiCall", "SalesforceSandbox"]
 
@@ -72,6 +75,7 @@ _LOCATOR = re.compile(r"^(?P<locator>01g[0-9A-Za-z]{15})-(?P<offset>\d+)$")
 _ORG_ID: Final = make_id("00D", 1)
 _INTEGRATION_USER_ID: Final = make_id("005", 0, pod="0I")
 _STAMP_FIELDS: Final = ("LastModifiedDate", "SystemModstamp")
+_INDEXED_FIELD: Final = "SystemModstamp"
 _ROLLED_BACK: Final = "Record rolled back because not all records were valid and the request was using AllOrNone header"
 _READ_ONLY: Final = (
     "Unable to create/update fields: {field}. Please check the security settings of this field and verify "
@@ -154,6 +158,9 @@ class SalesforceSandbox:
         self._clock = clock or _now
         self._lock = threading.RLock()
         self._data: dict[str, dict[str, dict[str, Any]]] = {o.name: {} for o in self.schema}
+        self._indexes: dict[str, _StampIndex] = {o.name: _StampIndex() for o in self.schema}
+        """Every stored record is added to its object's index, and every change of a stored record's
+        SystemModstamp is reported to it (:meth:`_restamped`): queries trust the index to find them."""
         self._sequence = 0
         self._cursor_sequence = 0
         self._case_number = 1000
@@ -245,6 +252,7 @@ class SalesforceSandbox:
                 self._case_number += 1
                 record["CaseNumber"] = f"{self._case_number:08d}"
             self._data[spec.name][record_id] = record
+            self._indexes[spec.name].add(record)
             return record_id
 
     def update(self, sobject: str, record_id: str, fields: Mapping[str, Any]) -> None:
@@ -255,8 +263,10 @@ class SalesforceSandbox:
             raise ValueError("the Id of a record cannot be changed")
         with self._lock:
             record = self._record(spec, record_id)
+            old_stamp = record.get(_INDEXED_FIELD)
             record.update(values)
             self._default_stamps(record, values, format_datetime(self._clock()), creating=False)
+            self._restamped(spec.name, record, old_stamp)
 
     def delete(self, sobject: str, record_id: str) -> None:
         """Soft-delete a record (``IsDeleted=True``, to the recycle bin), as Salesforce does."""
@@ -265,9 +275,11 @@ class SalesforceSandbox:
             raise ValueError(f"{spec.name} records cannot be deleted in Salesforce (deactivate users instead)")
         with self._lock:
             record = self._record(spec, record_id)
+            old_stamp = record.get(_INDEXED_FIELD)
             record["IsDeleted"] = True
             now = format_datetime(self._clock())
             record["LastModifiedDate"] = record["SystemModstamp"] = now
+            self._restamped(spec.name, record, old_stamp)
 
     def get(self, sobject: str, record_id: str) -> dict[str, Any]:
         """A copy of one record, deleted or not; ``KeyError`` if there is none."""
@@ -391,6 +403,23 @@ class SalesforceSandbox:
         rows = self._data[spec.name].values()
         if include_deleted or not spec.has_is_deleted:
             return list(rows)
+        return [r for r in rows if not r["IsDeleted"]]
+
+    def _restamped(self, sobject: str, record: dict[str, Any], old_stamp: Any) -> None:
+        self._indexes[sobject].restamped(record, old_stamp)
+
+    def _candidates(self, bound: BoundQuery, *, include_deleted: bool) -> list[dict[str, Any]]:
+        """The records ``bound`` must look at, in insertion order as :meth:`_rows` gives them (or any order
+        when ORDER BY is total): when its WHERE bounds SystemModstamp from below, only those stamped at or
+        after that bound, as Salesforce reads an incremental query from the SystemModstamp index.
+        """
+        spec = bound.sobject
+        floor = bound.lower_bounds.get(_INDEXED_FIELD)
+        if floor is None:
+            return self._rows(spec, include_deleted=include_deleted)
+        rows = self._indexes[spec.name].since(floor, insertion_order=not bound.order_is_total)
+        if include_deleted or not spec.has_is_deleted:
+            return rows
         return [r for r in rows if not r["IsDeleted"]]
 
     def _take_fault(self, faults: list[_Fault], path: str) -> _Fault | None:
@@ -595,7 +624,7 @@ class _Api:
         except SoqlError as exc:
             return _errors(400, exc.error_code, exc.message)
         with self.sb._lock:
-            rows = bound.run(self.sb._rows(bound.sobject, include_deleted=endpoint == "queryAll"))
+            rows = bound.run(self.sb._candidates(bound, include_deleted=endpoint == "queryAll"))
             if bound.is_count:
                 return _Response(200, {"totalSize": len(rows), "done": True, "records": []})
             snapshot = [_serialize(bound.sobject.name, row, version) for row in rows]
@@ -673,14 +702,17 @@ class _Api:
                     )
                 else:
                     assert update.record is not None
+                    old_stamp = update.record.get(_INDEXED_FIELD)
                     update.record.update(update.changes)
                     update.record["LastModifiedDate"] = update.record["SystemModstamp"] = now
+                    self.sb._restamped(update.sobject, update.record, old_stamp)
                     results.append({"id": update.known_id, "success": True, "errors": []})
         return _Response(200, results, record_count=len(records))
 
 
 @dataclass
 class _Update:
+    sobject: str = ""
     known_id: str | None = None
     record: dict[str, Any] | None = None
     changes: dict[str, Any] = field(default_factory=dict)
@@ -719,6 +751,7 @@ def _prepare_update(sb: SalesforceSandbox, raw: Any, index: int) -> _Update:
         update.errors.append(_error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id"))
         return update
     update.known_id = record_id
+    update.sobject = spec.name
     if record.get("IsDeleted"):
         update.errors.append(_error("ENTITY_IS_DELETED", "entity is deleted"))
         return update
@@ -789,6 +822,109 @@ def _serialize(sobject: str, row: Mapping[str, Any], version: str) -> dict[str, 
     if record_id is not None:
         attributes["url"] = f"/services/data/v{version}/sobjects/{sobject}/{record_id}"
     return {"attributes": attributes, **row}
+
+
+# --- the SystemModstamp index --------------------------------------------------------------
+
+_MERGE_AT: Final = 4096
+"""Pending entries are merged once more than this many (or an eighth of the index) wait, so loads merge in steps."""
+_INSORT_AT: Final = 64
+"""Up to this many pending entries are inserted one by one (a memmove each); more are merged by one sort."""
+_POSITION_DIGITS: Final = 10
+
+
+class _StampIndex:
+    """One object's records sorted by SystemModstamp, so a range query reads a slice instead of every record.
+
+    An entry is the stamp, a NUL and the record's position in insertion order, zero-padded: one string, so
+    entries sort by stamp then position with plain string comparisons (several times faster to sort than
+    tuples), and a stamp alone bisects to its first entry. Insertion order is kept because rows come in that
+    order when ORDER BY leaves ties.
+
+    A changed stamp adds an entry rather than moving the old one, which would cost a search among equal
+    stamps: the old entry goes stale (its stamp is no longer the record's) and is skipped, until stale
+    entries outnumber records and are swept out. New entries wait unsorted and are merged into the suffix of
+    the index they belong to: at the next read, or in steps while a bulk load of back-dated records goes on
+    (so neither every insert nor the first query sorts them all).
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[str] = []
+        self._pending: list[str] = []
+        self._merge_at = _MERGE_AT
+        self._records: list[dict[str, Any]] = []
+        self._positions: dict[str, int] = {}
+        self._stale = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        position = len(self._records)
+        self._records.append(record)
+        self._positions[record["Id"]] = position
+        self._push(record.get(_INDEXED_FIELD), position)
+
+    def restamped(self, record: dict[str, Any], old_stamp: Any) -> None:
+        stamp = record.get(_INDEXED_FIELD)
+        if stamp == old_stamp:
+            return
+        self._stale += old_stamp is not None
+        self._push(stamp, self._positions[record["Id"]])
+
+    def since(self, floor: str, *, insertion_order: bool) -> list[dict[str, Any]]:
+        """The records stamped ``floor`` or later, in insertion order if asked, else in stamp order."""
+        self._merge()
+        entries, records = self._entries, self._records
+        positions: list[int] = []
+        previous = -1
+        for index in range(bisect_left(entries, floor), len(entries)):
+            entry = entries[index]
+            position = int(entry[-_POSITION_DIGITS:])
+            # an entry is current if the record still has its stamp; a record stamped A, B, then A again has
+            # two equal current entries, next to each other
+            if position != previous and records[position].get(_INDEXED_FIELD) == entry[: -_POSITION_DIGITS - 1]:
+                positions.append(position)
+                previous = position
+        if insertion_order:
+            positions.sort()
+        return [records[position] for position in positions]
+
+    def _push(self, stamp: Any, position: int) -> None:
+        if stamp is None:
+            return  # no lower bound matches a record without a stamp
+        self._pending.append(f"{stamp}\x00{position:0{_POSITION_DIGITS}d}")
+        if len(self._pending) > self._merge_at:
+            self._merge()
+
+    def _merge(self) -> None:
+        pending, entries = self._pending, self._entries
+        if pending:
+            pending.sort()
+            start = bisect_left(entries, pending[0])
+            if start == len(entries):
+                entries.extend(pending)  # the usual case: records stamped now, after all others
+            elif len(pending) <= _INSORT_AT:
+                for entry in pending:
+                    insort(entries, entry, lo=start)
+            else:
+                suffix = entries[start:]
+                suffix.extend(pending)
+                suffix.sort()  # two sorted runs: Timsort merges them
+                entries[start:] = suffix
+            pending.clear()
+        if self._stale > max(_MERGE_AT, len(self._records)):
+            self._sweep()
+        self._merge_at = max(_MERGE_AT, len(self._entries) // 8)
+
+    def _sweep(self) -> None:
+        records = self._records
+        current: list[str] = []
+        previous = -1
+        for entry in self._entries:
+            position = int(entry[-_POSITION_DIGITS:])
+            if position != previous and records[position].get(_INDEXED_FIELD) == entry[: -_POSITION_DIGITS - 1]:
+                current.append(entry)
+                previous = position
+        self._entries = current
+        self._stale = 0
 
 
 # --- HTTP plumbing -------------------------------------------------------------------------

@@ -440,6 +440,7 @@ _TYPE_NAMES: Final[Mapping[str, str]] = {
     "reference": "id",
 }
 _LIKE_TYPES: Final = frozenset({"string", "textarea", "picklist", "email", "url"})
+_STORED_IN_ORDER: Final = frozenset({"datetime", "date"})
 
 
 @dataclass(frozen=True)
@@ -453,6 +454,15 @@ class BoundQuery:
     order_by: tuple[tuple[FieldSpec, bool, bool], ...]
     limit: int | None
     offset: int
+    lower_bounds: Mapping[str, Any]
+    """Per field, a value every row the WHERE clause accepts holds at least (in the comparable form of
+    :func:`_key_function`, never null): a store whose records are sorted by that field may read only the
+    records from there on, as Salesforce answers from an index. Fields the WHERE does not bound are absent."""
+
+    @property
+    def order_is_total(self) -> bool:
+        """Whether ORDER BY alone fixes the row order (it includes the unique Id), so no input order shows."""
+        return any(spec.type == "id" for spec, _, _ in self.order_by)
 
     def run(self, records: Iterable[Row]) -> list[dict[str, Any]]:
         """Filter, sort, page and project ``records``; for ``COUNT()`` the rows are empty dicts."""
@@ -488,7 +498,8 @@ def compile_query(soql: str, schema: Schema) -> BoundQuery:
     if query.offset is not None and query.offset > MAX_OFFSET:
         raise SoqlError("NUMBER_OUTSIDE_VALID_RANGE", f"Maximum SOQL offset allowed is {MAX_OFFSET}", soql, len(soql))
     predicate = binder.condition(query.where) if query.where is not None else None
-    return BoundQuery(sobject, fields, query.is_count, predicate, order, query.limit, query.offset or 0)
+    bounds = binder.lower_bounds(query.where) if query.where is not None else {}
+    return BoundQuery(sobject, fields, query.is_count, predicate, order, query.limit, query.offset or 0, bounds)
 
 
 class _Binder:
@@ -526,6 +537,31 @@ class _Binder:
             inner = self.condition(node.operand)
             return lambda row: not inner(row)
         return self.comparison(node)
+
+    def lower_bounds(self, node: Condition) -> dict[str, Any]:
+        """The least value of each field a row must hold to match ``node``; see :attr:`BoundQuery.lower_bounds`.
+
+        Only for fields whose stored values compare as they sort (datetimes and dates: strings in one
+        form), so a sorted store and the predicate agree on "at least". An AND takes the highest bound
+        any operand gives, an OR the lowest, for fields every branch bounds; NOT bounds nothing.
+        """
+        if isinstance(node, Comparison):
+            spec = self.field(node.field)
+            if node.op not in (">", ">=", "=") or spec.type not in _STORED_IN_ORDER:
+                return {}
+            key = self.literal_key(spec, node.values[0], node.op)
+            return {} if key is None else {spec.name: key}
+        if isinstance(node, Not):
+            return {}
+        parts = [self.lower_bounds(operand) for operand in node.operands]
+        if node.op == "AND":
+            highest: dict[str, Any] = {}
+            for part in parts:
+                for name, key in part.items():
+                    highest[name] = max(highest.get(name, key), key)
+            return highest
+        shared = set(parts[0]).intersection(*parts[1:])
+        return {name: min(part[name] for part in parts) for name in shared}
 
     def comparison(self, node: Comparison) -> Predicate:
         spec = self.field(node.field)

@@ -280,6 +280,54 @@ def test_offset_above_two_thousand_is_refused(schema: Schema) -> None:
     assert refusal("SELECT Id FROM Account OFFSET 2001", schema).error_code == "NUMBER_OUTSIDE_VALID_RANGE"
 
 
+# --- lower bounds (what a sorted index may skip) -------------------------------------------------
+
+STAMP = "2024-01-02T10:00:00.000+0000"
+
+
+def lower_bounds(where: str, schema: Schema) -> dict[str, Any]:
+    return dict(compile_query(f"SELECT Id FROM Account WHERE {where}", schema).lower_bounds)
+
+
+@pytest.mark.parametrize("op", [">", ">=", "="])
+def test_a_datetime_compared_from_below_is_bounded_by_the_literal(schema: Schema, op: str) -> None:
+    assert lower_bounds(f"SystemModstamp {op} 2024-01-02T10:00:00Z", schema) == {"SystemModstamp": STAMP}
+
+
+def test_the_incremental_cursor_condition_is_bounded_by_its_stamp(schema: Schema) -> None:
+    where = "(SystemModstamp > 2024-01-02T10:00:00Z OR (SystemModstamp = 2024-01-02T10:00:00Z AND Id > '" + ACME + "'))"
+    assert lower_bounds(where, schema) == {"SystemModstamp": STAMP}
+
+
+def test_an_or_is_bounded_by_its_lowest_branch_and_an_and_by_its_highest_operand(schema: Schema) -> None:
+    assert lower_bounds("SystemModstamp > 2024-01-02T10:00:00Z OR SystemModstamp > 2024-01-03T10:00:00Z", schema) == {
+        "SystemModstamp": STAMP
+    }
+    assert lower_bounds("SystemModstamp > 2024-01-01T10:00:00Z AND SystemModstamp > 2024-01-02T10:00:00Z", schema) == {
+        "SystemModstamp": STAMP
+    }
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "SystemModstamp > 2024-01-02T10:00:00Z OR Name = 'Acme'",
+        "NOT SystemModstamp < 2024-01-02T10:00:00Z",
+        "SystemModstamp < 2024-01-02T10:00:00Z",
+        "SystemModstamp != 2024-01-02T10:00:00Z",
+        "SystemModstamp IN (2024-01-02T10:00:00Z)",
+        "Name > 'Acme'",
+    ],
+)
+def test_conditions_that_let_any_low_or_text_value_through_bound_nothing(schema: Schema, where: str) -> None:
+    assert lower_bounds(where, schema) == {}
+
+
+def test_order_is_total_only_when_ordered_by_id(schema: Schema) -> None:
+    assert compile_query("SELECT Id FROM Account ORDER BY SystemModstamp, Id", schema).order_is_total
+    assert not compile_query("SELECT Id FROM Account ORDER BY SystemModstamp", schema).order_is_total
+
+
 # --- refusals -------------------------------------------------------------------------------
 
 
