@@ -1,4 +1,4 @@
-"""Timers for the benchmarks: wall time, this process's CPU seconds, and its peak memory.
+"""Timers for the benchmarks: wall time, CPU seconds (this process's and its finished children's), peak memory.
 
 A measured step that must be alone (its peak memory, its CPU seconds) runs in a fresh spawned process
 through `isolated`: peak RSS only ever grows within a process, so two sizes measured in one process would
@@ -32,8 +32,10 @@ class Timing:
 
 
 def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """This process's CPU seconds plus those of its children once reaped: the worker scores a whole store
+    and a backlog of texts in process pools, and their work is the worker's work."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def peak_rss_mb() -> float:
@@ -57,7 +59,8 @@ def isolated(fn: Callable[..., Any], *args: Any, timeout: float = 3600.0) -> Any
     """Run `fn(*args)` in a fresh spawned process and return its (picklable) result."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(target=_run_child, args=(child, fn, args), daemon=True)
+    # Not a daemon: the step may start a process pool of its own, as the worker does; it is joined below.
+    process = context.Process(target=_run_child, args=(child, fn, args), daemon=False)
     process.start()
     child.close()
     try:

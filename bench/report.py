@@ -197,10 +197,14 @@ def _p4(results: dict[str, Any]) -> list[str]:
              f"/ {store['usage_rows']:,} usage rows", "",
              _row("run", "wall s", "CPU s", "note"), _row(*["---"] * 4),
              _row("first score (no earlier scores)", f"{w['cold']['wall']:.1f}", f"{w['cold']['cpu']:.1f}", ""),
-             _row("full re-score", f"{w['full']['wall']:.1f}", f"{w['full']['cpu']:.1f}",
-                  f"measures' SQL {w['sql_seconds']:.1f} s, the rest Python per account"),
-             _row(f"re-score after {w['incremental']['moved']} accounts moved", f"{w['incremental']['wall']:.1f}",
-                  f"{w['incremental']['cpu']:.1f}", f"{w['incremental']['changed']} scores changed")]
+             _row("full re-score (the first cycle of a day)", f"{w['full']['wall']:.1f}", f"{w['full']['cpu']:.1f}",
+                  f"{w.get('processes', 1)} processes; the measures' SQL alone, in one: {w['sql_seconds']:.1f} s"),
+             _row(f"next cycle, {w['incremental']['moved']} accounts moved", f"{w['incremental']['wall']:.2f}",
+                  f"{w['incremental']['cpu']:.2f}", f"{w['incremental']['scored']} scored, "
+                  f"{w['incremental']['changed']} scores changed")]
+    if "quiet" in w:
+        lines.insert(-1, _row("next cycle, nothing changed", f"{w['quiet']['wall']:.2f}", f"{w['quiet']['cpu']:.2f}",
+                              f"{w['quiet']['scored']} scored"))
     pandas = p4.get("pandas")
     if pandas:
         lines += [_row("pandas: load the tables", f"{pandas['load']['wall']:.1f}", f"{pandas['load']['cpu']:.1f}",
