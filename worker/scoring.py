@@ -420,8 +420,8 @@ def _score_everyone(store: Store, loaded: LoadedScorecard, as_of: datetime, proc
         return _score_some(store, loaded, as_of, None)
     size = -(-len(ids) // processes)
     parts = [ids[n:n + size] for n in range(0, len(ids), size)]
-    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods()
-                                          else "spawn")
+    # 'spawn', not 'fork': the worker runs threads (health server, scheduler) that a fork would copy mid-lock.
+    context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(parts), mp_context=context) as pool:
         results = list(pool.map(_score_some_in_process, [str(store.path)] * len(parts), [loaded] * len(parts),
                                 [as_of] * len(parts), parts))

@@ -135,15 +135,19 @@ MIGRATIONS: tuple[str, ...] = (
     # data a score is made of changed (sync, sentiment, remapping, retention, the CLI, Slack buttons);
     # 'evaluate' and 'writeback' when a score row changed (the time it was computed apart). A stage reads
     # its marks, does the work and deletes exactly the marks it read in the same transaction as its
-    # results, so a crash re-does the work and a change made meanwhile survives.
-    # `effective_at` is '' for "now", or the time a future-dated activity (a scheduled meeting) starts to
-    # count. `version` grows when a mark is made again, for the tables written beside a running cycle
-    # (overrides, from Slack buttons); the hot tables do nothing on conflict (a trigger doing an upsert per
-    # activity costs twice as much during a backfill, and only the cycle itself writes them).
+    # results, so a crash re-does the work and a change made meanwhile survives. `effective_at` is '' for
+    # "now", or the time a future-dated activity (a scheduled meeting) starts to count. `version` grows
+    # when a mark is made again, for the tables written beside a running cycle (overrides, from Slack
+    # buttons); the hot tables do nothing on conflict (a trigger doing an upsert per activity costs twice
+    # as much during a backfill, and only the cycle itself writes them).
+    # `activities_unscored` holds the texts still waiting for a sentiment, in rowid order, so a cycle finds
+    # the few new ones without reading the whole table.
     """
     CREATE TABLE account_changes (
         stage TEXT NOT NULL, account_id TEXT NOT NULL, effective_at TEXT NOT NULL DEFAULT '',
         version INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (stage, account_id, effective_at)) WITHOUT ROWID;
+    CREATE INDEX activities_unscored ON activities (sentiment) WHERE sentiment IS NULL AND text IS NOT NULL
+        AND text != '';
     CREATE TRIGGER activities_marked_on_insert AFTER INSERT ON activities WHEN NEW.account_id IS NOT NULL
     BEGIN
         INSERT INTO account_changes (stage, account_id, effective_at) VALUES ('score', NEW.account_id,
