@@ -18,6 +18,7 @@ from connectors.salesforce.client import (
     SalesforceQueryError,
     SalesforceUnavailable,
     WriteResult,
+    _plain,
 )
 from connectors.salesforce.sandbox import SalesforceSandbox
 from tests.connectors.conftest import sf_credentials_for
@@ -128,6 +129,43 @@ def test_query_is_lazy_and_fetches_a_page_only_when_needed(
     assert client.calls == 1
     next(records)
     assert client.calls == 2
+
+
+def test_query_pages_yields_each_batch_as_one_list_and_asks_for_the_next_only_when_needed(
+    make_sf_sandbox: MakeSandbox, make_sf_client: MakeClient
+) -> None:
+    sandbox = make_sf_sandbox(batch_size=3)
+    inserted = [sandbox.insert("Account", {"Name": f"A{i}"}) for i in range(7)]
+    client = make_sf_client(sandbox)
+    pages = client.query_pages("SELECT Id FROM Account ORDER BY Name")
+    first = next(pages)
+    assert client.calls == 1
+    rest = list(pages)
+    assert [[r["Id"] for r in page] for page in [first, *rest]] == [inserted[0:3], inserted[3:6], inserted[6:]]
+    assert client.calls == 3
+
+
+def test_query_pages_of_an_empty_result_yields_no_page(sf_client: SalesforceClient) -> None:
+    assert list(sf_client.query_pages("SELECT Id FROM Account")) == []
+
+
+def test_plain_records_lose_the_attributes_of_nested_relationship_records_too() -> None:
+    record = {
+        "attributes": {"type": "Contact", "url": "/services/data/v59.0/sobjects/Contact/003"},
+        "Id": "003",
+        "Account": {"attributes": {"type": "Account"}, "Name": "Acme", "Owner": {"attributes": {}, "Name": "Dana"}},
+        "MailingAddress": {"city": "Lyon"},
+    }
+    assert _plain(record) == {
+        "Id": "003",
+        "Account": {"Name": "Acme", "Owner": {"Name": "Dana"}},
+        "MailingAddress": {"city": "Lyon"},
+    }
+
+
+def test_a_record_that_is_not_an_object_is_an_error() -> None:
+    with pytest.raises(SalesforceError, match="not an object"):
+        _plain(["003"])
 
 
 def test_include_deleted_uses_query_all_and_sees_soft_deleted_records(

@@ -285,6 +285,25 @@ def test_organizations_page_by_cursor_with_their_mapping_fields(
     assert second["meta"]["has_more"] is False
 
 
+def test_an_organizations_page_renders_only_its_own_organizations(
+        sandbox: ZendeskSandbox, api: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = [sandbox.add_organization(f"Org {i}", external_id=None, domain_names=[]) for i in range(7)]
+    rendered: list[int] = []
+    render = sandbox._organization_json
+
+    def counting(org: Any) -> Any:
+        rendered.append(org.id)
+        return render(org)
+
+    monkeypatch.setattr(sandbox, "_organization_json", counting)
+    first = api.get("/api/v2/organizations.json").json()
+    second = api.get(first["links"]["next"]).json()
+
+    size = len(first["organizations"])
+    assert [o["id"] for o in second["organizations"]] == ids[size:2 * size]
+    assert rendered == ids[:2 * size]  # a full listing stays linear in the number of organizations
+
+
 # -- users ----------------------------------------------------------------------------------
 
 def test_show_many_returns_the_known_users_only(

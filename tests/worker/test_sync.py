@@ -6,13 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from connectors.world import sf_datetime
 from worker.config import Settings
 from worker.cursor import Cursor
 from worker.cycle import Clients
 from worker.demo import Sandboxes, ShiftedClock
 from worker.store import Store
-from worker.sync import SyncReport, sync_all
+from worker.sync import SALESFORCE_STREAMS, BudgetSpent, SyncReport, sync_all, sync_salesforce_stream
 
 
 def _sync(store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> SyncReport:
@@ -186,6 +188,27 @@ def test_sync_stops_salesforce_at_its_share_of_the_daily_api_limit_and_says_so(
     assert report.api_share is not None and report.api_share >= 0.5
     assert "HEALTHBEAT_SALESFORCE_API_SHARE=50%" in " ".join(report.failed_streams.values())
     assert sum(s.api_calls for s in report.streams.values()) <= 2
+
+
+def test_when_the_budget_runs_out_mid_stream_the_batches_read_are_stored_and_no_batch_more_is_asked_for(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    account = _account(sandboxes)
+    events = [sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": f"Call {i}",
+                                                    "ActivityDateTime": sf_datetime(clock())}) for i in range(12)]
+    salesforce = sandboxes.salesforce
+    salesforce.batch_size = 5
+    clients.salesforce.describe_fields("Event")  # described up front: the stream's first call is its query
+    salesforce.daily_api_limit = 2 * (salesforce.api_calls_used + 1)  # the share is spent with the first batch
+    stream = next(s for s in SALESFORCE_STREAMS if s.sobject == "Event")
+    clock.offset += timedelta(minutes=1)  # the run starts after the events were written
+
+    with pytest.raises(BudgetSpent):
+        sync_salesforce_stream(store, clients.salesforce, stream, settings, clock(), SyncReport())
+
+    assert salesforce.api_calls_used == salesforce.daily_api_limit // 2  # the query, and no call after it
+    assert {r["source_id"] for r in store.query("SELECT source_id FROM activities")} == set(events[:5])
+    cursor = Cursor.load(store.cursor("salesforce.Event"))
+    assert cursor is not None and cursor.id == events[4]
 
 
 def test_a_usage_file_touched_without_change_is_not_read_again(
