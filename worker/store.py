@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -312,6 +313,11 @@ class Store:
         if self.on_disk:
             self.db.enable_wal()
             conn.execute("PRAGMA synchronous = NORMAL")  # durable at each checkpoint; safe with WAL
+            # A backfill commits a page of 10,000 records at a time: checkpointing every 1,000 WAL pages (the
+            # default) copied the same index pages into the database again and again; 64 MB of page cache
+            # keeps the activity indexes' hot pages in memory.
+            conn.execute("PRAGMA wal_autocheckpoint = 10000")
+            conn.execute("PRAGMA cache_size = -65536")
         conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
 
@@ -394,7 +400,7 @@ class Store:
         conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
         sql = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "
                f"ON CONFLICT ({', '.join(pk)}) {conflict}")
-        self.conn.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+        self.conn.executemany(sql, _values(rows, columns))
 
     def insert_missing(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Insert rows whose key is not there yet; existing rows (a better source) are left alone."""
@@ -403,7 +409,7 @@ class Store:
         columns = list(rows[0].keys())
         sql = (f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
                f"VALUES ({', '.join('?' for _ in columns)})")
-        self.conn.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+        self.conn.executemany(sql, _values(rows, columns))
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         cursor = self.conn.execute(sql, params)
@@ -433,6 +439,13 @@ class Store:
         self.conn.executemany("INSERT INTO quarantine (source, stream, source_id, reason, raw, seen_at) "
                               "VALUES (?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
+
+
+def _values(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Each row's values in column order (`itemgetter` does it in C: a backfill stores a million rows)."""
+    if len(columns) == 1:
+        return [(row[columns[0]],) for row in rows]
+    return list(map(operator.itemgetter(*columns), rows))
 
 
 def _statements(script: str) -> list[str]:

@@ -34,7 +34,7 @@ from connectors.zendesk.client import ZendeskAuthError, ZendeskClient, ZendeskEr
 from connectors.zendesk.records import BadRecord, ZendeskComment, ZendeskOrganization, ZendeskTicket
 from worker.config import Settings
 from worker.cursor import Cursor
-from worker.store import Quarantined, Store, iso, parse_iso
+from worker.store import Quarantined, Store, iso, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,8 @@ def sync_salesforce(store: Store, client: SalesforceClient, settings: Settings, 
             stats = report.streams.setdefault(name, StreamStats())
             stats.api_calls += client.calls - calls
             stats.seconds += time.monotonic() - started
-    _resolve_related_accounts(store)
+    if store.cursor(_RELATED_PENDING):
+        _resolve_related_accounts(store)
     report.api_calls["salesforce"] = client.calls
 
 
@@ -345,6 +346,8 @@ def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[di
                 store.upsert(table, rows, _KEYS[table])
         store.quarantine(bad, now)
         store.save_cursor(name, moved.dump(), len(page), now)
+        if stream.sobject in _RELATED_STREAMS:
+            store.save_cursor(_RELATED_PENDING, "1", 0, now)
     report.add(name, len(page), deleted=sum(1 for r in page if r.get("IsDeleted")), quarantined=len(bad))
     report.quarantined += len(bad)
     for item in bad:
@@ -352,9 +355,16 @@ def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[di
     return moved
 
 
+# Set with any stored page that can name or be an email's related record, cleared once emails are resolved:
+# the resolving UPDATE reads every email still without an account, which a quiet cycle need not do.
+_RELATED_PENDING = "salesforce.related_pending"
+_RELATED_STREAMS = frozenset({"Task", "EmailMessage", "Event", "Opportunity", "Case"})
+
+
 def _resolve_related_accounts(store: Store) -> None:
     """Emails filed under an opportunity or a case belong to that record's account, as in Salesforce."""
     with store.transaction() as conn:
+        store.save_cursor(_RELATED_PENDING, None, 0, utcnow())
         conn.execute("""
             UPDATE activities SET account_id = coalesce(
                 (SELECT o.account_id FROM opportunities o WHERE o.id = activities.related_id),
@@ -504,11 +514,29 @@ def _sync_organizations(store: Store, client: ZendeskClient, now: datetime, repo
     report.quarantined += len(bad)
 
 
+_MAPPED_FROM = "zendesk.mapped_from"
+
+
+def _mapping_inputs(store: Store) -> str:
+    """What the mapping depends on, in a few numbers: the accounts (any change moves their modstamp) and the
+    organizations (stored only by `_sync_organizations`)."""
+    accounts = store.conn.execute("SELECT count(*), max(modstamp) FROM accounts").fetchone()
+    organizations = store.conn.execute(
+        "SELECT count(*), total(id), group_concat(coalesce(external_id, '') || coalesce(domains, ''), '|') "
+        "FROM zendesk_organizations").fetchone()
+    return hashlib.sha256(json.dumps([*accounts, *organizations]).encode()).hexdigest()
+
+
 def map_organizations(store: Store, report: SyncReport) -> None:
     """Map each stored organization to an Account by external id, else by domain; never guess beyond that.
 
-    Local (no API call), so it runs every cycle: an Account that arrives later claims its organization and
-    that organization's tickets at once."""
+    Local (no API call), so it runs in any cycle where an account or an organization changed: an Account
+    that arrives later claims its organization and that organization's tickets at once."""
+    inputs = _mapping_inputs(store)
+    if store.cursor(_MAPPED_FROM) == inputs:
+        report.unmapped_organizations = [int(r["id"]) for r in store.query(
+            "SELECT id FROM zendesk_organizations WHERE account_id IS NULL ORDER BY id")]
+        return
     accounts = {r["id"]: _domain(r["website"]) for r in
                 store.query("SELECT id, website FROM accounts WHERE is_deleted = 0")}
     by_domain: dict[str, str] = {}
@@ -530,6 +558,7 @@ def map_organizations(store: Store, report: SyncReport) -> None:
                                                     WHERE 'org:' || z.id = activities.related_id)
                 WHERE source = 'zendesk' AND account_id IS NOT (
                     SELECT z.account_id FROM zendesk_organizations z WHERE 'org:' || z.id = activities.related_id)""")
+        store.save_cursor(_MAPPED_FROM, inputs, 0, utcnow())
     report.unmapped_organizations = [int(r["id"]) for r in store.query(
         "SELECT id FROM zendesk_organizations WHERE account_id IS NULL ORDER BY id")]
     if mapped and report.unmapped_organizations:

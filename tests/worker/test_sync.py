@@ -259,3 +259,35 @@ def test_records_sharing_one_stamp_are_read_once_not_again_every_cycle(
     assert first.records["salesforce.Account"] == 5
     assert second.records.get("salesforce.Account", 0) == 0
     assert store.scalar("SELECT count(*) FROM accounts") == 5
+
+
+def test_an_email_filed_under_an_opportunity_that_arrives_a_cycle_later_is_resolved_then(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    account = _account(sandboxes)
+    at = sf_datetime(clock() - timedelta(days=1))
+    _sync(store, settings, clients, clock)
+    assert store.cursor("salesforce.related_pending") is None  # nothing left to resolve: quiet cycles skip it
+    opportunity = sandboxes.salesforce.insert("Opportunity", {"AccountId": account, "Name": "Renewal",
+                                                              "StageName": "Prospecting", "CloseDate": "2030-01-01"})
+    sandboxes.salesforce.insert("EmailMessage", {"RelatedToId": opportunity, "Incoming": True, "Subject": "Re",
+                                                 "TextBody": "Hello", "MessageDate": at})
+
+    _sync(store, settings, clients, clock)
+
+    assert len(_activities(store, account, "email")) == 1
+    assert store.cursor("salesforce.related_pending") is None
+
+
+def test_an_account_that_arrives_later_claims_its_organization_though_no_organization_changed(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    sandboxes.zendesk.add_organization("Umbrella", domain_names=["umbrella.example"])
+    first = _sync(store, settings, clients, clock)
+    assert len(first.unmapped_organizations) == 1
+    quiet = _sync(store, settings, clients, clock)  # nothing changed: the mapping is not worked out again
+    assert quiet.unmapped_organizations == first.unmapped_organizations
+
+    account = _account(sandboxes, "Umbrella", "https://umbrella.example")
+    later = _sync(store, settings, clients, clock)
+
+    assert later.unmapped_organizations == []
+    assert store.scalar("SELECT account_id FROM zendesk_organizations WHERE name = 'Umbrella'") == account
