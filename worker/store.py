@@ -314,10 +314,9 @@ class Store:
             self.db.enable_wal()
             conn.execute("PRAGMA synchronous = NORMAL")  # durable at each checkpoint; safe with WAL
             # A backfill commits a page of 10,000 records at a time: checkpointing every 1,000 WAL pages (the
-            # default) copied the same index pages into the database again and again; 64 MB of page cache
-            # keeps the activity indexes' hot pages in memory.
+            # default) copied the same index pages into the database again and again. (A bigger page cache
+            # saved little CPU and made memory grow with the data, against P1's flat-memory goal.)
             conn.execute("PRAGMA wal_autocheckpoint = 10000")
-            conn.execute("PRAGMA cache_size = -65536")
         conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
 
