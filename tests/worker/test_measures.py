@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from worker.measures import LIBRARY
+from worker.measures import LIBRARY, query_usage
 from worker.scorecard import Scorecard
 from worker.scoring import score_account
 from worker.store import Store, iso, parse_iso
@@ -948,3 +948,21 @@ def test_an_explanation_names_the_default_window_when_the_scorecard_gives_none()
         "weight": 1, "measures": {"meetings": {"weight": 1, "points": [[0, 0], [3, 100]]}}}}})
     _, _, results, _ = score_account(ACME, {"engagement.meetings": {ACME: 3.0}}, card)
     assert results[0].reason == "3 meetings in 90 days"
+
+
+# --- the usage measures share one pass over usage_daily --------------------------------------------------------
+
+def test_the_usage_measures_read_together_give_what_each_gives_alone(db: Store) -> None:
+    for day, active, events, seats in (("2024-04-01", 3, 40, 10), ("2024-04-20", 0, 0, 10), ("2024-05-01", 5, 90, 12),
+                                       ("2024-05-09", 2, 30, None), ("2024-05-11", 9, 99, 20)):
+        usage(db, day, active, events=events, seats=seats, features=("api", "sso", "beta"))
+    usage(db, "2024-05-02", 1, account=BETA, features=("dashboards",))
+    together = [(LIBRARY[name], {"window": timedelta(days=days)} | ({"features": FEATURES} if name == "feature_adoption"
+                                                                    else {}))
+                for name, days in (("usage_frequency", 30), ("usage_trend", 14), ("seat_utilization", 7),
+                                   ("feature_adoption", 30), ("active_user_share", 30), ("usage_frequency", 7))]
+    together.append((LIBRARY["days_since_last_active"], {}))
+
+    values = query_usage(db, together, AS_OF)
+
+    assert values == [m.query(db, params, AS_OF) for m, params in together]
