@@ -104,7 +104,8 @@ def _next_reply(f: Frames, as_of: datetime, window: float) -> pd.DataFrame:
 
 def inbound_answered_share(f: Frames, as_of: datetime, window: float = 90, within: float = 2) -> Result:
     e = _next_reply(f, as_of, window)
-    e = e[(pd.Timestamp(as_of.replace(tzinfo=None)) - e["occurred"]) > pd.Timedelta(days=within)]
+    # old enough to judge: more than `within` whole days before the day of `as_of`, as the worker counts
+    e = e[(pd.Timestamp(as_of.date()) - e["occurred"].dt.normalize()) > pd.Timedelta(days=within)]
     answered = ((e["next_out"] - e["occurred"]) <= pd.Timedelta(days=within)).astype(float)
     return _as_dict(answered.groupby(e["account_id"]).mean())
 
