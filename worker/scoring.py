@@ -168,10 +168,13 @@ def _measure_raw(store: Store, scorecard: Scorecard, as_of: datetime, *, scoped:
     return {qualified: values[signature] for qualified, signature in signature_of.items()}
 
 
+def _points(points: list[tuple[float, float]], value: float | None, if_missing: float | None) -> float | None:
+    """A raw value's points, or what the missing-data policy gives when there is none."""
+    return if_missing if value is None else interpolate(points, value)
+
+
 def _points_for(spec: MeasureSpec, value: float | None, default_policy: str) -> float | None:
-    if value is not None:
-        return interpolate(spec.points, value)
-    return _MISSING_POINTS[spec.missing or default_policy]
+    return _points(spec.points, value, _MISSING_POINTS[spec.missing or default_policy])
 
 
 def _weighted(parts: list[tuple[float, float | None]]) -> tuple[float | None, float]:
@@ -237,7 +240,7 @@ def derived_score(scorecard: Scorecard, name: str, account_id: str, raw: Raw, he
     parts = []
     for spec, values, if_missing in measures:
         value = health if values is None else values.get(account_id)
-        parts.append((spec.weight, if_missing if value is None else interpolate(spec.points, value)))
+        parts.append((spec.weight, _points(spec.points, value, if_missing)))
     value, _ = _weighted(parts)
     return None if value is None else round(value, 2)
 

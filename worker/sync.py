@@ -34,7 +34,7 @@ from connectors.zendesk.client import ZendeskAuthError, ZendeskClient, ZendeskEr
 from connectors.zendesk.records import BadRecord, ZendeskComment, ZendeskOrganization, ZendeskTicket
 from worker.config import Settings
 from worker.cursor import Cursor
-from worker.store import Quarantined, Store, iso, parse_iso, utcnow
+from worker.store import Quarantined, Store, iso, parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def sync_salesforce(store: Store, client: SalesforceClient, settings: Settings, 
             stats.api_calls += client.calls - calls
             stats.seconds += time.monotonic() - started
     if store.cursor(_RELATED_PENDING):
-        _resolve_related_accounts(store)
+        _resolve_related_accounts(store, now)
     report.api_calls["salesforce"] = client.calls
 
 
@@ -361,10 +361,10 @@ _RELATED_PENDING = "salesforce.related_pending"
 _RELATED_STREAMS = frozenset({"Task", "EmailMessage", "Event", "Opportunity", "Case"})
 
 
-def _resolve_related_accounts(store: Store) -> None:
+def _resolve_related_accounts(store: Store, now: datetime) -> None:
     """Emails filed under an opportunity or a case belong to that record's account, as in Salesforce."""
     with store.transaction() as conn:
-        store.save_cursor(_RELATED_PENDING, None, 0, utcnow())
+        store.save_cursor(_RELATED_PENDING, None, 0, now)
         conn.execute("""
             UPDATE activities SET account_id = coalesce(
                 (SELECT o.account_id FROM opportunities o WHERE o.id = activities.related_id),
@@ -464,7 +464,7 @@ def sync_zendesk(store: Store, client: ZendeskClient, now: datetime, report: Syn
         _sync_tickets(store, client, now, report, backfill)
         if _organizations_due(store, now):
             _sync_organizations(store, client, now, report)
-        map_organizations(store, report)
+        map_organizations(store, report, now)
     except ZendeskAuthError as exc:
         report.failed_streams["zendesk"] = str(exc)
         log.error("sync zendesk: %s", exc)
@@ -527,7 +527,7 @@ def _mapping_inputs(store: Store) -> str:
     return hashlib.sha256(json.dumps([*accounts, *organizations]).encode()).hexdigest()
 
 
-def map_organizations(store: Store, report: SyncReport) -> None:
+def map_organizations(store: Store, report: SyncReport, now: datetime) -> None:
     """Map each stored organization to an Account by external id, else by domain; never guess beyond that.
 
     Local (no API call), so it runs in any cycle where an account or an organization changed: an Account
@@ -558,7 +558,7 @@ def map_organizations(store: Store, report: SyncReport) -> None:
                                                     WHERE 'org:' || z.id = activities.related_id)
                 WHERE source = 'zendesk' AND account_id IS NOT (
                     SELECT z.account_id FROM zendesk_organizations z WHERE 'org:' || z.id = activities.related_id)""")
-        store.save_cursor(_MAPPED_FROM, inputs, 0, utcnow())
+        store.save_cursor(_MAPPED_FROM, inputs, 0, now)
     report.unmapped_organizations = [int(r["id"]) for r in store.query(
         "SELECT id FROM zendesk_organizations WHERE account_id IS NULL ORDER BY id")]
     if mapped and report.unmapped_organizations:
