@@ -741,6 +741,28 @@ def test_feature_adoption_is_zero_for_an_account_with_usage_but_no_listed_featur
     assert measure(db, "feature_adoption", features=FEATURES) == {ACME: 0.0}
 
 
+
+def test_feature_adoption_does_not_find_a_listed_name_inside_a_stored_name_with_quotes(db: Store) -> None:
+    usage(db, "2024-05-01", features=('x"api', 'sso"', "beta"))
+    assert measure(db, "feature_adoption", features=FEATURES) == {ACME: 0.0}
+
+
+def test_feature_adoption_does_not_join_two_stored_names_into_a_listed_one(db: Store) -> None:
+    usage(db, "2024-05-01", features=("a", "b"))
+    usage(db, "2024-05-02", features=("c",))
+    assert measure(db, "feature_adoption", features=('a", "b', 'b"],["c', "a")) == {ACME: pytest.approx(1 / 3)}
+
+
+@pytest.mark.parametrize("name", ['say "hi"', "a,b", "naïve", "back\\slash", "tab\tbed"])
+def test_feature_adoption_counts_a_listed_name_of_any_characters_when_stored_exactly(db: Store, name: str) -> None:
+    usage(db, "2024-05-01", features=(name, "dashboards"))
+    assert measure(db, "feature_adoption", features=(name, "api")) == {ACME: 0.5}
+
+
+def test_feature_adoption_counts_a_feature_listed_twice_once(db: Store) -> None:
+    usage(db, "2024-05-01", features=("api",))
+    assert measure(db, "feature_adoption", features=("api", "api", "sso")) == {ACME: pytest.approx(1 / 3)}
+
 # --- active_user_share ---------------------------------------------------------------------------------------
 
 def test_active_user_share_is_average_daily_active_users_over_seats(db: Store) -> None:
