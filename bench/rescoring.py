@@ -42,9 +42,28 @@ def scoring_store(spec: WorldSpec, workdir: Path) -> tuple[Path, dict[str, Any]]
                                     "usage_rows": report.usage_rows, "texts": report.texts,
                                     "fill_seconds": timing.wall}))
         partial.rename(cached)
+    _migrate_cached(cached)
     copy = workdir / cached.name
     shutil.copyfile(cached, copy)
     return copy, json.loads(meta.read_text())
+
+
+def _migrate_cached(cached: Path) -> None:
+    """A cache built under an earlier schema is migrated once, not in every copy, and analyzed again as
+    `fill_store` left it (a migration that rebuilds an index drops its statistics)."""
+    import sqlite3
+
+    from worker.store import MIGRATIONS, Store
+
+    conn = sqlite3.connect(cached)
+    try:
+        version = int(conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] or 0)
+    finally:
+        conn.close()
+    if version < len(MIGRATIONS):
+        with Store(cached) as store:
+            store.conn.execute("ANALYZE")
+            store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _signatures(rules_dir: Path) -> list[tuple[str, dict[str, Any]]]:

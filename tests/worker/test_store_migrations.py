@@ -1,0 +1,42 @@
+"""A store written by an earlier release upgrades in place when the worker opens it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker import store as store_module
+from worker.store import MIGRATIONS, Store
+
+ACME = "001000000000001AAA"
+
+
+def _earlier_store(path: Path, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "MIGRATIONS", MIGRATIONS[:version])
+        with Store(path) as store, store.transaction() as conn:
+            conn.execute("INSERT INTO accounts (id, name, is_deleted) VALUES (?, 'Acme', 0)", (ACME,))
+            conn.execute("INSERT INTO activities (source, source_id, kind, account_id, occurred_at, direction, "
+                         "is_deleted) VALUES ('salesforce', '00U1', 'email', ?, '2024-05-01T10:00:00Z', 'in', 0)",
+                         (ACME,))
+
+
+def test_the_account_index_gains_the_columns_every_activity_measure_filters_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _earlier_store(tmp_path / "hb.db", 5, monkeypatch)
+    with Store(tmp_path / "hb.db") as store:
+        columns = [row[2] for row in store.conn.execute("PRAGMA index_info(activities_account)")]
+        kept = store.conn.execute("SELECT account_id, direction FROM activities").fetchall()
+        version = store.schema_version
+    assert (version, columns, kept) == (len(MIGRATIONS), ["account_id", "kind", "occurred_at", "is_deleted",
+                                                          "direction"], [(ACME, "in")])
+
+
+def test_a_first_reply_is_found_from_the_account_index_alone(tmp_path: Path) -> None:
+    with Store(tmp_path / "hb.db") as store:
+        plan = " ".join(str(row[3]) for row in store.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT r.occurred_at FROM activities r WHERE r.account_id = ? AND r.kind = 'email' "
+            "AND r.direction = 'out' AND r.is_deleted = 0 AND r.occurred_at >= ? ORDER BY r.occurred_at LIMIT 1",
+            (ACME, "2024-05-01T10:00:00Z")))
+    assert "COVERING INDEX activities_account" in plan
