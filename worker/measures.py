@@ -253,16 +253,16 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
             FROM activities a
             WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.kind = 'email' AND a.direction = 'in'
               AND a.occurred_at > :window_start
-              AND julianday(:as_of_day) - julianday(date(a.occurred_at)) > :within
+              AND julianday(:as_of_day) - julianday(a.occurred_at, 'start of day') > :within
             GROUP BY a.account_id""",
         lambda v, p: f"{round(v * 100)}% of inbound emails answered"),
     Measure(
         "inbound_sentiment", "Recency-weighted sentiment of inbound emails and ticket comments (-1..1)",
         {"window": timedelta(days=180), "half_life": timedelta(days=30)},
         f"""SELECT a.account_id,
-                   sum(a.sentiment * pow(0.5, (julianday(:as_of_day) - julianday(date(a.occurred_at)))
+                   sum(a.sentiment * pow(0.5, (julianday(:as_of_day) - julianday(a.occurred_at, 'start of day'))
                                          / :half_life))
-                   / sum(pow(0.5, (julianday(:as_of_day) - julianday(date(a.occurred_at))) / :half_life))
+                   / sum(pow(0.5, (julianday(:as_of_day) - julianday(a.occurred_at, 'start of day')) / :half_life))
             FROM activities a
             WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.direction = 'in' AND a.sentiment IS NOT NULL
               AND a.kind IN ('email', 'ticket_comment', 'ticket') AND a.occurred_at > :window_start
