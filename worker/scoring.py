@@ -11,11 +11,12 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import Any
 
 from worker import changes
@@ -525,26 +526,31 @@ def scoring_processes() -> int:
                       else os.cpu_count() or 1))
 
 
-def _score_everyone(store: Store, loaded: LoadedScorecard, as_of: datetime, processes: int,
-                    parallel_from: int) -> _Scored:
-    ids = [str(a) for (a,) in store.conn.execute("SELECT id FROM accounts WHERE is_deleted = 0 ORDER BY id")]
-    if processes < 2 or len(ids) < max(parallel_from, 2) or not store.on_disk:
-        return _score_some(store, loaded, as_of, None)
+def _scored_parts(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts: Collection[str] | None,
+                  processes: int, parallel_from: int) -> Generator[_Scored, None, None]:
+    """The scores of `accounts` (None: every live account) in parts, as they are ready: this process's own
+    part first, while the pool's are still being computed, so that it can be stored meanwhile."""
+    ids = [] if accounts is not None else [
+        str(a) for (a,) in store.conn.execute("SELECT id FROM accounts WHERE is_deleted = 0 ORDER BY id")]
+    if accounts is not None or processes < 2 or len(ids) < max(parallel_from, 2) or not store.on_disk:
+        yield _score_some(store, loaded, as_of, accounts)
+        return
     size = -(-len(ids) // processes)
     parts = [ids[n:n + size] for n in range(0, len(ids), size)]
     # 'spawn', not 'fork': the worker runs threads (health server, scheduler) that a fork would copy mid-lock.
     context = multiprocessing.get_context("spawn")
     # This process scores the first part itself: one process fewer to start, one part fewer to pickle back
     # (50,000 rows are 83 MB of pickle, 0.4 s to load here).
-    with ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context)
+    try:
         others = [pool.submit(_score_some_in_process, str(store.path), loaded, as_of, part) for part in parts[1:]]
-        whole = _score_some(store, loaded, as_of, parts[0])
+        yield _score_some(store, loaded, as_of, parts[0])
         for future in others:
-            part = future.result()
-            whole.score_rows += part.score_rows
-            whole.history_rows += part.history_rows
-            whole.changed += part.changed
-    return whole
+            yield future.result()
+    finally:
+        # Without waiting for the pool's processes to exit (0.2 s spent freeing a part's memory), once their
+        # results are in hand; after an error, whatever has not started is cancelled.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
@@ -555,28 +561,36 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
 
     Set-based: one query per distinct measure, one for the accounts, one for the trend baselines; the
     per-account work in Python is arithmetic only. With `only`, each query seeks just those accounts; a
-    whole re-score of many accounts runs in `processes` parts (default: one per core).
+    whole re-score of many accounts runs in `processes` parts (default: one per core), this process storing
+    its own part while the others are still computing theirs (they read the last committed state).
     """
     answered = only if only is not None else changes.pending(store, changes.SCORE, as_of)
-    if only is not None:
-        scored = _score_some(store, loaded, as_of, only.accounts)
-    else:
-        scored = _score_everyone(store, loaded, as_of, scoring_processes() if processes is None else processes,
-                                 parallel_from)
-    report = ScoringReport(full=only is None, changed=scored.changed)
-    gone = [(a,) for a in sorted(answered.accounts - {row["account_id"] for row in scored.score_rows})]
-    with store.transaction() as conn:
-        if only is None:
-            conn.execute("DELETE FROM scores WHERE account_id NOT IN (SELECT id FROM accounts WHERE is_deleted = 0)")
-        else:
-            conn.executemany("DELETE FROM scores WHERE account_id = ?", gone)
-        store.upsert("scores", scored.score_rows, ("account_id",))
-        store.upsert("score_history", scored.history_rows, ("account_id", "day"))
-        changes.clear(conn, answered)  # the rows that changed are marked for evaluation and write-back
-        if only is None:
-            record_full_rescore(store, loaded.digest, as_of)
-        else:
-            record_rescore_time(store, loaded.digest, as_of)
-    report.scored = len(scored.score_rows)
-    report.bands = _bands(store)
+    parts = _scored_parts(store, loaded, as_of, only.accounts if only is not None else None,
+                          scoring_processes() if processes is None else processes, parallel_from)
+    report = ScoringReport(full=only is None)
+    bands: Counter[str] = Counter()
+    try:
+        first = next(parts)  # computed before the write lock is taken
+        scored: set[str] = set()
+        with store.transaction() as conn:
+            for part in chain([first], parts):
+                store.upsert("scores", part.score_rows, ("account_id",))
+                store.upsert("score_history", part.history_rows, ("account_id", "day"))
+                scored.update(row["account_id"] for row in part.score_rows)
+                bands.update(row["band"] for row in part.score_rows)
+                report.changed += part.changed
+            # The accounts no longer live: of those marked, or after a whole re-score of every one scored before.
+            stale = answered.accounts if only is not None else {
+                str(a) for (a,) in conn.execute("SELECT account_id FROM scores")}
+            conn.executemany("DELETE FROM scores WHERE account_id = ?", [(a,) for a in sorted(stale - scored)])
+            changes.clear(conn, answered)  # the rows that changed are marked for evaluation and write-back
+            if only is None:
+                record_full_rescore(store, loaded.digest, as_of)
+            else:
+                record_rescore_time(store, loaded.digest, as_of)
+    finally:
+        parts.close()
+    report.scored = len(scored)
+    # Every account's band: after a whole re-score, those just stored.
+    report.bands = dict(bands) if only is None else _bands(store)
     return report
