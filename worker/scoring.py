@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import chain, pairwise
-from typing import Any
+from typing import Any, cast
 
 from worker import changes
 from worker.changes import full_rescore_due, record_full_rescore, record_rescore_time
@@ -101,21 +101,6 @@ def _derived_plan(scorecard: Scorecard, raw: Raw) -> dict[str, list[tuple[Measur
             for name, derived in scorecard.derived.items()}
 
 
-@dataclass(frozen=True)
-class AccountScore:
-    account_id: str
-    score: float
-    computed_score: float
-    band: str
-    coverage: float
-    reason: str
-    churn_risk: float | None
-    expansion_readiness: float | None
-    overridden: bool
-    measures: tuple[MeasureResult, ...]
-    groups: Mapping[str, float | None] = field(default_factory=dict)
-
-
 @dataclass
 class ScoringReport:
     scored: int = 0  # accounts scored in this run
@@ -169,19 +154,15 @@ def _measure_raw(store: Store, scorecard: Scorecard, as_of: datetime, *, scoped:
     return {qualified: values[signature] for qualified, signature in signature_of.items()}
 
 
-def _points(points: list[tuple[float, float]], value: float | None, if_missing: float | None) -> float | None:
-    """A raw value's points, or what the missing-data policy gives when there is none."""
-    return if_missing if value is None else interpolate(points, value)
-
-
 def _points_for(spec: MeasureSpec, value: float | None, default_policy: str) -> float | None:
-    return _points(spec.points, value, _MISSING_POINTS[spec.missing or default_policy])
+    """A raw value's points, or what the missing-data policy gives when there is none."""
+    return _points_column(spec.points, [value], _MISSING_POINTS[spec.missing or default_policy])[0]
 
 
 def _points_column(points: list[tuple[float, float]], raw: Sequence[float | None], if_missing: float | None
                    ) -> list[float | None]:
-    """`_points` for a column of raw values, each distinct value interpolated once (most measures take a few
-    dozen values over 100,000 accounts: counts, whole days, shares)."""
+    """Each raw value's points, or what the missing-data policy gives where there is none: each distinct value
+    interpolated once (most measures take a few dozen values over 100,000 accounts: counts, whole days)."""
     known: dict[float, float] = {}
     column: list[float | None] = []
     for value in raw:
@@ -318,7 +299,7 @@ def _explain_row(measures: Sequence[_MeasurePlan], raw: Sequence[float | None], 
                   if p is not None and value is not None]
 
     def say(n: int) -> str:
-        return measures[n].measure.describe(raw[n] or 0.0, measures[n].params)
+        return measures[n].measure.describe(cast(float, raw[n]), measures[n].params)
 
     missing = sum(p is None for p in points)
     return _explained(candidates, say, missing, len(measures), band, limit, falling)

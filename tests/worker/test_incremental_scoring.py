@@ -23,7 +23,16 @@ from worker.alert_rules import load_alert_rules
 from worker.alerting import evaluate_alerts
 from worker.measures import LIBRARY, account_scope
 from worker.scorecard import LoadedScorecard, load_scorecard
-from worker.scoring import score_accounts, score_changed_accounts
+from worker.scoring import (
+    _measure_raw,
+    band_of,
+    derived_score,
+    explain,
+    live_accounts,
+    score_account,
+    score_accounts,
+    score_changed_accounts,
+)
 from worker.store import Store, iso
 from worker.writeback import plan_writeback
 
@@ -91,6 +100,39 @@ def _copy(store: Store, path: Path) -> Store:
     store.conn.backup(target)
     target.close()
     return Store(path)
+
+
+# --- scoring many accounts at once ----------------------------------------------------------------------------
+
+def test_accounts_scored_together_get_what_each_gets_alone(store: Store, rules_dir: Path) -> None:
+    """Scoring computes a measure at a time over all accounts of a segment; each account must come out as if
+    scored on its own: two segments, one pinned score, every stored figure compared."""
+    with (rules_dir / "scorecard.yaml").open("a") as handle:
+        handle.write("segments:\n  - name: direct\n    match: {type: [\"Customer - Direct\"]}\n"
+                     "    groups:\n      value: {weight: 200}\n")
+    store.conn.execute("UPDATE accounts SET type = 'Customer - Direct' WHERE id IN (?, ?)", (BETA, ACCOUNTS[4]))
+    store.conn.execute("UPDATE accounts SET override_value = 35, override_reason = 'exec escalation' WHERE id = ?",
+                       (GAMMA,))
+    loaded = load_scorecard(rules_dir)
+    score_accounts(store, loaded, T0)
+
+    base, raw, stored = loaded.scorecard, _measure_raw(store, loaded.scorecard, T0), _scores(store)
+    for account in live_accounts(store):
+        account_id = account["id"]
+        segment = base.segment_of(account)
+        card = base.for_segment(segment)
+        computed, coverage, results, _ = score_account(account_id, raw, card)
+        score = 35.0 if account_id == GAMMA else computed
+        reason = explain(results, band_of(score, card), card.max_reasons)
+        alone = {"segment": segment.name if segment else None, "computed_score": computed, "score": score,
+                 "coverage": coverage, "churn_risk": derived_score(card, "churn_risk", account_id, raw, score),
+                 "expansion_readiness": derived_score(card, "expansion_readiness", account_id, raw, score),
+                 "reason": f"Pinned by CSM at 35: exec escalation (computed {round(computed)}: {reason})"
+                           if account_id == GAMMA else reason,
+                 "measures": json.dumps({r.key: {"raw": r.raw, "points": r.points, "weight": round(r.weight, 4)}
+                                         for r in results}, sort_keys=True)}
+        assert {key: stored[account_id][key] for key in alone} == alone, account_id
+    assert {r["segment"] for r in stored.values()} == {None, "direct"}
 
 
 # --- which accounts scoring looks at -------------------------------------------------------------------------
