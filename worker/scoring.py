@@ -522,16 +522,13 @@ def _scored_parts(store: Store, loaded: LoadedScorecard, as_of: datetime, accoun
     context = multiprocessing.get_context("spawn")
     # This process scores the first part itself: one process fewer to start, one part fewer to pickle back
     # (50,000 rows are 83 MB of pickle, 0.4 s to load here).
-    pool = ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context)
-    try:
+    with ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context) as pool:
         others = [pool.submit(_score_some_in_process, str(store.path), loaded, as_of, part) for part in parts[1:]]
-        yield _score_some(store, loaded, as_of, parts[0])
+        # Read, like the pool's processes, through a reader of its own: its small page cache scans a part in
+        # 0.4-0.7 s less CPU than the writer's 64 MB one, and this part is the one the others wait for.
+        yield _score_some_in_process(str(store.path), loaded, as_of, parts[0])
         for future in others:
             yield future.result()
-    finally:
-        # Without waiting for the pool's processes to exit (0.2 s spent freeing a part's memory), once their
-        # results are in hand; after an error, whatever has not started is cancelled.
-        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
