@@ -176,7 +176,8 @@ class SalesforceClient:
             raise ValueError("max_attempts must be at least 1")
         self.credentials = credentials
         self.api_usage: ApiUsage | None = None
-        self.calls = 0
+        self.session_calls = 0  # data API calls made on this client's own session
+        self._sibling: SalesforceClient | None = None
         self.instance_url: str | None = None  # the org's own host, learnt at login (links to records)
         self._timeout = timeout
         self._retry_sleep = retry_sleep
@@ -200,10 +201,25 @@ class SalesforceClient:
     ) -> None:
         self.close()
 
+    @property
+    def calls(self) -> int:
+        """Data API calls made by this client, its sibling's included (what the org's daily limit counts)."""
+        return self.session_calls + (self._sibling.calls if self._sibling is not None else 0)
+
+    def sibling(self) -> SalesforceClient:
+        """A second session with the same org and settings, kept for the life of this one, for a second thread
+        (a client is not thread-safe): its calls count among this client's :attr:`calls`."""
+        if self._sibling is None:
+            self._sibling = SalesforceClient(self.credentials, timeout=self._timeout, retry_sleep=self._retry_sleep,
+                                             max_attempts=self._policy.max_attempts, describe_ttl=self.describe_ttl)
+        return self._sibling
+
     def close(self) -> None:
-        """Close pooled connections."""
+        """Close pooled connections (the sibling's too)."""
         self._http.close()
         self._sf = None
+        if self._sibling is not None:
+            self._sibling.close()
 
     # --- public operations ---------------------------------------------------------------
 
@@ -252,13 +268,25 @@ class SalesforceClient:
         for records in self.query_pages(soql, include_deleted=include_deleted):
             yield from records
 
-    def query_pages(self, soql: str, *, include_deleted: bool = False) -> Iterator[list[dict[str, Any]]]:
+    def first_page(self, soql: str, *, include_deleted: bool = False) -> dict[str, Any]:
+        """The first response to ``soql`` as Salesforce sent it, for :meth:`query_pages` to go on from.
+
+        A query locator (``nextRecordsUrl``) belongs to the user, not the session: the first page may be
+        asked for on a :meth:`sibling` session and the rest on this one."""
+        page = self._call("query", lambda sf: sf.query(soql, include_deleted=include_deleted, **self._kwargs()))
+        if not isinstance(page, dict):
+            raise SalesforceError("Salesforce returned a query page that is not a JSON object")
+        return page
+
+    def query_pages(self, soql: str, *, include_deleted: bool = False, first: dict[str, Any] | None = None
+                    ) -> Iterator[list[dict[str, Any]]]:
         """:meth:`query` a response at a time: each batch Salesforce sent, as one list.
 
         For a reader that works a page at a time (the sync stores pages); the next page is asked for
-        only when the caller wants it, as with :meth:`query`.
+        only when the caller wants it, as with :meth:`query`. ``first``: the first response, already asked
+        for (:meth:`first_page`).
         """
-        page = self._call("query", lambda sf: sf.query(soql, include_deleted=include_deleted, **self._kwargs()))
+        page = first if first is not None else self.first_page(soql, include_deleted=include_deleted)
         seen: set[str] = set()
         while True:
             records = page.get("records") if isinstance(page, dict) else None
@@ -318,7 +346,7 @@ class SalesforceClient:
     def _observe(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         """Response hook: count data API calls and read ``Sforce-Limit-Info`` (errors included)."""
         if "/services/data/" in urlsplit(response.url).path:
-            self.calls += 1
+            self.session_calls += 1
         match = _LIMIT_INFO.search(response.headers.get("Sforce-Limit-Info", ""))
         if match:
             self.api_usage = ApiUsage(int(match["used"]), int(match["limit"]))

@@ -291,3 +291,24 @@ def test_an_account_that_arrives_later_claims_its_organization_though_no_organiz
 
     assert later.unmapped_organizations == []
     assert store.scalar("SELECT account_id FROM zendesk_organizations WHERE name = 'Umbrella'") == account
+
+
+def test_first_pages_asked_for_ahead_on_a_second_session_leave_one_call_per_stream_each_counted_by_its_stream(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    account = _account(sandboxes)
+    sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "Kickoff",
+                                          "ActivityDateTime": sf_datetime(clock() - timedelta(days=2))})
+    _sync(store, settings, clients, clock)
+    clock.offset += timedelta(minutes=15)
+    before, calls_before = len(sandboxes.salesforce.calls), clients.salesforce.calls
+    own_before = clients.salesforce.session_calls
+
+    quiet = _sync(store, settings, clients, clock)
+
+    made = [c for c in sandboxes.salesforce.calls[before:] if "/services/data/" in c.path]
+    logins = [c for c in sandboxes.salesforce.calls[before:] if c.path.endswith("/oauth2/token")]
+    per_stream = {name: s.api_calls for name, s in quiet.streams.items() if name.startswith("salesforce.")}
+    assert per_stream == {f"salesforce.{s.sobject}": 1 for s in SALESFORCE_STREAMS}
+    assert len(made) == clients.salesforce.calls - calls_before == len(SALESFORCE_STREAMS)
+    assert clients.salesforce.session_calls - own_before == 1  # the first stream's; the others' came ahead
+    assert len(logins) == 1  # this cycle's; the second session is kept between cycles
