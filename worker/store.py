@@ -323,7 +323,7 @@ class Store:
         if self.on_disk:
             self.db.enable_wal()
             conn.execute("PRAGMA synchronous = NORMAL")  # durable at each checkpoint; safe with WAL
-            # A backfill commits a page of 10,000 records at a time: checkpointing every 1,000 WAL pages (the
+            # A backfill commits a page of 20,000 records at a time: checkpointing every 1,000 WAL pages (the
             # default) copied the same index pages into the database again and again. A 64 MB page cache keeps
             # the activity indexes' hot pages: a quarter less CPU for a backfill of 5,000 accounts (14.8 and
             # 11.7 s -> 11.0 and 8.3 s); memory grows by at most that much, whatever the store's size.
