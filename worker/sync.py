@@ -454,11 +454,13 @@ class _FirstPageAhead:
 
     def take(self, sobject: str, soql: str) -> dict[str, Any] | None:
         """The first page of `soql` if it was asked for ahead; the error of asking for it is raised here."""
-        pending, self._pending = self._pending, None
-        if pending is None:
+        pending = self._pending
+        if pending is None or pending[0] != sobject:
+            self._settle()  # asked for a stream that was skipped: not this one's page, nor its error
             return None
+        self._pending = None
         planned, page = pending[1].result()
-        return page if (pending[0], planned) == (sobject, soql) else None
+        return page if planned == soql else None
 
     def calls_taken(self, sobject: str) -> int:
         """The side session's calls for `sobject` not counted yet (its stream counts them)."""

@@ -14,7 +14,14 @@ from worker.cursor import Cursor
 from worker.cycle import Clients
 from worker.demo import Sandboxes, ShiftedClock
 from worker.store import Store
-from worker.sync import SALESFORCE_STREAMS, BudgetSpent, SyncReport, sync_all, sync_salesforce_stream
+from worker.sync import (
+    SALESFORCE_STREAMS,
+    BudgetSpent,
+    SyncReport,
+    _FirstPageAhead,
+    sync_all,
+    sync_salesforce_stream,
+)
 
 
 def _sync(store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> SyncReport:
@@ -312,3 +319,15 @@ def test_first_pages_asked_for_ahead_on_a_second_session_leave_one_call_per_stre
     assert len(made) == clients.salesforce.calls - calls_before == len(SALESFORCE_STREAMS)
     assert clients.salesforce.session_calls - own_before == 1  # the first stream's; the others' came ahead
     assert len(logins) == 1  # this cycle's; the second session is kept between cycles
+
+
+def test_a_first_page_asked_for_ahead_for_a_stream_then_skipped_fails_no_other_stream(
+        sandboxes: Sandboxes, settings: Settings, clients: Clients) -> None:
+    sandboxes.salesforce.fail_next(400, "MALFORMED_QUERY", "unexpected token", path_contains="/query")
+    ahead = _FirstPageAhead(clients.salesforce.sibling(), settings)
+    event = next(s for s in SALESFORCE_STREAMS if s.sobject == "Event")
+
+    ahead.start(event, None, None)
+
+    assert ahead.take("Case", "SELECT Id FROM Case") is None  # Event's refusal is not Case's
+    assert ahead.close() == {"Event": 2}  # its describe and its refused query, still counted
