@@ -250,9 +250,12 @@ class SalesforceClient:
         return dict(self._fields[key])
 
     def forget_fields(self) -> None:
-        """Describe again at the next use (a field was added or removed, or the cache is old)."""
+        """Describe again at the next use (a field was added or removed, or the cache is old); the sibling
+        too, so that both sessions plan the same queries."""
         self._fields.clear()
         self._described_at = time.monotonic()
+        if self._sibling is not None:
+            self._sibling.forget_fields()
 
     def missing_fields(self, sobject: str, names: Iterable[str]) -> list[str]:
         """Those of ``names`` that ``sobject`` lacks, compared case-insensitively as Salesforce does."""

@@ -415,3 +415,14 @@ def test_secret_and_token_never_reach_logs_or_errors(
     assert token and messages
     text = caplog.text + "\n".join(messages)
     assert secret not in text and token not in text
+
+
+def test_forgetting_the_described_fields_makes_the_sibling_forget_them_too(sf_client: SalesforceClient) -> None:
+    sibling = sf_client.sibling()
+    sibling.describe_fields("Account")
+    calls = sibling.calls
+
+    sf_client.forget_fields()
+    sibling.describe_fields("Account")
+
+    assert sibling.calls == calls + 1  # described again, as the first session will
