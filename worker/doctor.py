@@ -275,9 +275,9 @@ def _salesforce(settings: Settings) -> list[Check]:
 
 def _api_usage(client: SalesforceClient) -> Check:
     usage = client.api_usage
-    if usage is None or usage.limit <= 0:
+    share = usage.share if usage is not None else None
+    if usage is None or share is None:
         return Check("Salesforce API usage", True, "Salesforce did not report usage (no Sforce-Limit-Info header)")
-    share = usage.used / usage.limit
     detail = f"{usage.used:,} of {usage.limit:,} daily API requests used ({share:.1%})"
     if share >= API_USAGE_LIMIT_SHARE:
         return Check("Salesforce API usage", False, detail,

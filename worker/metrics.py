@@ -198,8 +198,8 @@ def observe_cycle(metrics: Metrics, report: CycleReport, store: Store, *, client
             totals["slack"] = clients.slack.calls
         metrics.count_calls(totals)
         usage = clients.salesforce.api_usage
-        if usage is not None and usage.limit > 0:
-            metrics.salesforce_api_usage.set(usage.used / usage.limit)
+        if usage is not None and usage.share is not None:
+            metrics.salesforce_api_usage.set(usage.share)
     elif report.sync is not None:
         metrics.count_calls(report.sync.api_calls)
     if rulebook is not None:

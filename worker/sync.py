@@ -293,9 +293,9 @@ def _sync_salesforce_streams(store: Store, client: SalesforceClient, settings: S
 def _check_budget(client: SalesforceClient, share: float, report: SyncReport) -> None:
     """Keep the worker inside its share of the org's daily API limit (other integrations need the rest)."""
     usage = client.api_usage
-    if usage is None or usage.limit <= 0:
+    if usage is None or usage.share is None:
         return
-    report.api_share = usage.used / usage.limit
+    report.api_share = usage.share
     if report.api_share >= share:
         raise BudgetSpent(f"Salesforce API use is at {usage.used} of {usage.limit} calls today "
                           f"({report.api_share:.0%}), at or above HEALTHBEAT_SALESFORCE_API_SHARE={share:.0%}")
@@ -448,7 +448,7 @@ class _FirstPageAhead:
 
     def start(self, stream: SalesforceStream, cursor: Cursor | None, usage: ApiUsage | None) -> None:
         self._settle()
-        if usage is not None and usage.limit > 0 and usage.used / usage.limit >= self._settings.salesforce_api_share:
+        if usage is not None and usage.share is not None and usage.share >= self._settings.salesforce_api_share:
             return
         self._pending = (stream.sobject, self._pool.submit(self._fetch, stream, cursor))
 

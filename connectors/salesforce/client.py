@@ -114,6 +114,11 @@ class ApiUsage:
     used: int
     limit: int
 
+    @property
+    def share(self) -> float | None:
+        """The part of the daily limit used; None when Salesforce reported no limit."""
+        return self.used / self.limit if self.limit > 0 else None
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
