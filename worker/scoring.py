@@ -489,8 +489,8 @@ def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts
     return scored
 
 
-def _score_some_in_process(path: str, loaded: LoadedScorecard, as_of: datetime, accounts: list[str]) -> _Scored:
-    """`_score_some` in a pool process, on its own read-only connection (the pool process writes nothing)."""
+def _score_part(path: str, loaded: LoadedScorecard, as_of: datetime, accounts: list[str]) -> _Scored:
+    """`_score_some` on a read-only connection of its own: a pool process's part, or this process's."""
     with Store.open_readonly(path) as store:
         return _score_some(store, loaded, as_of, accounts)
 
@@ -523,10 +523,10 @@ def _scored_parts(store: Store, loaded: LoadedScorecard, as_of: datetime, accoun
     # This process scores the first part itself: one process fewer to start, one part fewer to pickle back
     # (50,000 rows are 83 MB of pickle, 0.4 s to load here).
     with ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context) as pool:
-        others = [pool.submit(_score_some_in_process, str(store.path), loaded, as_of, part) for part in parts[1:]]
+        others = [pool.submit(_score_part, str(store.path), loaded, as_of, part) for part in parts[1:]]
         # Read, like the pool's processes, through a reader of its own: its small page cache scans a part in
         # 0.4-0.7 s less CPU than the writer's 64 MB one, and this part is the one the others wait for.
-        yield _score_some_in_process(str(store.path), loaded, as_of, parts[0])
+        yield _score_part(str(store.path), loaded, as_of, parts[0])
         for future in others:
             yield future.result()
 

@@ -328,7 +328,8 @@ def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: Sales
     cursor = Cursor.load(store.cursor(name))
     soql = build_soql(stream, fields, cursor, settings.salesforce_overlap)
     first = ahead.take(stream.sobject, soql) if ahead is not None else None
-    following_cursor = Cursor.load(store.cursor(f"salesforce.{following.sobject}")) if following else None
+    following_cursor = (Cursor.load(store.cursor(f"salesforce.{following.sobject}"))
+                        if ahead is not None and following is not None else None)
     responses = client.query_pages(soql, include_deleted=stream.has_is_deleted, first=first)
     budget = functools.partial(_check_budget, client, settings.salesforce_api_share, report)
     pages = 0
