@@ -120,6 +120,16 @@ def mismatches(sandbox: SalesforceSandbox, http: httpx.Client, auth: dict[str, s
     ]
 
 
+def indexed(sandbox: SalesforceSandbox, make_sf_http: MakeHttp, rng: random.Random, count: int
+            ) -> tuple[list[str], httpx.Client, dict[str, str]]:
+    """`count` emails loaded out of stamp order and the battery answered once over HTTP, each query as a full
+    scan answers it: the stamp index is built and has been read."""
+    ids = load_emails(sandbox, rng, count)
+    http, auth = make_sf_http(sandbox)
+    assert mismatches(sandbox, http, auth) == []
+    return ids, http, auth
+
+
 def patch(http: httpx.Client, auth: dict[str, str], ids: Iterable[str], subject: str) -> None:
     body = {
         "allOrNone": False,
@@ -137,18 +147,14 @@ def sandbox(make_sf_sandbox: Callable[..., SalesforceSandbox]) -> SalesforceSand
 def test_range_queries_on_records_loaded_out_of_stamp_order_match_a_full_scan(
     sandbox: SalesforceSandbox, make_sf_http: MakeHttp
 ) -> None:
-    load_emails(sandbox, random.Random(1), 600)
-    http, auth = make_sf_http(sandbox)
-    assert mismatches(sandbox, http, auth) == []
+    indexed(sandbox, make_sf_http, random.Random(1), 600)
 
 
 def test_range_queries_match_a_full_scan_after_a_few_changes_since_the_index_was_read(
     sandbox: SalesforceSandbox, make_sf_http: MakeHttp, sf_clock: SfClock
 ) -> None:
     rng = random.Random(5)
-    ids = load_emails(sandbox, rng, 600)
-    http, auth = make_sf_http(sandbox)
-    assert mismatches(sandbox, http, auth) == []
+    ids, http, auth = indexed(sandbox, make_sf_http, rng, 600)
     sf_clock.advance(minutes=15)
     newest = sorted(sandbox.records("EmailMessage"), key=lambda r: r["SystemModstamp"])[-40:]
     for record in newest[::4]:
@@ -164,9 +170,7 @@ def test_range_queries_match_a_full_scan_after_every_kind_of_change_since_the_in
     sandbox: SalesforceSandbox, make_sf_http: MakeHttp, sf_clock: SfClock
 ) -> None:
     rng = random.Random(2)
-    ids = load_emails(sandbox, rng, 600)
-    http, auth = make_sf_http(sandbox)
-    assert mismatches(sandbox, http, auth) == []
+    ids, http, auth = indexed(sandbox, make_sf_http, rng, 600)
     sf_clock.advance(minutes=15)
     for record_id in rng.sample(ids, 20):
         sandbox.update("EmailMessage", record_id, {"Subject": "updated"})  # stamped now: ties among them
@@ -199,9 +203,7 @@ def test_range_queries_match_a_full_scan_after_thousands_of_back_dated_changes(
 ) -> None:
     """Enough changes to merge pending entries by sorting and to sweep out stale ones."""
     rng = random.Random(3)
-    ids = load_emails(sandbox, rng, 300)
-    http, auth = make_sf_http(sandbox)
-    assert mismatches(sandbox, http, auth) == []
+    ids, http, auth = indexed(sandbox, make_sf_http, rng, 300)
     for _ in range(5000):
         sandbox.update("EmailMessage", rng.choice(ids), {"SystemModstamp": back_dated(rng)})
     load_emails(sandbox, rng, 100)
