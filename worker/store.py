@@ -276,6 +276,13 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+# The activities' account index as the latest migration defines it. A first backfill stores its activities
+# without it and builds it once at the end (`Store.account_index_deferred`); a store opened after a backfill
+# was cut short builds it then.
+ACCOUNT_INDEX = ("CREATE INDEX IF NOT EXISTS activities_account "
+                 "ON activities (account_id, kind, occurred_at, is_deleted, direction)")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -331,6 +338,9 @@ class Store:
             conn.execute("PRAGMA cache_size = -65536")
         conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
+        if not self.scalar("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'activities_account'"):
+            log.info("store: building the activities' account index (a first backfill stopped before it)")
+            self._build_account_index()
 
     @classmethod
     def open_readonly(cls, path: Path | str) -> Store:
@@ -394,6 +404,38 @@ class Store:
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, iso(utcnow())))
             log.info("store: applied migration %d", version)
+
+    @contextmanager
+    def account_index_deferred(self) -> Iterator[bool]:
+        """Fill an empty activities table without its account index, then build the index in one pass.
+
+        Kept up entry by entry, the index takes each activity to a random leaf, and once it outgrows the
+        page cache most of those leaves are read back from the file: sorting every entry once at the end
+        costs a fraction of that (a backfill of 10,000 accounts, 650,000 records: 2.5-3 CPU s less with
+        the 0.7 s build included). Yields whether the index was deferred: only a table with no activity
+        qualifies, so no cycle but a first one runs without it. The index is built again on the way out,
+        whatever ends the block; if the process dies first, the next open builds it."""
+        if self.scalar("SELECT EXISTS (SELECT 1 FROM activities)"):
+            yield False
+            return
+        with self.transaction() as conn:
+            conn.execute("DROP INDEX IF EXISTS activities_account")
+        try:
+            yield True
+        finally:
+            self._build_account_index()
+
+    def _build_account_index(self) -> None:
+        """Sorted within a 16 MB page cache: SQLite's sorter takes as much memory as the page cache may, and
+        with the full 64 MB on top of a backfill's it raised the worker's peak by 50 MB (333 -> 384 MB at
+        20,000 accounts); with 16 MB the build of 983,000 entries added nothing and took 1.2 s, not 1.6."""
+        (cache_size,) = self.conn.execute("PRAGMA cache_size").fetchone()
+        self.conn.execute("PRAGMA cache_size = -16384")
+        try:
+            with self.transaction() as conn:
+                conn.execute(ACCOUNT_INDEX)
+        finally:
+            self.conn.execute(f"PRAGMA cache_size = {int(cache_size)}")
 
     @property
     def schema_version(self) -> int:

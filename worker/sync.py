@@ -9,7 +9,9 @@ streams still run, and the next cycle resumes from what was committed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import json
 import logging
@@ -249,14 +251,32 @@ def sync_salesforce(store: Store, client: SalesforceClient, settings: Settings, 
     except SalesforceAuthError as exc:
         raise SyncAborted(str(exc)) from None
     ahead = _FirstPageAhead(client.sibling(), settings)
-    try:
-        _sync_salesforce_streams(store, client, settings, now, report, ahead)
-    finally:
-        for sobject, calls in ahead.close().items():  # a first page asked for and never used (a stop)
-            report.streams.setdefault(f"salesforce.{sobject}", StreamStats()).api_calls += calls
-    if store.cursor(_RELATED_PENDING):
-        _resolve_related_accounts(store, now)
+    with _cyclic_gc_paused(), store.account_index_deferred():
+        try:
+            _sync_salesforce_streams(store, client, settings, now, report, ahead)
+        finally:
+            for sobject, calls in ahead.close().items():  # a first page asked for and never used (a stop)
+                report.streams.setdefault(f"salesforce.{sobject}", StreamStats()).api_calls += calls
+        if store.cursor(_RELATED_PENDING):
+            _resolve_related_accounts(store, now)
     report.api_calls["salesforce"] = client.calls
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while Salesforce's pages are fetched and stored.
+
+    Every page parses into thousands of small dicts that hold no cycle: reference counting frees them when
+    the page is stored. The cyclic collector still wakes every few hundred of them to walk everything that
+    lives, pages in flight included: 2-2.3 of 17.5 CPU s in a backfill of 10,000 accounts, for nothing. Peak
+    memory did not move (324 MB against 323). It is switched back on at the end (unless it was off before)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _sync_salesforce_streams(store: Store, client: SalesforceClient, settings: Settings, now: datetime,

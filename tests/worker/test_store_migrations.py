@@ -1,4 +1,5 @@
-"""A store written by an earlier release upgrades in place when the worker opens it."""
+"""A store written by an earlier release upgrades in place when the worker opens it, and a store a first
+backfill left without its account index (built once at the end of that backfill) gets it back."""
 
 from __future__ import annotations
 
@@ -40,3 +41,62 @@ def test_a_first_reply_is_found_from_the_account_index_alone(tmp_path: Path) -> 
             "AND r.direction = 'out' AND r.is_deleted = 0 AND r.occurred_at >= ? ORDER BY r.occurred_at LIMIT 1",
             (ACME, "2024-05-01T10:00:00Z")))
     assert "COVERING INDEX activities_account" in plan
+
+
+def _account_index(store: Store) -> str | None:
+    return store.scalar("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'activities_account'")
+
+
+def _add_activity(store: Store) -> None:
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO activities (source, source_id, kind, account_id, occurred_at, direction, "
+                     "is_deleted) VALUES ('salesforce', '00U1', 'email', ?, '2024-05-01T10:00:00Z', 'in', 0)",
+                     (ACME,))
+
+
+def test_a_first_backfill_stores_its_activities_without_the_account_index_and_builds_it_after(
+        tmp_path: Path) -> None:
+    with Store(tmp_path / "hb.db") as store:
+        migrated = _account_index(store)
+        with store.account_index_deferred() as deferred:
+            during = _account_index(store)
+            _add_activity(store)
+        after = _account_index(store)
+        found = store.conn.execute("SELECT count(*) FROM activities INDEXED BY activities_account "
+                                   "WHERE account_id = ?", (ACME,)).fetchone()[0]
+    assert (deferred, during, after, found) == (True, None, migrated, 1)
+
+
+def test_a_store_that_holds_activities_keeps_its_account_index_while_it_syncs(tmp_path: Path) -> None:
+    with Store(tmp_path / "hb.db") as store:
+        _add_activity(store)
+        with store.account_index_deferred() as deferred:
+            during = _account_index(store)
+    assert not deferred
+    assert during is not None
+
+
+def test_a_first_backfill_that_fails_still_builds_the_account_index(tmp_path: Path) -> None:
+    with Store(tmp_path / "hb.db") as store:
+        with pytest.raises(RuntimeError), store.account_index_deferred():
+            _add_activity(store)
+            raise RuntimeError("Salesforce went away")
+        assert _account_index(store) is not None
+
+
+def test_a_store_opened_after_a_backfill_was_killed_builds_the_account_index_again(tmp_path: Path) -> None:
+    with Store(tmp_path / "hb.db") as store:
+        migrated = _account_index(store)
+        _add_activity(store)
+        store.conn.execute("DROP INDEX activities_account")  # as a backfill killed before its end leaves it
+    with Store(tmp_path / "hb.db") as store:
+        rebuilt = _account_index(store)
+    assert rebuilt == migrated
+
+
+def test_building_the_account_index_leaves_the_page_cache_as_it_was(tmp_path: Path) -> None:
+    with Store(tmp_path / "hb.db") as store:
+        before = store.scalar("PRAGMA cache_size")
+        with store.account_index_deferred():
+            _add_activity(store)
+        assert store.scalar("PRAGMA cache_size") == before

@@ -3,6 +3,7 @@ bad input quarantined with its reason while the rest goes on."""
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
 from pathlib import Path
 
@@ -331,3 +332,63 @@ def test_a_first_page_asked_for_ahead_for_a_stream_then_skipped_fails_no_other_s
 
     assert ahead.take("Case", "SELECT Id FROM Case") is None  # Event's refusal is not Case's
     assert ahead.close() == {"Event": 2}  # its describe and its refused query, still counted
+
+
+def _account_index_exists(store: Store) -> bool:
+    return bool(store.scalar("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'activities_account'"))
+
+
+def test_a_first_backfill_stores_activities_without_the_account_index_and_builds_it_at_the_end(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    account = _account(sandboxes)
+    sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "Kickoff",
+                                          "ActivityDateTime": sf_datetime(clock() - timedelta(days=2))})
+    seen: dict[str, bool] = {}
+
+    sync_all(store, settings, clock(), salesforce=clients.salesforce, zendesk=None,
+             progress=lambda stream, _read: seen.setdefault(stream, _account_index_exists(store)))
+
+    assert seen["salesforce.Event"] is False
+    assert _account_index_exists(store)
+    assert [a["subject"] for a in _activities(store, account, "meeting")] == ["Kickoff"]
+
+
+def test_a_later_sync_stores_activities_with_the_account_index_in_place(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    account = _account(sandboxes)
+    sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "Kickoff",
+                                          "ActivityDateTime": sf_datetime(clock() - timedelta(days=2))})
+    _sync(store, settings, clients, clock)
+    sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "Review",
+                                          "ActivityDateTime": sf_datetime(clock() - timedelta(days=1))})
+    clock.offset += timedelta(minutes=15)
+    seen: dict[str, bool] = {}
+
+    sync_all(store, settings, clock(), salesforce=clients.salesforce, zendesk=None,
+             progress=lambda stream, _read: seen.setdefault(stream, _account_index_exists(store)))
+
+    assert seen["salesforce.Event"] is True
+
+
+def test_python_s_cyclic_collector_is_off_while_salesforce_pages_are_stored_and_on_again_after(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    _account(sandboxes)
+    seen: list[bool] = []
+
+    sync_all(store, settings, clock(), salesforce=clients.salesforce, zendesk=None,
+             progress=lambda _stream, _read: seen.append(gc.isenabled()))
+
+    assert seen and not any(seen)
+    assert gc.isenabled()
+
+
+def test_a_sync_leaves_the_cyclic_collector_off_when_it_was_off_before(
+        sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
+    _account(sandboxes)
+    gc.disable()
+    try:
+        _sync(store, settings, clients, clock)
+        still_off = not gc.isenabled()
+    finally:
+        gc.enable()
+    assert still_off
