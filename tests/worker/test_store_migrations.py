@@ -44,7 +44,8 @@ def test_a_first_reply_is_found_from_the_account_index_alone(tmp_path: Path) -> 
 
 
 def _account_index(store: Store) -> str | None:
-    return store.scalar("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'activities_account'")
+    sql: str | None = store.scalar("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'activities_account'")
+    return sql
 
 
 def _add_activity(store: Store) -> None:

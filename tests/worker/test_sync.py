@@ -4,6 +4,7 @@ bad input quarantined with its reason while the rest goes on."""
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -338,6 +339,13 @@ def _account_index_exists(store: Store) -> bool:
     return bool(store.scalar("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'activities_account'"))
 
 
+def _index_seen_by_stream(store: Store, seen: dict[str, bool]) -> Callable[[str, int], None]:
+    """A progress callback noting, at each stream's first stored page, whether the account index was there."""
+    def progress(stream: str, _read: int) -> None:
+        seen.setdefault(stream, _account_index_exists(store))
+    return progress
+
+
 def test_a_first_backfill_stores_activities_without_the_account_index_and_builds_it_at_the_end(
         sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
     account = _account(sandboxes)
@@ -346,7 +354,7 @@ def test_a_first_backfill_stores_activities_without_the_account_index_and_builds
     seen: dict[str, bool] = {}
 
     sync_all(store, settings, clock(), salesforce=clients.salesforce, zendesk=None,
-             progress=lambda stream, _read: seen.setdefault(stream, _account_index_exists(store)))
+             progress=_index_seen_by_stream(store, seen))
 
     assert seen["salesforce.Event"] is False
     assert _account_index_exists(store)
@@ -365,7 +373,7 @@ def test_a_later_sync_stores_activities_with_the_account_index_in_place(
     seen: dict[str, bool] = {}
 
     sync_all(store, settings, clock(), salesforce=clients.salesforce, zendesk=None,
-             progress=lambda stream, _read: seen.setdefault(stream, _account_index_exists(store)))
+             progress=_index_seen_by_stream(store, seen))
 
     assert seen["salesforce.Event"] is True
 
