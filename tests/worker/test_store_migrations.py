@@ -85,14 +85,36 @@ def test_a_first_backfill_that_fails_still_builds_the_account_index(tmp_path: Pa
         assert _account_index(store) is not None
 
 
-def test_a_store_opened_after_a_backfill_was_killed_builds_the_account_index_again(tmp_path: Path) -> None:
-    with Store(tmp_path / "hb.db") as store:
+def _killed_mid_backfill(path: Path) -> str | None:
+    """A store as a first backfill killed before its end leaves it: activities, and no account index."""
+    with Store(path) as store:
         migrated = _account_index(store)
         _add_activity(store)
-        store.conn.execute("DROP INDEX activities_account")  # as a backfill killed before its end leaves it
-    with Store(tmp_path / "hb.db") as store:
+        store.conn.execute("DROP INDEX activities_account")
+    return migrated
+
+
+def test_the_worker_opening_a_store_a_killed_backfill_left_builds_the_account_index_again(tmp_path: Path) -> None:
+    migrated = _killed_mid_backfill(tmp_path / "hb.db")
+    with Store(tmp_path / "hb.db", lock=True) as store:
         rebuilt = _account_index(store)
     assert rebuilt == migrated
+
+
+def test_a_command_reading_beside_the_worker_leaves_the_account_index_to_it(tmp_path: Path) -> None:
+    _killed_mid_backfill(tmp_path / "hb.db")
+    with Store(tmp_path / "hb.db") as store:
+        assert _account_index(store) is None
+
+
+def test_the_next_sync_into_a_store_a_killed_backfill_left_goes_on_without_the_index_and_builds_it(
+        tmp_path: Path) -> None:
+    migrated = _killed_mid_backfill(tmp_path / "hb.db")
+    with Store(tmp_path / "hb.db") as store:
+        with store.account_index_deferred() as deferred:
+            during = _account_index(store)
+        after = _account_index(store)
+    assert (deferred, during, after) == (True, None, migrated)
 
 
 def test_building_the_account_index_leaves_the_page_cache_as_it_was(tmp_path: Path) -> None:
