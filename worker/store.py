@@ -411,7 +411,7 @@ class Store:
 
         Kept up entry by entry, the index takes each activity to a random leaf, and once it outgrows the
         page cache most of those leaves are read back from the file: sorting every entry once at the end
-        costs a fraction of that (a backfill of 10,000 accounts, 650,000 records: 2.5-3 CPU s less with
+        costs a fraction of that (a backfill of 10,000 accounts, 650,000 records: 2.4-2.8 CPU s less with
         the 0.7 s build included). Yields whether the index is deferred: only for a table with no activity,
         or one a first backfill killed before its end left without the index (it resumes the same way), so no
         cycle but a first one runs without it. The index is built on the way out, whatever ends the block."""

@@ -268,8 +268,9 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
     Every page parses into thousands of small dicts that hold no cycle: reference counting frees them when
     the page is stored. The cyclic collector still wakes every few hundred of them to walk everything that
-    lives, pages in flight included: 2-2.3 of 17.5 CPU s in a backfill of 10,000 accounts, for nothing. Peak
-    memory did not move (324 MB against 323). It is switched back on at the end (unless it was off before)."""
+    lives, pages in flight included: 1.5-2.3 of 17.4-18.9 CPU s in a backfill of 10,000 accounts, for
+    nothing. Peak memory did not move (324 MB against 323). It is switched back on at the end (unless it was
+    off before)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
