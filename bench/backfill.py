@@ -56,8 +56,7 @@ def _queries(http: httpx.Client, base: str) -> list[str]:
     for stream in SALESFORCE_STREAMS:
         described = http.get(f"{base}/sobjects/{stream.sobject}/describe")
         described.raise_for_status()
-        available = {f["name"] for f in described.json()["fields"]}
-        fields = [*stream.required, *(f for f in stream.optional if f in available)]
+        fields = stream.fields_in({f["name"] for f in described.json()["fields"]})
         endpoint = "queryAll" if stream.has_is_deleted else "query"
         urls.append(f"{base}/{endpoint}/?q={quote(build_soql(stream, fields, None, timedelta(0)))}")
     return urls

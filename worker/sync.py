@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -117,6 +117,11 @@ class SalesforceStream:
     to_rows: Callable[[dict[str, Any]], list[tuple[str, Row]]]
     has_is_deleted: bool = True
     optional_object: bool = False
+
+    def fields_in(self, available: Collection[str]) -> list[str]:
+        """The fields a query asks for in an org that has `available`: every required one, and the optional
+        ones it has. The stream and the side session asking for its first page ahead plan with this alike."""
+        return [*self.required, *(f for f in self.optional if f in available)]
 
 
 def _sf_time(value: Any) -> str | None:
@@ -345,7 +350,7 @@ def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: Sales
     if missing_optional:
         log.info("sync %s: optional fields not in this org, carrying on without them: %s",
                  name, ", ".join(missing_optional))
-    fields = [*stream.required, *(f for f in stream.optional if f in available)]
+    fields = stream.fields_in(available)
     cursor = Cursor.load(store.cursor(name))
     soql = build_soql(stream, fields, cursor, settings.salesforce_overlap)
     first = ahead.take(stream.sobject, soql) if ahead is not None else None
@@ -507,8 +512,7 @@ class _FirstPageAhead:
                 available = self._sibling.describe_fields(stream.sobject)
             except SalesforceError:
                 return None, None  # the stream plans (and reports) this itself
-            fields = [*stream.required, *(f for f in stream.optional if f in available)]
-            soql = build_soql(stream, fields, cursor, self._settings.salesforce_overlap)
+            soql = build_soql(stream, stream.fields_in(available), cursor, self._settings.salesforce_overlap)
             return soql, self._sibling.first_page(soql, include_deleted=stream.has_is_deleted)
         finally:
             self._calls[stream.sobject] += self._sibling.session_calls - before
