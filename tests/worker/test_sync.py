@@ -35,6 +35,11 @@ def _account(sandboxes: Sandboxes, name: str = "Acme", website: str = "https://w
     return sandboxes.salesforce.insert("Account", {"Name": name, "OwnerId": owner, "Website": website})
 
 
+def _meeting(sandboxes: Sandboxes, account: str, clock: ShiftedClock, subject: str, *, days_ago: int = 0) -> str:
+    return sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": subject,
+                                                 "ActivityDateTime": sf_datetime(clock() - timedelta(days=days_ago))})
+
+
 def _activities(store: Store, account_id: str, kind: str) -> list[dict[str, object]]:
     return store.query("SELECT * FROM activities WHERE account_id = ? AND kind = ? AND is_deleted = 0",
                        (account_id, kind))
@@ -61,8 +66,7 @@ def test_a_second_sync_re_reads_the_overlap_without_duplicating_anything(
         sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
     account = _account(sandboxes)
     for day in range(3):
-        sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "Sync",
-                                              "ActivityDateTime": sf_datetime(clock() - timedelta(days=day))})
+        _meeting(sandboxes, account, clock, "Sync", days_ago=day)
     _sync(store, settings, clients, clock)
     before = store.scalar("SELECT count(*) FROM activities")
 
@@ -75,8 +79,7 @@ def test_a_second_sync_re_reads_the_overlap_without_duplicating_anything(
 def test_a_record_deleted_in_salesforce_stops_counting(
         sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
     account = _account(sandboxes)
-    meeting = sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "QBR",
-                                                    "ActivityDateTime": sf_datetime(clock())})
+    meeting = _meeting(sandboxes, account, clock, "QBR")
     _sync(store, settings, clients, clock)
     sandboxes.salesforce.delete("Event", meeting)
 
@@ -174,8 +177,7 @@ def test_an_activity_that_names_no_account_is_quarantined_and_the_rest_goes_on(
     account = _account(sandboxes)
     orphan = sandboxes.salesforce.insert("Event", {"Subject": "Internal sync",
                                                    "ActivityDateTime": sf_datetime(clock())})
-    sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "QBR",
-                                          "ActivityDateTime": sf_datetime(clock())})
+    _meeting(sandboxes, account, clock, "QBR")
 
     report = _sync(store, settings, clients, clock)
 
@@ -305,8 +307,7 @@ def test_an_account_that_arrives_later_claims_its_organization_though_no_organiz
 def test_first_pages_asked_for_ahead_on_a_second_session_leave_one_call_per_stream_each_counted_by_its_stream(
         sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
     account = _account(sandboxes)
-    sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "Kickoff",
-                                          "ActivityDateTime": sf_datetime(clock() - timedelta(days=2))})
+    _meeting(sandboxes, account, clock, "Kickoff", days_ago=2)
     _sync(store, settings, clients, clock)
     clock.offset += timedelta(minutes=15)
     before, calls_before = len(sandboxes.salesforce.calls), clients.salesforce.calls
@@ -349,8 +350,7 @@ def _index_seen_by_stream(store: Store, seen: dict[str, bool]) -> Callable[[str,
 def test_a_first_backfill_stores_activities_without_the_account_index_and_builds_it_at_the_end(
         sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
     account = _account(sandboxes)
-    sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "Kickoff",
-                                          "ActivityDateTime": sf_datetime(clock() - timedelta(days=2))})
+    _meeting(sandboxes, account, clock, "Kickoff", days_ago=2)
     seen: dict[str, bool] = {}
 
     sync_all(store, settings, clock(), salesforce=clients.salesforce, zendesk=None,
@@ -364,11 +364,9 @@ def test_a_first_backfill_stores_activities_without_the_account_index_and_builds
 def test_a_later_sync_stores_activities_with_the_account_index_in_place(
         sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
     account = _account(sandboxes)
-    sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "Kickoff",
-                                          "ActivityDateTime": sf_datetime(clock() - timedelta(days=2))})
+    _meeting(sandboxes, account, clock, "Kickoff", days_ago=2)
     _sync(store, settings, clients, clock)
-    sandboxes.salesforce.insert("Event", {"AccountId": account, "Subject": "Review",
-                                          "ActivityDateTime": sf_datetime(clock() - timedelta(days=1))})
+    _meeting(sandboxes, account, clock, "Review", days_ago=1)
     clock.offset += timedelta(minutes=15)
     seen: dict[str, bool] = {}
 
