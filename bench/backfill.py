@@ -1,10 +1,10 @@
 """P1: a full Salesforce backfill through the real clients into the store, against its floors.
 
-Three loops fetch the same pages (the worker's own SOQL, built by `worker.sync.build_soql` from the same
+Three loops fetch the same pages (the worker's own SOQL, built by `worker.sync.salesforce.build_soql` from the same
 describe, over `query`/`queryAll` and `nextRecordsUrl`), each in a fresh process with the sandboxes in
 another (`bench.server`), so wall time, CPU seconds and peak memory are the loop's own:
 
-- `worker_backfill`: `worker.sync.sync_salesforce` with `SalesforceClient` (simple-salesforce, requests)
+- `worker_backfill`: `worker.sync.salesforce.sync_salesforce` with `SalesforceClient` (simple-salesforce, requests)
   into a new store: what `healthbeat sync` does on its first run;
 - `bare_loop(parse=True)`: the parse floor, a bare httpx loop that only runs `json.loads` on each page;
 - `bare_loop(parse=False)`: the bytes floor, the same loop reading the bytes, finding `nextRecordsUrl`
@@ -29,10 +29,12 @@ _NEXT = b'"nextRecordsUrl": "'
 
 def worker_backfill(endpoints: Endpoints, db: Path, rules_dir: Path) -> dict[str, Any]:
     """The worker's Salesforce sync, from an empty store, as `healthbeat sync` runs it."""
+    from worker.clock import system_clock
     from worker.config import load_settings
-    from worker.cycle import build_clients, system_clock
+    from worker.cycle import build_clients
     from worker.store import Store
-    from worker.sync import SyncReport, sync_salesforce
+    from worker.sync.report import SyncReport
+    from worker.sync.salesforce import sync_salesforce
 
     settings = load_settings(**environment(endpoints, db, rules_dir, zendesk=False, slack=False, usage=False))
     clients = build_clients(settings)
@@ -50,7 +52,7 @@ def worker_backfill(endpoints: Endpoints, db: Path, rules_dir: Path) -> dict[str
 
 def _queries(http: httpx.Client, base: str) -> list[str]:
     """The worker's first-run query URLs, from the same describe the worker reads."""
-    from worker.sync import SALESFORCE_STREAMS, build_soql
+    from worker.sync.salesforce import SALESFORCE_STREAMS, build_soql
 
     urls = []
     for stream in SALESFORCE_STREAMS:
@@ -64,7 +66,7 @@ def _queries(http: httpx.Client, base: str) -> list[str]:
 
 def bare_loop(endpoints: Endpoints, parse: bool, api_version: str = "59.0") -> dict[str, Any]:
     """Fetch every page of the worker's backfill queries over one connection; `json.loads` them or not."""
-    from worker.demo import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+    from worker.demo.harness import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 
     base_rss = peak_rss_mb()
     records = pages = size = 0

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.server import SandboxServer, environment
+from worker.clock import ShiftedClock
 from worker.config import load_settings
 from worker.cycle import Clients, Cycle, CycleReport, build_clients
-from worker.demo import ShiftedClock
-from worker.rulebook import RuleBook
+from worker.delivery.writeback import BATCH, DEFAULT_FIELDS, field_values, plan_writeback, push_scores
+from worker.rulebook.in_force import RuleBook
 from worker.store import Store
-from worker.writeback import BATCH, DEFAULT_FIELDS, field_values, plan_writeback, push_scores
 
 STAGES = ("sync", "score", "evaluate", "writeback", "notify")
 

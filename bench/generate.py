@@ -1,6 +1,6 @@
 """Deterministic worlds at benchmark scale: the same seed gives the same accounts, activity and usage.
 
-`connectors.world` makes the small demo world with a record-by-record story; at 20,000 or 100,000 accounts
+`connectors.sandboxes.world` makes the small demo world with a record-by-record story; at 20,000 or 100,000 accounts
 the benchmarks need the same shapes made fast and streamed account by account, so that memory stays flat.
 One plan (`plan_account`) feeds two sinks:
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connectors.salesforce.ids import make_id
-from connectors.world import FEATURES, sf_datetime
+from connectors.sandboxes.world import FEATURES, sf_datetime
 from worker.store import Store, iso
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """The pandas baseline for P4: the scorecard's measures as group-bys over DataFrames.
 
-Each function mirrors one SQL measure of `worker.measures` (same windows, same as-of cut, same missing-data
+Each function mirrors one SQL measure of `worker.scoring.measures` (same windows, same as-of cut, same missing-data
 meaning), so that "set-based SQL is at least as fast as pandas" compares equal work. pandas is installed
 into the venv for the benchmark only (`pip install pandas`); the worker never imports it. Ties between
 emails with the same second are the one place the two may differ (a running max over sorted rows versus

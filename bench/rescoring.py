@@ -67,9 +67,9 @@ def _migrate_cached(cached: Path) -> None:
 
 
 def _signatures(rules_dir: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Each distinct (measure, parameters) the scorecard uses, as `worker.scoring._measure_raw` runs them."""
-    from worker.measures import LIBRARY
-    from worker.scorecard import load_scorecard
+    """Each distinct (measure, parameters) the scorecard uses, as `worker.scoring.engine._measure_raw` runs them."""
+    from worker.scoring.measures import LIBRARY
+    from worker.scoring.scorecard import load_scorecard
 
     scorecard = load_scorecard(rules_dir).scorecard
     specs = [(k, s) for g in scorecard.groups.values() for k, s in g.measures.items()]
@@ -88,9 +88,9 @@ def _signatures(rules_dir: Path) -> list[tuple[str, dict[str, Any]]]:
 
 def rescore(db: Path, rules_dir: Path, changed_share: float) -> dict[str, Any]:
     """Cold score, full re-score, each measure alone, then a re-score after `changed_share` of accounts moved."""
-    from worker.measures import LIBRARY
-    from worker.scorecard import load_scorecard
-    from worker.scoring import score_accounts, score_changed_accounts, scoring_processes
+    from worker.scoring.engine import score_accounts, score_changed_accounts, scoring_processes
+    from worker.scoring.measures import LIBRARY
+    from worker.scoring.scorecard import load_scorecard
     from worker.store import Store
 
     loaded = load_scorecard(rules_dir)
@@ -156,7 +156,7 @@ def pandas_baseline(db: Path, rules_dir: Path) -> dict[str, Any]:
 
 def sentiment(workdir: Path, texts: int) -> dict[str, Any]:
     """P5: `score_pending_texts` over `texts` distinct texts, twice, against bare VADER on the same texts."""
-    from worker.sentiment import VaderModel, clean_text, score_pending_texts
+    from worker.scoring.sentiment import VaderModel, clean_text, score_pending_texts
     from worker.store import Store
 
     corpus = distinct_texts(texts)

@@ -41,8 +41,13 @@ class Endpoints:
 
 def environment(endpoints: Endpoints, db: Path, rules_dir: Path, *, zendesk: bool = True, slack: bool = True,
                 usage: bool = True) -> dict[str, object]:
-    """The settings a deployment would set, pointed at the child's sandboxes (as `worker.demo` does)."""
-    from worker.demo import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_SLACK_TOKEN, SANDBOX_ZENDESK_TOKEN
+    """The settings a deployment would set, pointed at the child's sandboxes (as `worker.demo.harness` does)."""
+    from worker.demo.harness import (
+        SANDBOX_CLIENT_ID,
+        SANDBOX_CLIENT_SECRET,
+        SANDBOX_SLACK_TOKEN,
+        SANDBOX_ZENDESK_TOKEN,
+    )
 
     env: dict[str, object] = {
         "HEALTHBEAT_DB": db, "HEALTHBEAT_RULES_DIR": rules_dir,
@@ -133,12 +138,12 @@ class _Child:
         from connectors.salesforce.sandbox import SalesforceSandbox
         from connectors.slack.sandbox import SlackSandbox
         from connectors.zendesk.sandbox import ZendeskSandbox
-        from worker.demo import (
+        from worker.clock import ShiftedClock
+        from worker.demo.harness import (
             SANDBOX_CLIENT_ID,
             SANDBOX_CLIENT_SECRET,
             SANDBOX_SLACK_TOKEN,
             SANDBOX_ZENDESK_TOKEN,
-            ShiftedClock,
         )
 
         self.clock = ShiftedClock()

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from connectors.world import World, build_world
+from connectors.sandboxes.world import World, build_world
+from worker.clock import ShiftedClock
 from worker.config import Settings, load_settings
 from worker.cycle import Clients, Cycle, build_clients
-from worker.demo import Sandboxes, ShiftedClock, sandbox_environment, start_sandboxes
-from worker.rulebook import RuleBook
-from worker.sentiment import VaderModel
+from worker.demo.harness import Sandboxes, sandbox_environment, start_sandboxes
+from worker.rulebook.in_force import RuleBook
+from worker.scoring.sentiment import VaderModel
 from worker.store import Store
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "rules"

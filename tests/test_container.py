@@ -12,8 +12,8 @@ import venv
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from worker.health import HealthServer, HealthState
-from worker.metrics import Metrics, StoreFacts
+from worker.service.http import HealthServer, HealthState
+from worker.service.metrics import Metrics, StoreFacts
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -12,31 +12,27 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from connectors.salesforce.client import SalesforceClient, SalesforceCredentials, SalesforceError
 from connectors.slack.client import SlackClient
 from connectors.zendesk.client import ZendeskClient
-from worker.alerting import AlertReport, evaluate_alerts
+from worker.alerting.engine import AlertReport, evaluate_alerts
+from worker.clock import Clock, system_clock
 from worker.config import Settings
-from worker.notify import NotifyReport, send_nudges
-from worker.retention import prune, prune_due
-from worker.rulebook import NoGoodRules, RuleBook
-from worker.scoring import ScoringReport, score_changed_accounts
-from worker.sentiment import SentimentModel, VaderModel, score_pending_texts
+from worker.delivery.notify import NotifyReport, send_nudges
+from worker.delivery.writeback import WritebackReport, plan_writeback, push_scores
+from worker.errors import NoGoodRules, SyncAborted
+from worker.rulebook.in_force import RuleBook
+from worker.scoring.engine import ScoringReport, score_changed_accounts
+from worker.scoring.sentiment import SentimentModel, VaderModel, score_pending_texts
 from worker.store import Store, iso
-from worker.sync import SyncAborted, SyncReport, sync_all
-from worker.writeback import WritebackReport, plan_writeback, push_scores
+from worker.store.retention import prune, prune_due
+from worker.sync import sync_all
+from worker.sync.report import SyncReport
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def system_clock() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
 
 @dataclass
 class Clients:

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from worker.errors import HealthbeatError
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -31,7 +33,7 @@ class Problem:
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
-class RuleFileError(Exception):
+class RuleFileError(HealthbeatError):
     """A rule file could not be used; `problems` lists every one found, not just the first."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:

@@ -14,7 +14,8 @@ import pytest
 from simpleeval import InvalidExpression
 
 from tests.worker.rule_files import line_with, problems_from
-from worker.alert_rules import (
+from worker.alerting.message import render_message
+from worker.alerting.rules import (
     SAMPLE_CONTEXT,
     AlertRule,
     LoadedRules,
@@ -23,7 +24,6 @@ from worker.alert_rules import (
     slack_escape,
     template_environment,
 )
-from worker.alerting import render_message
 from worker.rulefile import Problem
 
 MESSAGE = "*{{ account_name }}*: health {{ score | round | int }}. {{ reason }}."

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker.alert_rules import SAMPLE_CONTEXT, AlertRule
-from worker.alerting import _step
+from worker.alerting.engine import _step
+from worker.alerting.rules import SAMPLE_CONTEXT, AlertRule
 from worker.store import iso
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)

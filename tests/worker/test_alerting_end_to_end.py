@@ -7,11 +7,12 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from connectors.world import World, advance, stir_trouble
+from connectors.sandboxes.world import World, advance, stir_trouble
 from tests.worker.test_cli import RULES_DIR
+from worker.clock import ShiftedClock
 from worker.cycle import Cycle
-from worker.demo import Sandboxes, ShiftedClock
-from worker.rulebook import RuleBook
+from worker.demo.harness import Sandboxes
+from worker.rulebook.in_force import RuleBook
 from worker.store import Store
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

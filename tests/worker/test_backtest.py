@@ -1,7 +1,7 @@
 """`healthbeat backtest`: scores replayed as of past days, set against the churn the CRM recorded.
 
 The small cases have their answers worked out by hand in the test; the end-to-end cases run on a generated
-history (`connectors.history`) read through the sandboxes by a real sync, whose churned accounts declined
+history (`connectors.sandboxes.history`) read through the sandboxes by a real sync, whose churned accounts declined
 before they left, so a working backtest must find that the score saw it coming.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.history import History, build_history
-from worker.alert_rules import load_alert_rules
-from worker.backtest import (
+from connectors.sandboxes.history import History, build_history
+from worker.alerting.rules import load_alert_rules
+from worker.analysis.backtest import (
     AlertFire,
     Backtest,
     Guardrail,
@@ -31,20 +31,22 @@ from worker.backtest import (
     label,
     lead_time,
     opportunities_as_of,
-    plot_backtest,
     replay,
     roc_points,
     rule_figures,
     run_backtest,
 )
+from worker.analysis.outcomes import Outcome, OutcomeRules, Outcomes, read_outcomes
+from worker.analysis.plots import plot_backtest
+from worker.clock import ShiftedClock
 from worker.config import load_settings
 from worker.cycle import Cycle, build_clients
-from worker.demo import ShiftedClock, sandbox_environment, start_sandboxes
-from worker.measures import LIBRARY
-from worker.outcomes import Outcome, OutcomeConfigError, OutcomeRules, Outcomes, read_outcomes
-from worker.rule_preview import snapshot
-from worker.rulebook import RuleBook
-from worker.scorecard import load_scorecard
+from worker.demo.harness import sandbox_environment, start_sandboxes
+from worker.errors import OutcomeConfigError
+from worker.rulebook.in_force import RuleBook
+from worker.rulebook.preview import snapshot
+from worker.scoring.measures import LIBRARY
+from worker.scoring.scorecard import load_scorecard
 from worker.store import Store, iso
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"

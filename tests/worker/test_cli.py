@@ -12,7 +12,7 @@ import pytest
 import typer.main
 
 from worker.cli import app
-from worker.demo import SANDBOX_CLIENT_SECRET, Sandboxes, sandbox_environment
+from worker.demo.harness import SANDBOX_CLIENT_SECRET, Sandboxes, sandbox_environment
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 

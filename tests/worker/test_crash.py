@@ -1,6 +1,6 @@
 """SIGKILL the worker at seeded random moments, restart it, and end where an uninterrupted worker ends.
 
-Two standalone sandbox servers (`python -m connectors.sandbox_server`) hold the same world (same accounts,
+Two standalone sandbox servers (`python -m connectors.sandboxes.server`) hold the same world (same accounts,
 seed and "now"). On one, a worker runs each cycle once (`healthbeat run --once`). On the other, each cycle
 is started again and again and killed with SIGKILL, then allowed to finish: first, while it has something to
 send, a random moment after a write-back or nudge was marked in flight (the narrowest window for "sent
@@ -124,7 +124,7 @@ def _start_server(folder: Path, now: datetime) -> SandboxProcess:
     port_file = folder / "ready.json"
     with (folder / "server.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "connectors.sandbox_server", "--accounts", str(ACCOUNTS), "--seed", str(SEED),
+            [sys.executable, "-m", "connectors.sandboxes.server", "--accounts", str(ACCOUNTS), "--seed", str(SEED),
              "--now", now.isoformat(), "--env-file", str(folder / "sandbox.env"),
              "--usage-dir", str(folder / "usage"), "--port-file", str(port_file),
              "--zendesk-requests-per-minute", "10000"],  # dozens of restarts a minute: no 60 s Retry-After

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from worker.cursor import Cursor
+from worker.sync.cursor import Cursor
 
 RUN = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 FIVE = timedelta(minutes=5)

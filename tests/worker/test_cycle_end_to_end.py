@@ -7,12 +7,13 @@ from datetime import timedelta
 
 from pydantic import SecretStr
 
-from connectors.world import World, advance, stir_trouble
+from connectors.sandboxes.world import World, advance, stir_trouble
+from worker.clock import ShiftedClock
 from worker.config import Settings
 from worker.cycle import Cycle, build_clients
-from worker.demo import Sandboxes, ShiftedClock, pick_changes
-from worker.rulebook import RuleBook
-from worker.sentiment import VaderModel
+from worker.demo.harness import Sandboxes, pick_changes
+from worker.rulebook.in_force import RuleBook
+from worker.scoring.sentiment import VaderModel
 from worker.store import Store
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 
-from connectors.world import World
+from connectors.sandboxes.world import World
+from worker.clock import ShiftedClock
 from worker.cycle import Clients, Cycle
-from worker.demo import Sandboxes, ShiftedClock
-from worker.notify import EVENT_TYPE, send_nudges
+from worker.delivery.notify import EVENT_TYPE, send_nudges
+from worker.delivery.writeback import plan_writeback, push_scores
+from worker.demo.harness import Sandboxes
 from worker.store import Store
-from worker.writeback import plan_writeback, push_scores
 
 
 def _composite_calls(sandboxes: Sandboxes) -> int:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from connectors.salesforce.sandbox import SalesforceSandbox
+from connectors.sandboxes.world import World
 from connectors.slack.sandbox import SlackSandbox
-from connectors.world import World
 from worker.config import Settings, load_settings
-from worker.demo import (
+from worker.demo.harness import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
     SANDBOX_SLACK_TOKEN,
@@ -20,8 +20,8 @@ from worker.demo import (
     Sandboxes,
     sandbox_environment,
 )
-from worker.doctor import SLACK_SCOPES, Check, checks_from_environment, field_problems, format_checks, run_doctor
-from worker.salesforce_setup import ACCOUNT_FIELDS
+from worker.ops.doctor import SLACK_SCOPES, Check, checks_from_environment, field_problems, format_checks, run_doctor
+from worker.ops.salesforce_fields import ACCOUNT_FIELDS
 from worker.store import Store
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"

@@ -22,15 +22,16 @@ from typing import Any
 import pytest
 
 from connectors.salesforce.client import SalesforceClient, SalesforceCredentials
+from connectors.sandboxes.world import World, advance, build_world, stir_trouble
 from connectors.slack.client import SlackClient
 from connectors.slack.sandbox import LOST_ANSWER
-from connectors.world import World, advance, build_world, stir_trouble
 from connectors.zendesk.client import ZendeskClient
+from worker.clock import ShiftedClock
 from worker.config import Settings, load_settings
 from worker.cycle import Clients, Cycle, CycleReport
-from worker.demo import Sandboxes, ShiftedClock, pick_changes, sandbox_environment, start_sandboxes
-from worker.rulebook import RuleBook
-from worker.sentiment import VaderModel
+from worker.demo.harness import Sandboxes, pick_changes, sandbox_environment, start_sandboxes
+from worker.rulebook.in_force import RuleBook
+from worker.scoring.sentiment import VaderModel
 from worker.store import Store
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"

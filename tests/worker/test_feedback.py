@@ -1,6 +1,6 @@
 """Feedback as data: votes kept once, corrections turned into overrides or proposals, and counted per rule.
 
-These tests work on the store alone (no HTTP): a nudge is an outbox row as `worker.notify` leaves it once
+These tests work on the store alone (no HTTP): a nudge is an outbox row as `worker.delivery.notify` leaves it once
 sent; a vote is what the Slack handler hands `record_vote`.
 """
 
@@ -13,18 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from worker.feedback import (
-    FeedbackError,
-    Nudge,
-    Vote,
-    accept_proposal,
-    account_feedback,
-    list_feedback,
-    record_vote,
-    rule_stats,
-)
-from worker.rulebook import RuleBook
-from worker.scoring import score_accounts
+from worker.alerting.message import NudgeKey as Nudge
+from worker.errors import FeedbackError
+from worker.rulebook.in_force import RuleBook
+from worker.scoring.engine import score_accounts
+from worker.service.feedback import Vote, accept_proposal, account_feedback, list_feedback, record_vote, rule_stats
 from worker.store import Store, iso
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"

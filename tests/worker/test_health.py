@@ -15,12 +15,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.world import World
+from connectors.sandboxes.world import World
+from worker.clock import ShiftedClock
 from worker.cycle import Clients, Cycle, CycleReport
-from worker.demo import ShiftedClock
-from worker.health import HealthServer, HealthServerError, HealthState, Request, Response
-from worker.metrics import Metrics, observe_cycle, read_store_facts
-from worker.rulebook import RuleBook
+from worker.errors import HealthServerError
+from worker.rulebook.in_force import RuleBook
+from worker.service.http import HealthServer, HealthState, Request, Response
+from worker.service.metrics import Metrics, observe_cycle, read_store_facts
 from worker.store import Store, iso
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"

@@ -18,12 +18,10 @@ from typing import Any
 import pytest
 
 from tests.worker.conftest import SHIPPED_RULES
-from worker import changes
-from worker.alert_rules import load_alert_rules
-from worker.alerting import evaluate_alerts
-from worker.measures import LIBRARY, account_scope
-from worker.scorecard import LoadedScorecard, load_scorecard
-from worker.scoring import (
+from worker.alerting.engine import evaluate_alerts
+from worker.alerting.rules import load_alert_rules
+from worker.delivery.writeback import plan_writeback
+from worker.scoring.engine import (
     _measure_raw,
     band_of,
     derived_score,
@@ -33,8 +31,9 @@ from worker.scoring import (
     score_accounts,
     score_changed_accounts,
 )
-from worker.store import Store, iso
-from worker.writeback import plan_writeback
+from worker.scoring.measures import LIBRARY, account_scope
+from worker.scoring.scorecard import LoadedScorecard, load_scorecard
+from worker.store import Store, changes, iso
 
 T0 = datetime(2024, 5, 10, 9, 0, tzinfo=UTC)  # a Friday morning
 CYCLE = timedelta(minutes=15)

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from worker.measures import LIBRARY, query_usage
-from worker.scorecard import Scorecard
-from worker.scoring import score_account
+from worker.scoring.engine import score_account
+from worker.scoring.measures import LIBRARY, query_usage
+from worker.scoring.scorecard import Scorecard
 from worker.store import Store, iso, parse_iso
 
 AS_OF = datetime(2024, 5, 10, 9, 0, tzinfo=UTC)

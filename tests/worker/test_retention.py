@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from worker.config import load_settings
-from worker.retention import prune, prune_due
 from worker.store import Store
+from worker.store.retention import prune, prune_due
 
 MORNING = datetime(2024, 5, 10, 0, 5, tzinfo=UTC)
 

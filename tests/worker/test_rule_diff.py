@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.rule_diff import diff_rules
+from worker.rulebook.diff import diff_rules
 from worker.rulefile import RuleFileError
 
 # Rule files of the test's own, so that edits to the shipped ones never change what these tests mean.

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.world import World
+from connectors.sandboxes.world import World
 from worker.cycle import Cycle
-from worker.rule_preview import Preview, format_preview, preview_rules, to_json
+from worker.rulebook.preview import Preview, format_preview, preview_rules, to_json
 from worker.rulefile import RuleFileError
 from worker.store import Store, parse_iso
 

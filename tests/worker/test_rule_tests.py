@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.rule_tests import RuleTestReport, format_report, run_rule_tests
+from worker.rulebook.alert_tests import RuleTestReport, format_report, run_rule_tests
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 HEADER = "start: 2026-01-05T09:00:00Z\ninterval: 1d\nrules: [turned_red]\ntests:\n"

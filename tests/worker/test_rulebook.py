@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worker.rulebook import RuleBook
+from worker.rulebook.in_force import RuleBook
 
 
 def test_unchanged_rule_files_are_not_parsed_again(rules_dir: Path) -> None:

@@ -13,9 +13,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from connectors.world import World
+from connectors.sandboxes.world import World
 from tests.worker.test_cli import RULES_DIR
-from worker.demo import Sandboxes, sandbox_environment
+from worker.demo.harness import Sandboxes, sandbox_environment
 
 
 def _free_port() -> int:

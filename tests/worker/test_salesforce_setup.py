@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from connectors.salesforce.schema import build_schema
-from worker.salesforce_setup import (
+from worker.delivery.writeback import DEFAULT_FIELDS
+from worker.ops.salesforce_fields import (
     ACCOUNT_FIELDS,
     METADATA_NAMESPACE,
     PERMISSION_SET,
@@ -19,8 +20,7 @@ from worker.salesforce_setup import (
     permission_set_xml,
     write_package,
 )
-from worker.sync import SALESFORCE_STREAMS
-from worker.writeback import DEFAULT_FIELDS
+from worker.sync.salesforce import SALESFORCE_STREAMS
 
 NS = {"md": METADATA_NAMESPACE}
 # README "Salesforce fields": name -> (Metadata API type, length, precision, scale)

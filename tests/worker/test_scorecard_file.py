@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.worker.rule_files import edit, line_with, lines_with, problems_from
-from worker.measures import DERIVED_ONLY, LIBRARY
 from worker.rulefile import Problem
-from worker.scorecard import LoadedScorecard, load_scorecard
+from worker.scoring.measures import DERIVED_ONLY, LIBRARY
+from worker.scoring.scorecard import LoadedScorecard, load_scorecard
 
 
 @pytest.fixture

@@ -6,11 +6,12 @@ import json
 from datetime import date, timedelta
 from pathlib import Path
 
-from connectors.world import World
+from connectors.sandboxes.world import World
 from tests.worker.test_cli import RULES_DIR, healthbeat
+from worker.clock import ShiftedClock
 from worker.cycle import Cycle
-from worker.demo import Sandboxes, ShiftedClock, sandbox_environment
-from worker.rulebook import RuleBook
+from worker.demo.harness import Sandboxes, sandbox_environment
+from worker.rulebook.in_force import RuleBook
 from worker.store import Store
 
 
@@ -161,7 +162,7 @@ def test_scores_history_draws_a_sparkline_and_a_png(
 
 def test_the_confidence_field_says_how_fresh_the_data_is_and_drops_when_it_ages(
         world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, clock: ShiftedClock) -> None:
-    from connectors.world import advance
+    from connectors.sandboxes.world import advance
 
     cycle.run()
     account = world.accounts[0].id

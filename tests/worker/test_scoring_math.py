@@ -11,8 +11,17 @@ from typing import Any
 
 import pytest
 
-from worker.scorecard import MeasureSpec, Scorecard
-from worker.scoring import MeasureResult, Raw, _override, _points_for, band_of, explain, interpolate, score_account
+from worker.scoring.engine import (
+    MeasureResult,
+    Raw,
+    _override,
+    _points_for,
+    band_of,
+    explain,
+    interpolate,
+    score_account,
+)
+from worker.scoring.scorecard import MeasureSpec, Scorecard
 
 ACCOUNT = "001000000000001AAA"
 AS_OF = datetime(2024, 5, 10, 9, 0, tzinfo=UTC)

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from connectors.world import World
+from connectors.sandboxes.world import World
 from tests.worker.test_cli import RULES_DIR
-from worker.demo import (
+from worker.demo.harness import (
     SANDBOX_CLIENT_SECRET,
     SANDBOX_SLACK_TOKEN,
     SANDBOX_ZENDESK_TOKEN,

@@ -11,7 +11,14 @@ from typing import ClassVar
 
 import pytest
 
-from worker.sentiment import POOL_COUNTERS, Parallelism, VaderModel, clean_text, score_pending_texts, text_hash
+from worker.scoring.sentiment import (
+    POOL_COUNTERS,
+    Parallelism,
+    VaderModel,
+    clean_text,
+    score_pending_texts,
+    text_hash,
+)
 from worker.store import Store
 
 IN_PROCESS = Parallelism(workers=0)

@@ -21,17 +21,19 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from connectors.sandboxes.world import World, advance, stir_trouble
 from connectors.slack.client import SlackClient
 from connectors.slack.sandbox import PostedMessage, SlackSandbox, slack_signature
-from connectors.world import World, advance, stir_trouble
+from worker.alerting.message import feedback_block
+from worker.clock import ShiftedClock
 from worker.config import Settings
 from worker.cycle import Cycle
-from worker.demo import Sandboxes, ShiftedClock
-from worker.doctor import SLACK_SCOPES
-from worker.feedback import account_feedback, feedback_block, list_feedback, rule_stats
-from worker.health import HealthServer, HealthState
-from worker.metrics import Metrics
-from worker.slack_actions import InteractiveSlack, SlackActions, build_slack_actions, with_receipts
+from worker.demo.harness import Sandboxes
+from worker.ops.doctor import SLACK_SCOPES
+from worker.service.feedback import account_feedback, list_feedback, rule_stats
+from worker.service.http import HealthServer, HealthState
+from worker.service.metrics import Metrics
+from worker.service.slack_actions import InteractiveSlack, SlackActions, build_slack_actions, with_receipts
 from worker.store import Store
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"

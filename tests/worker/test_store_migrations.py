@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import store as store_module
 from worker.store import MIGRATIONS, Store
+from worker.store import database as store_module
 
 ACME = "001000000000001AAA"
 

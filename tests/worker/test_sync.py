@@ -10,20 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from connectors.world import sf_datetime
+from connectors.sandboxes.world import sf_datetime
+from worker.clock import ShiftedClock
 from worker.config import Settings
-from worker.cursor import Cursor
 from worker.cycle import Clients
-from worker.demo import Sandboxes, ShiftedClock
+from worker.demo.harness import Sandboxes
 from worker.store import Store
-from worker.sync import (
-    SALESFORCE_STREAMS,
-    BudgetSpent,
-    SyncReport,
-    _FirstPageAhead,
-    sync_all,
-    sync_salesforce_stream,
-)
+from worker.sync import sync_all
+from worker.sync.cursor import Cursor
+from worker.sync.report import BudgetSpent, SyncReport
+from worker.sync.salesforce import SALESFORCE_STREAMS, _FirstPageAhead, sync_salesforce_stream
 
 
 def _sync(store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> SyncReport:
@@ -238,8 +234,8 @@ def test_a_usage_file_touched_without_change_is_not_read_again(
 
 def test_retention_clears_old_text_but_keeps_the_sentiment_so_scores_do_not_move(
         sandboxes: Sandboxes, store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> None:
-    from worker.retention import prune
-    from worker.sentiment import VaderModel, score_pending_texts
+    from worker.scoring.sentiment import VaderModel, score_pending_texts
+    from worker.store.retention import prune
 
     account = _account(sandboxes)
     for days in (400, 3):

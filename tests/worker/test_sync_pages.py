@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.salesforce.client import SalesforceUnavailable
-from worker.sync import BudgetSpent, Row, _chunks, _Prefetched
+from worker.sync._paging import _chunks, _Prefetched
+from worker.sync.report import BudgetSpent, Row
 
 
 def _batches(sizes: list[int], asked: list[int]) -> Iterator[list[Row]]:

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests.worker.test_backtest import DAY0, RULES_DIR, Generated, generated_history
-from worker.backtest import Observation, labelled, run_command
-from worker.rulebook import load_rules
-from worker.scorecard import Scorecard, load_scorecard
-from worker.tuning import Fit, Period, Weights, rescore, tune, write_proposal
+from worker.analysis.backtest import Observation, labelled
+from worker.analysis.command import run_command
+from worker.analysis.tuning import Fit, Period, Weights, rescore, tune, write_proposal
+from worker.rulebook.in_force import load_rules
+from worker.scoring.scorecard import Scorecard, load_scorecard
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from worker.cli import alerts, cycle, ops, rules, scores
 from worker.cli.common import app
-from worker.cli.scores import read_scores, scores_table
 
-__all__ = ["alerts", "app", "cycle", "main", "ops", "read_scores", "rules", "scores", "scores_table"]
+__all__ = ["alerts", "app", "cycle", "main", "ops", "rules", "scores"]
 
 
 def main() -> None:

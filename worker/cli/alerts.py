@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -36,8 +36,8 @@ def silence_add(reason: Annotated[str, typer.Option(help="Why: kept with the sil
     """Silence nudges that match every given field until a time; state is still kept, nothing is queued."""
     from datetime import UTC, date, datetime, timedelta
 
+    from worker.clock import system_clock
     from worker.config import parse_duration
-    from worker.cycle import system_clock
     from worker.store import iso
 
     if rule is None and account is None and owner is None:
@@ -70,7 +70,7 @@ def silence_add(reason: Annotated[str, typer.Option(help="Why: kept with the sil
 def silence_ls(fmt: FormatOption = "table", all_: Annotated[bool, typer.Option("--all", help="Expired ones too.")]
                = False, db: DbOption = None) -> None:
     """List the silences in force (or all of them)."""
-    from worker.cycle import system_clock
+    from worker.clock import system_clock
     from worker.store import iso
 
     check_format(fmt)
@@ -95,7 +95,7 @@ def silence_ls(fmt: FormatOption = "table", all_: Annotated[bool, typer.Option("
 def silence_expire(silence_id: Annotated[int, typer.Argument(help="The silence's id (see silence ls).")],
                    db: DbOption = None) -> None:
     """End a silence now."""
-    from worker.cycle import system_clock
+    from worker.clock import system_clock
     from worker.store import iso
 
     settings = cli_settings(db)
@@ -119,7 +119,7 @@ def feedback_ls(fmt: FormatOption = "table",
                 account: Annotated[str | None, typer.Option(help="Only this account (Id or exact name).")] = None,
                 db: DbOption = None) -> None:
     """The feedback given on nudges, newest first, with each correction and what became of it."""
-    from worker.feedback import FEEDBACK_COLUMNS, feedback_table, list_feedback
+    from worker.service.feedback import FEEDBACK_COLUMNS, list_feedback
 
     check_format(fmt)
     settings = cli_settings(db)
@@ -137,8 +137,9 @@ def feedback_accept(feedback_id: Annotated[int, typer.Argument(help="The correct
                     by: Annotated[str | None, typer.Option(help="Who confirms it.")] = None,
                     db: DbOption = None) -> None:
     """Make a correction proposed in Slack an override; it keeps its term and expires by itself."""
-    from worker.cycle import system_clock
-    from worker.feedback import FeedbackError, accept_proposal
+    from worker.clock import system_clock
+    from worker.errors import FeedbackError
+    from worker.service.feedback import accept_proposal
 
     settings = cli_settings(db)
     with open_store(settings) as store:
@@ -149,3 +150,19 @@ def feedback_accept(feedback_id: Annotated[int, typer.Argument(help="The correct
             raise typer.Exit(1) from None
     err.print(f"{row['account_id']} pinned at {row['proposed_value']:g} until {row['proposed_until']} "
               "(takes effect at the next score)")
+
+
+def feedback_table(rows: list[dict[str, Any]]) -> Table:
+    from worker.service.feedback import LABELS
+
+    table = Table(title="Feedback from Slack")
+    for column in ("Id", "When", "Rule", "Account", "Verdict", "By", "Reason", "Correction"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        correction = ""
+        if row["proposed_value"] is not None:
+            correction = f"{row['proposed_value']:g} until {row['proposed_until']} ({row['override_status']})"
+        table.add_row(str(row["id"]), row["created_at"], row["rule"], row["account_name"] or row["account_id"],
+                      LABELS.get(row["verdict"], row["verdict"]), row["user_name"] or row["user_id"],
+                      row["reason"] or "", correction)
+    return table

@@ -15,9 +15,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from worker.config import ConfigError, Settings, load_settings
+from worker.config import Settings, load_settings
+from worker.errors import ConfigError, StoreLocked
 from worker.logs import add_secrets
-from worker.store import Store, StoreLocked
+from worker.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Healthbeat: customer-health scores from CRM, support and usage activity, written "
@@ -58,10 +59,6 @@ def open_store(settings: Settings, *, lock: bool = True) -> Store:
 FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv.")]
 
 
-def whole(value: float | None) -> str:
-    return "" if value is None else f"{value:.0f}"
-
-
 def check_format(fmt: str) -> None:
     if fmt not in ("table", "json", "csv"):
         err.print(f"[red]--format must be table, json or csv, not {fmt!r}[/red]")
@@ -81,7 +78,8 @@ AccountArgument = Annotated[str, typer.Argument(help="Salesforce Account Id (15 
 
 
 def account_id_of(store: Store, text: str) -> str:
-    from worker.explain import AccountNotFound, resolve_account
+    from worker.errors import AccountNotFound
+    from worker.scoring.explain import resolve_account
 
     try:
         return resolve_account(store, text)

@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.progress import TaskID
 from rich.table import Table
 
-from worker.config import ConfigError
+from worker.errors import ConfigError
 from worker.logs import configure_logging
-from worker.rulebook import RuleBook, load_rules
+from worker.rulebook.in_force import RuleBook, load_rules
 
 if TYPE_CHECKING:
     from worker.cycle import CycleReport
@@ -87,7 +87,7 @@ def run(once: Annotated[bool, typer.Option("--once", help="Run one full cycle an
     if once:
         _run_stages(("sync", "score", "evaluate", "writeback", "notify"), db, rules_dir, dry_run, verbose)
         return
-    from worker.scheduler import run_forever
+    from worker.service.scheduler import run_forever
 
     configure_logging(verbose)
     settings = cli_settings(db, rules_dir)
@@ -104,7 +104,7 @@ def sync(db: DbOption = None, verbose: VerboseOption = False) -> None:
 @app.command()
 def score(db: DbOption = None, rules_dir: RulesOption = None, verbose: VerboseOption = False) -> None:
     """Score every account from what the store holds (no network)."""
-    from worker.scoring import score_accounts
+    from worker.scoring.engine import score_accounts
 
     configure_logging(verbose)
     settings = cli_settings(db, rules_dir)
@@ -112,7 +112,7 @@ def score(db: DbOption = None, rules_dir: RulesOption = None, verbose: VerboseOp
     if rulebook.reload() and rulebook.scorecard is None:
         raise typer.Exit(1)
     scorecard, _ = rulebook.require()
-    from worker.cycle import system_clock
+    from worker.clock import system_clock
 
     with open_store(settings) as store:
         report = score_accounts(store, scorecard, system_clock())
@@ -140,7 +140,7 @@ def demo(db: Annotated[Path, typer.Option("--db", help="Where to leave the demo'
          seed: Annotated[int, typer.Option(help="Seed of the deterministic world.")] = 7,
          rules_dir: RulesOption = None, verbose: VerboseOption = False) -> None:
     """Start local sandboxes of Salesforce, Zendesk and Slack, run two cycles around a change, and show it."""
-    from worker.demo import run_demo
+    from worker.demo.show import run_demo
 
     configure_logging(verbose, quiet_below=logging.WARNING if not verbose else logging.DEBUG)
     rules = cli_settings(rules_dir=rules_dir).rules_dir

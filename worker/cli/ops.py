@@ -72,8 +72,8 @@ def db_backup(target: Annotated[Path, typer.Argument(help="Where to write the co
 @db_app.command("prune")
 def db_prune(db: DbOption = None) -> None:
     """Apply the retention settings now (each cycle also does): old texts, history, receipts."""
-    from worker.cycle import system_clock
-    from worker.retention import prune
+    from worker.clock import system_clock
+    from worker.store.retention import prune
 
     settings = cli_settings(db)
     with open_store(settings) as store:
@@ -84,7 +84,7 @@ def db_prune(db: DbOption = None) -> None:
 @app.command()
 def doctor(db: DbOption = None, rules_dir: RulesOption = None) -> None:
     """Check the settings, database, rule files, and access to Salesforce, Zendesk, Slack and usage files."""
-    from worker.doctor import checks_from_environment, format_checks
+    from worker.ops.doctor import checks_from_environment, format_checks
 
     overrides: dict[str, Any] = {}
     if db is not None:
@@ -106,7 +106,7 @@ def salesforce_fields(package: Annotated[Path | None, typer.Option(
         "--package", help="Write a Metadata API package (package.xml, objects/Account.object and a "
                           "permission set) to this folder instead of printing the steps.")] = None) -> None:
     """How to create the Account custom fields that Healthbeat writes and reads."""
-    from worker.salesforce_setup import admin_instructions, write_package
+    from worker.ops.salesforce_fields import admin_instructions, write_package
 
     if package is None:
         typer.echo(admin_instructions(), nl=False)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from worker.cli.common import (
     DbOption,
@@ -20,7 +21,10 @@ from worker.cli.common import (
     err,
     open_store,
 )
-from worker.rulebook import load_rules
+from worker.rulebook.in_force import load_rules
+
+if TYPE_CHECKING:
+    from worker.service.feedback import RuleStats
 
 rules_app = typer.Typer(no_args_is_help=True, help="Check, test, preview and compare the rule files.")
 app.add_typer(rules_app, name="rules")
@@ -43,7 +47,7 @@ def rules_test(files: Annotated[list[Path] | None, typer.Argument(
                    help="Test files (default: RULES_DIR/tests/*.yaml).")] = None,
                rules_dir: RulesOption = None) -> None:
     """Run the rule tests (promtool-style): given facts over cycles, expect these nudges. Exit 1 on any failure."""
-    from worker.rule_tests import format_report, run_rule_tests
+    from worker.rulebook.alert_tests import format_report, run_rule_tests
 
     report = run_rule_tests(cli_settings(rules_dir=rules_dir).rules_dir, files)
     typer.echo(format_report(report))
@@ -56,8 +60,8 @@ def rules_preview(new_rules_dir: Annotated[Path, typer.Argument(help="The change
                   fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
                   db: DbOption = None, rules_dir: RulesOption = None) -> None:
     """What NEW_RULES_DIR would change on the current data (an in-memory copy; the database is never written)."""
-    from worker.cycle import system_clock
-    from worker.rule_preview import format_preview, preview_rules, to_json
+    from worker.clock import system_clock
+    from worker.rulebook.preview import format_preview, preview_rules, to_json
     from worker.rulefile import RuleFileError
 
     if fmt not in ("table", "json"):
@@ -84,7 +88,7 @@ def rules_preview(new_rules_dir: Annotated[Path, typer.Argument(help="The change
 def rules_diff(new_rules_dir: Annotated[Path, typer.Argument(help="The changed rule directory.")],
                rules_dir: RulesOption = None) -> None:
     """What changed from the rules in force (--rules-dir) to NEW_RULES_DIR, in words."""
-    from worker.rule_diff import diff_rules
+    from worker.rulebook.diff import diff_rules
     from worker.rulefile import RuleFileError
 
     settings = cli_settings(rules_dir=rules_dir)
@@ -101,7 +105,7 @@ def rules_diff(new_rules_dir: Annotated[Path, typer.Argument(help="The changed r
 @rules_app.command("stats")
 def rules_stats(fmt: FormatOption = "table", db: DbOption = None) -> None:
     """Per rule: alerts sent, useful / not useful in Slack, and the median time to feedback."""
-    from worker.feedback import rule_stats, stats_table
+    from worker.service.feedback import rule_stats
 
     check_format(fmt)
     settings = cli_settings(db)
@@ -112,3 +116,24 @@ def rules_stats(fmt: FormatOption = "table", db: DbOption = None) -> None:
                                                    "usefulness", "score_wrong", "median_minutes_to_feedback"))
         return
     Console().print(stats_table(stats))
+
+
+def stats_table(stats: list[RuleStats]) -> Table:
+    table = Table(title="Alert rules: how their nudges were received")
+    for column in ("Rule", "Alerts sent", "Answered", "Useful", "Not useful", "Usefulness", "Score wrong",
+                   "Median time to feedback"):
+        table.add_column(column, justify="left" if column == "Rule" else "right")
+    for s in stats:
+        rate = "-" if s.usefulness is None else f"{100 * s.usefulness:.0f}%"
+        median = "-" if s.median_seconds_to_feedback is None else _duration(s.median_seconds_to_feedback)
+        table.add_row(s.rule, str(s.alerts_sent), str(s.answered), str(s.useful), str(s.not_useful), rate,
+                      str(s.score_wrong), median)
+    return table
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"

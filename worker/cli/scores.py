@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -24,45 +24,16 @@ from worker.cli.common import (
     emit,
     err,
     open_store,
-    whole,
 )
 from worker.logs import configure_logging
-from worker.rulebook import RuleBook
-from worker.store import Store
+from worker.rulebook.in_force import RuleBook
+from worker.scoring.latest import read_scores
+from worker.terminal import scores_table
 
 SCORE_COLUMNS = ("account_id", "name", "owner", "segment", "score", "band", "trend", "churn_risk",
                  "expansion_readiness", "coverage", "confidence", "reason")
 scores_app = typer.Typer(help="The latest score of every account, and one account's history.")
 app.add_typer(scores_app, name="scores")
-
-
-def read_scores(store: Store, *, band: str | None = None, owner: str | None = None,
-                segment: str | None = None) -> list[dict[str, Any]]:
-    where, params = ["h.score IS NOT NULL"], []
-    for column, value in (("h.band", band), ("h.owner", owner), ("s.segment", segment)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    return store.query(
-        "SELECT h.account_id, h.name, h.owner, s.segment, h.score, h.band, h.trend, h.churn_risk, "
-        "h.expansion_readiness, h.coverage, s.confidence, h.reason FROM account_health h "
-        f"JOIN scores s USING (account_id) WHERE {' AND '.join(where)} ORDER BY h.score, h.name", params)
-
-
-def scores_table(rows: list[dict[str, Any]], title: str = "Account health") -> Table:
-    colours = {"red": "red", "yellow": "yellow", "green": "green"}
-    table = Table(title=title, show_lines=False)
-    for column in ("Account", "Owner", "Score", "Band", "Trend", "Churn", "Expansion", "Confidence", "Reason"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        colour = colours.get(row["band"], "white")
-        coverage = f" {round(100 * row['coverage'])}%" if row.get("coverage") is not None else ""
-        table.add_row(row["name"], row["owner"] or "", f"{row['score']:.0f}",
-                      f"[{colour}]{row['band']}[/{colour}]", row["trend"] or "", whole(row["churn_risk"]),
-                      whole(row.get("expansion_readiness")), f"{row.get('confidence') or ''}{coverage}",
-                      row["reason"] or "")
-    return table
-
 
 
 @scores_app.callback(invoke_without_command=True)
@@ -90,8 +61,8 @@ def scores_history(account: AccountArgument, days: Annotated[int, typer.Option(h
                    png: Annotated[Path | None, typer.Option(help="Also draw the history to this PNG file.")]
                    = None, fmt: FormatOption = "table", db: DbOption = None, rules_dir: RulesOption = None) -> None:
     """One account's daily scores, with a sparkline (and a PNG chart with --png)."""
-    from worker.cycle import system_clock
-    from worker.explain import history, plot_history, sparkline
+    from worker.clock import system_clock
+    from worker.scoring.explain import history, plot_history, sparkline
 
     check_format(fmt)
     settings = cli_settings(db, rules_dir)
@@ -121,7 +92,7 @@ def scores_history(account: AccountArgument, days: Annotated[int, typer.Option(h
 def explain(account: AccountArgument, fmt: Annotated[str, typer.Option("--format", help="table or json.")]
             = "table", db: DbOption = None, rules_dir: RulesOption = None) -> None:
     """Why an account has its score: every measure's raw value, points, weight and contribution."""
-    from worker.explain import explain_account, format_explanation
+    from worker.scoring.explain import explain_account, format_explanation
 
     settings = cli_settings(db, rules_dir)
     rulebook = RuleBook(settings.rules_dir)
@@ -129,15 +100,15 @@ def explain(account: AccountArgument, fmt: Annotated[str, typer.Option("--format
     scorecard, _ = rulebook.require()
     with open_store(settings, lock=False) as store:
         account_id = account_id_of(store, account)
-        from worker.explain import AccountNotFound
+        from worker.errors import AccountNotFound
 
         try:
             explanation = explain_account(store, scorecard.scorecard, account_id)
         except AccountNotFound as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None
-        from worker.cycle import system_clock
-        from worker.feedback import account_feedback
+        from worker.clock import system_clock
+        from worker.service.feedback import account_feedback
 
         said = account_feedback(store, account_id, system_clock().date())
     if fmt == "json":
@@ -173,10 +144,12 @@ def backtest(
     """How well the health score foresaw churn, replayed from the store; --tune proposes better weights."""
     from datetime import UTC, date, datetime, time
 
-    from worker.backtest import Guardrail, Plan, run_command
+    from worker.analysis.backtest import Guardrail, Plan
+    from worker.analysis.command import run_command
+    from worker.analysis.outcomes import OutcomeRules, read_outcomes
+    from worker.clock import system_clock
     from worker.config import parse_duration
-    from worker.cycle import system_clock
-    from worker.outcomes import OutcomeConfigError, OutcomeRules, read_outcomes
+    from worker.errors import OutcomeConfigError
 
     configure_logging(verbose)
     if fmt not in ("table", "json"):
@@ -231,7 +204,7 @@ def override_set(account: AccountArgument,
     """Pin an account's score until a date; it shows as pinned and expires by itself."""
     from datetime import date, timedelta
 
-    from worker.cycle import system_clock
+    from worker.clock import system_clock
     from worker.store import iso
 
     today = system_clock().date()

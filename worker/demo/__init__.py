@@ -1,0 +1,1 @@
+"""`healthbeat demo` and the sandbox harness it shares with the tests and the benchmarks."""

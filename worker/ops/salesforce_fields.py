@@ -1,0 +1,256 @@
+"""The custom fields Healthbeat needs on the Salesforce Account, and two ways to create them.
+
+One list of definitions serves three readers, so they cannot drift apart: an admin clicking through
+Setup (`admin_instructions`), a deployment through the Metadata API (`write_package`: `package.xml`,
+`objects/Account.object` and a permission set that grants the integration user access to each field),
+and `healthbeat doctor`, which compares the org's `describe` of Account with `describe_type`.
+
+Names and types follow README "Salesforce fields" (DESIGN §9). The written fields take their names from
+`worker.delivery.writeback.DEFAULT_FIELDS`, so the write-back and this setup always speak of the same fields; the
+override fields are read only (a CSM fills them in) and match what `worker.sync` reads from Account.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from worker.delivery.writeback import DEFAULT_FIELDS
+
+__all__ = [
+    "ACCOUNT_FIELDS",
+    "DESCRIBE_TYPES",
+    "METADATA_NAMESPACE",
+    "PERMISSION_SET",
+    "CustomField",
+    "FieldKind",
+    "account_object_xml",
+    "admin_instructions",
+    "package_xml",
+    "permission_set_xml",
+    "write_package",
+]
+
+FieldKind = Literal["Number", "Text", "LongTextArea", "DateTime", "Date"]
+
+DESCRIBE_TYPES: Final[dict[str, str]] = {
+    "Number": "double", "Text": "string", "LongTextArea": "textarea", "DateTime": "datetime", "Date": "date",
+}
+"""Metadata API field type → the type `describe` reports for it."""
+
+_SETUP_NAMES: Final[dict[str, str]] = {
+    "Number": "Number", "Text": "Text", "LongTextArea": "Text Area (Long)", "DateTime": "Date/Time",
+    "Date": "Date",
+}
+"""Metadata API field type → the name Setup's "New Custom Field" wizard shows."""
+
+METADATA_NAMESPACE: Final = "http://soap.sforce.com/2006/04/metadata"
+PERMISSION_SET: Final = "Healthbeat_Integration"
+
+
+@dataclass(frozen=True)
+class CustomField:
+    """One custom field on Account, in the Metadata API's terms (`precision` counts all digits)."""
+
+    name: str
+    label: str
+    kind: FieldKind
+    description: str
+    written: bool
+    length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+    visible_lines: int | None = None
+
+    @property
+    def describe_type(self) -> str:
+        """What `describe` must report for this field, e.g. ``double`` for a Number."""
+        return DESCRIBE_TYPES[self.kind]
+
+    @property
+    def setup_type(self) -> str:
+        """The type as an admin enters it in Setup: Setup asks for digits left of the point, not precision."""
+        name = _SETUP_NAMES[self.kind]
+        if self.kind == "Number" and self.precision is not None:
+            scale = self.scale or 0
+            return f"{name}, Length {self.precision - scale}, Decimal Places {scale}"
+        if self.kind == "LongTextArea":
+            return f"{name}, Length {self.length:,}, # Visible Lines {self.visible_lines}"
+        if self.kind == "Text":
+            return f"{name}, Length {self.length}"
+        return name
+
+    @property
+    def short_type(self) -> str:
+        """The README's notation: Number(5,2), Text(40), Long Text, DateTime, Date."""
+        if self.kind == "Number":
+            return f"Number({self.precision},{self.scale})"
+        if self.kind == "Text":
+            return f"Text({self.length})"
+        return {"LongTextArea": "Long Text", "DateTime": "DateTime", "Date": "Date"}[self.kind]
+
+
+def _score(key: str, label: str, description: str) -> CustomField:
+    return CustomField(DEFAULT_FIELDS[key], label, "Number", description, written=True, precision=5, scale=2)
+
+
+def _text(key: str, label: str, description: str) -> CustomField:
+    return CustomField(DEFAULT_FIELDS[key], label, "Text", description, written=True, length=40)
+
+
+ACCOUNT_FIELDS: Final[tuple[CustomField, ...]] = (
+    _score("score", "Health Score", "Customer-health score from 0 to 100, written by Healthbeat each cycle "
+           "(or the CSM override while one is in force)."),
+    _text("band", "Health Band", "red, yellow or green, from the scorecard's thresholds; written by Healthbeat."),
+    _text("trend", "Health Trend", "Change of the score over the scorecard's trend window, with an arrow "
+          "(↑ → ↓); written by Healthbeat."),
+    CustomField(DEFAULT_FIELDS["reason"], "Health Reason", "LongTextArea",
+                "The two or three measures that moved the score most, in plain words; written by Healthbeat.",
+                written=True, length=32768, visible_lines=3),
+    CustomField(DEFAULT_FIELDS["updated"], "Health Updated", "DateTime",
+                "When Healthbeat computed the values in the health fields.", written=True),
+    _score("churn_risk", "Churn Risk", "Churn risk from 0 to 100 (higher is riskier); written by Healthbeat."),
+    _score("expansion_readiness", "Expansion Readiness",
+           "Expansion readiness from 0 to 100 (higher is readier); written by Healthbeat."),
+    _text("confidence", "Health Confidence", "How much data the score rests on (high, medium or low); "
+          "written by Healthbeat."),
+    CustomField("Health_Override__c", "Health Override", "Number",
+                "A CSM's own health score (0 to 100); Healthbeat shows it instead of its own until the "
+                "override expires. Read by Healthbeat, never written.", written=False, precision=5, scale=2),
+    CustomField("Health_Override_Reason__c", "Health Override Reason", "Text",
+                "Why the CSM overrode the score; shown with it. Read by Healthbeat, never written.",
+                written=False, length=255),
+    CustomField("Health_Override_Until__c", "Health Override Until", "Date",
+                "The last day the override applies. Read by Healthbeat, never written.", written=False),
+)
+
+
+# -- (a) plain instructions for an admin ------------------------------------------------------------------
+
+def admin_instructions(fields: Sequence[CustomField] = ACCOUNT_FIELDS) -> str:
+    """Step-by-step text for an admin who creates the fields by hand in Setup."""
+    lines = [
+        "Healthbeat's custom fields on Account",
+        "",
+        "In Salesforce Setup, open Object Manager → Account → Fields & Relationships and click New for each",
+        "field below. Choose the data type shown, then enter the Field Label and the Field Name (Salesforce",
+        "adds the __c), the length or decimal places, and the description.",
+    ]
+    for written, heading in ((True, "Written by Healthbeat (the integration user needs Read and Edit access):"),
+                             (False, "Filled in by a CSM, read by Healthbeat (the integration user needs Read "
+                                     "access; CSMs need Edit):")):
+        chosen = [f for f in fields if f.written is written]
+        if not chosen:
+            continue
+        lines += ["", heading]
+        for number, item in enumerate(chosen, start=1):
+            lines += [f"  {number}. {item.label} — Field Name {item.name.removesuffix('__c')} "
+                      f"(API name {item.name})",
+                      f"     Type: {item.setup_type}",
+                      f"     Description: {item.description}"]
+    lines += [
+        "",
+        "Field-level security: on the wizard's \"Establish field-level security\" step, make each field",
+        "visible to the profile or permission set of Healthbeat's integration user (the Run As user of the",
+        "External Client App), and not read-only for the fields Healthbeat writes. A field that user cannot",
+        "see does not appear in describe, and `healthbeat doctor` reports it as missing.",
+        "Page layouts: add the fields to the Account page layouts your CSMs use.",
+        "",
+        f"Or deploy them in one go with the Metadata API package (package.xml, objects/Account.object and the "
+        f"permission set {PERMISSION_SET}):",
+        "  sf project deploy start --metadata-dir <folder> --target-org <org>",
+        f"  sf org assign permset --name {PERMISSION_SET} --on-behalf-of <integration user> --target-org <org>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- (b) a Metadata API package ---------------------------------------------------------------------------
+
+def _element(parent: ET.Element, tag: str, text: str) -> None:
+    ET.SubElement(parent, tag).text = text
+
+
+def _document(root: ET.Element) -> str:
+    ET.indent(root, space="    ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _custom_field(parent: ET.Element, item: CustomField) -> None:
+    """One `<fields>` entry, elements in the order Salesforce itself retrieves them (fullName, then a-z)."""
+    entry = ET.SubElement(parent, "fields")
+    _element(entry, "fullName", item.name)
+    _element(entry, "description", item.description)
+    if item.kind != "LongTextArea":
+        _element(entry, "externalId", "false")
+    _element(entry, "label", item.label)
+    if item.length is not None:
+        _element(entry, "length", str(item.length))
+    if item.precision is not None:
+        _element(entry, "precision", str(item.precision))
+    if item.kind != "LongTextArea":
+        _element(entry, "required", "false")
+    if item.scale is not None:
+        _element(entry, "scale", str(item.scale))
+    _element(entry, "type", item.kind)
+    if item.kind == "Text":
+        _element(entry, "unique", "false")
+    if item.visible_lines is not None:
+        _element(entry, "visibleLines", str(item.visible_lines))
+
+
+def account_object_xml(fields: Sequence[CustomField] = ACCOUNT_FIELDS) -> str:
+    """`objects/Account.object`: the standard object with only our custom fields in it."""
+    root = ET.Element("CustomObject", {"xmlns": METADATA_NAMESPACE})
+    for item in fields:
+        _custom_field(root, item)
+    return _document(root)
+
+
+def permission_set_xml(fields: Sequence[CustomField] = ACCOUNT_FIELDS) -> str:
+    """A permission set giving the integration user Edit on the written fields and Read on the others."""
+    root = ET.Element("PermissionSet", {"xmlns": METADATA_NAMESPACE})
+    _element(root, "description", "Lets Healthbeat's integration user write the health fields on Account "
+                                  "and read the CSM override fields. Assign it to the External Client App's "
+                                  "Run As user.")
+    for item in sorted(fields, key=lambda f: f.name):
+        permission = ET.SubElement(root, "fieldPermissions")
+        _element(permission, "editable", "true" if item.written else "false")
+        _element(permission, "field", f"Account.{item.name}")
+        _element(permission, "readable", "true")
+    _element(root, "hasActivationRequired", "false")
+    _element(root, "label", "Healthbeat Integration")
+    return _document(root)
+
+
+def package_xml(fields: Sequence[CustomField] = ACCOUNT_FIELDS, api_version: str = "59.0") -> str:
+    """The manifest: every field as `Account.Name__c` of type CustomField, and the permission set."""
+    root = ET.Element("Package", {"xmlns": METADATA_NAMESPACE})
+    types = ET.SubElement(root, "types")
+    for item in sorted(fields, key=lambda f: f.name):
+        _element(types, "members", f"Account.{item.name}")
+    _element(types, "name", "CustomField")
+    types = ET.SubElement(root, "types")
+    _element(types, "members", PERMISSION_SET)
+    _element(types, "name", "PermissionSet")
+    _element(root, "version", api_version)
+    return _document(root)
+
+
+def write_package(directory: Path, fields: Sequence[CustomField] = ACCOUNT_FIELDS,
+                  api_version: str = "59.0") -> list[Path]:
+    """Write the package into `directory` (created if needed) for `sf project deploy start --metadata-dir`.
+
+    Returns the files written. Existing files of the same names are replaced; nothing else is touched.
+    """
+    files = {
+        directory / "package.xml": package_xml(fields, api_version),
+        directory / "objects" / "Account.object": account_object_xml(fields),
+        directory / "permissionsets" / f"{PERMISSION_SET}.permissionset": permission_set_xml(fields),
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return list(files)

@@ -1,0 +1,209 @@
+"""Prometheus metrics for the worker: one registry object, brought up to date after each finished cycle.
+
+The registry is Healthbeat's own `CollectorRegistry`, never prometheus-client's global default: two
+workers in one process (tests) never share counters, and `/metrics` shows exactly Healthbeat's series.
+
+What the metrics say comes from two places, both read by the thread that ran the cycle: the cycle's
+report (durations, records, write-backs, nudges) and the store (outbox depth, quarantine, the last
+successful cycle). `read_store_facts` keeps the store's answers as plain values, so the HTTP threads
+that serve `/healthz` and `/metrics` never touch SQLite while a cycle writes to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from worker.store import Store, parse_iso
+
+if TYPE_CHECKING:
+    from worker.cycle import Clients, CycleReport
+    from worker.rulebook.in_force import RuleBook
+
+__all__ = ["CONTENT_TYPE", "LastCycle", "Metrics", "StoreFacts", "observe_cycle", "read_store_facts"]
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+"""The classic text format every Prometheus reads; `generate_latest` writes it (names escaped to it)."""
+OUTBOX_KINDS: Final = ("salesforce", "slack")
+SYSTEMS: Final = ("salesforce", "zendesk", "slack")
+OWED_STATUSES: Final = ("pending", "inflight", "failed")
+"""Outbox rows the remote side has not confirmed yet and that will still be tried."""
+CYCLE_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+@dataclass(frozen=True)
+class LastCycle:
+    """The latest cycle as the store recorded it: enough for `/healthz` before this process ran one."""
+
+    outcome: str  # ok, failed, or running (a cycle that never finished: the worker stopped mid-way)
+    finished_at: datetime | None
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoreFacts:
+    """What the store says about the worker's state, read once by the cycle's thread."""
+
+    schema_version: int
+    outbox_depth: Mapping[str, int] = field(default_factory=dict)
+    outbox_dead: Mapping[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+    last_success: datetime | None = None
+    last_cycle: LastCycle | None = None
+
+
+def read_store_facts(store: Store) -> StoreFacts:
+    """Outbox depth per kind, quarantine size, schema version and the latest cycles, in a few small queries."""
+    depth = dict.fromkeys(OUTBOX_KINDS, 0)
+    dead = dict.fromkeys(OUTBOX_KINDS, 0)
+    marks = ", ".join("?" for _ in OWED_STATUSES)
+    for row in store.query(f"SELECT kind, count(*) AS n FROM outbox WHERE status IN ({marks}) GROUP BY kind",
+                           OWED_STATUSES):
+        depth[row["kind"]] = int(row["n"])
+    for row in store.query("SELECT kind, count(*) AS n FROM outbox WHERE status = 'dead' GROUP BY kind"):
+        dead[row["kind"]] = int(row["n"])
+    last_ok = store.scalar("SELECT max(finished_at) FROM cycles WHERE status = 'ok'")
+    latest = store.query("SELECT status, finished_at, summary FROM cycles ORDER BY id DESC LIMIT 1")
+    return StoreFacts(
+        schema_version=store.schema_version, outbox_depth=depth, outbox_dead=dead,
+        quarantined=int(store.scalar("SELECT count(*) FROM quarantine") or 0),
+        last_success=parse_iso(last_ok) if last_ok else None,
+        last_cycle=_last_cycle(latest[0]) if latest else None)
+
+
+def _last_cycle(row: Mapping[str, object]) -> LastCycle:
+    problems: list[str] = []
+    try:
+        summary = json.loads(str(row["summary"])) if row["summary"] else {}
+    except ValueError:
+        summary = {}
+    if isinstance(summary, dict):
+        sync = summary.get("sync") or {}
+        if isinstance(sync, dict):
+            problems += [f"{stream}: {error}" for stream, error in sorted((sync.get("failed_streams") or {}).items())]
+        if summary.get("error"):
+            problems.append(str(summary["error"]))
+    finished = row["finished_at"]
+    return LastCycle(str(row["status"]), parse_iso(str(finished)) if finished else None, tuple(problems))
+
+
+class Metrics:
+    """Every Healthbeat series in one registry; `render` gives the Prometheus text format."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.cycle_seconds = Histogram("healthbeat_cycle_duration_seconds", "Duration of a full cycle.",
+                                       buckets=CYCLE_BUCKETS, registry=r)
+        self.cycles = Counter("healthbeat_cycles", "Cycles run, by outcome (ok, failed, crashed).",
+                              ["outcome"], registry=r)
+        self.records_synced = Counter("healthbeat_records_synced", "Records read into the store, by stream.",
+                                      ["stream"], registry=r)
+        self.api_calls = Counter("healthbeat_api_calls", "API calls made, by system.", ["system"], registry=r)
+        self.salesforce_api_usage = Gauge("healthbeat_salesforce_api_usage_ratio",
+                                          "Share of the Salesforce org's daily API request limit used "
+                                          "(Sforce-Limit-Info).", registry=r)
+        self.writebacks = Counter("healthbeat_writebacks", "Account write-backs to Salesforce, by result.",
+                                  ["result"], registry=r)
+        self.nudges = Counter("healthbeat_nudges", "Slack nudges, by result.", ["result"], registry=r)
+        self.outbox_depth = Gauge("healthbeat_outbox_depth", "Outbox rows not yet confirmed, by kind.",
+                                  ["kind"], registry=r)
+        self.outbox_dead = Gauge("healthbeat_outbox_dead", "Outbox rows given up after too many attempts, "
+                                 "by kind.", ["kind"], registry=r)
+        self.quarantine = Gauge("healthbeat_quarantine_records", "Records held in quarantine.", registry=r)
+        self.last_success = Gauge("healthbeat_last_success_timestamp_seconds",
+                                  "Unix time the last successful cycle finished (0: none yet).", registry=r)
+        self.rules_ok = Gauge("healthbeat_rules_ok", "1 if the rule files loaded cleanly, 0 if broken.",
+                              registry=r)
+        self._calls_seen: dict[str, int] = {}
+        # Known label values exist from the start at zero, so rate() and absent() behave from the first scrape.
+        for outcome in ("ok", "failed", "crashed"):
+            self.cycles.labels(outcome)
+        for result in ("sent", "failed"):
+            self.writebacks.labels(result)
+            self.nudges.labels(result)
+        for system in SYSTEMS:
+            self.api_calls.labels(system)
+        for kind in OUTBOX_KINDS:
+            self.outbox_depth.labels(kind)
+            self.outbox_dead.labels(kind)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text exposition format (see `CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+    def count_crash(self) -> None:
+        """A cycle raised instead of returning a report: counted, so a crash loop shows on a graph."""
+        self.cycles.labels("crashed").inc()
+
+    def count_calls(self, totals: Mapping[str, int]) -> None:
+        """Add the calls made since last time, from the clients' running totals.
+
+        The clients count for their whole life; the counter wants what happened since the last cycle.
+        A total lower than the one seen means a new client started from zero.
+        """
+        for system, total in totals.items():
+            seen = self._calls_seen.get(system, 0)
+            delta = total - seen if total >= seen else total
+            if delta > 0:
+                self.api_calls.labels(system).inc(delta)
+            self._calls_seen[system] = total
+
+    def set_store_facts(self, facts: StoreFacts) -> None:
+        for kind, depth in facts.outbox_depth.items():
+            self.outbox_depth.labels(kind).set(depth)
+        for kind, dead in facts.outbox_dead.items():
+            self.outbox_dead.labels(kind).set(dead)
+        self.quarantine.set(facts.quarantined)
+        if facts.last_success is not None:
+            self.last_success.set(facts.last_success.timestamp())
+
+    def set_rules(self, rulebook: RuleBook) -> None:
+        self.rules_ok.set(1 if rulebook.healthy else 0)
+
+
+def observe_cycle(metrics: Metrics, report: CycleReport, store: Store, *, clients: Clients | None = None,
+                  rulebook: RuleBook | None = None) -> StoreFacts:
+    """Bring the metrics up to date after a finished cycle; returns what the store said, for `/healthz`.
+
+    With `clients`, API calls are counted across all stages (write-back and nudges included) and the
+    Salesforce limit share is read; without, only the calls the sync stage reported are counted.
+    """
+    metrics.cycles.labels("ok" if report.ok else "failed").inc()
+    metrics.cycle_seconds.observe(report.seconds)
+    if report.sync is not None:
+        for stream, count in report.sync.records.items():
+            if count:
+                metrics.records_synced.labels(stream).inc(count)
+    if report.writeback is not None:
+        metrics.writebacks.labels("sent").inc(report.writeback.sent)
+        metrics.writebacks.labels("failed").inc(report.writeback.failed)
+    if report.notify is not None:
+        metrics.nudges.labels("sent").inc(report.notify.sent)
+        metrics.nudges.labels("failed").inc(report.notify.failed)
+    if clients is not None:
+        totals = {"salesforce": clients.salesforce.calls}
+        if clients.zendesk is not None:
+            totals["zendesk"] = clients.zendesk.calls
+        if clients.slack is not None:
+            totals["slack"] = clients.slack.calls
+        metrics.count_calls(totals)
+        usage = clients.salesforce.api_usage
+        if usage is not None and usage.share is not None:
+            metrics.salesforce_api_usage.set(usage.share)
+    elif report.sync is not None:
+        metrics.count_calls(report.sync.api_calls)
+    if rulebook is not None:
+        metrics.set_rules(rulebook)
+    facts = read_store_facts(store)
+    metrics.set_store_facts(facts)
+    return facts

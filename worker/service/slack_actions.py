@@ -1,0 +1,450 @@
+"""`POST /slack/actions`: Slack's interactivity requests for the feedback buttons on every nudge.
+
+Slack calls this URL when someone clicks "Useful", "Not useful" or "Score looks wrong" on a nudge
+(`block_actions`), and when they submit the "Score looks wrong" modal (`view_submission`). Each request is
+checked before anything else: Slack's v0 signature (HMAC-SHA256 of `v0:{timestamp}:{body}` with the signing
+secret, compared in constant time) and a timestamp at most five minutes from now, so a captured request
+cannot be replayed. A bad, missing or stale signature gets 401 and changes nothing.
+
+Slack gives up after three seconds, so a request only records and answers: the vote is written to the store
+(`worker.service.feedback`, idempotent, so a double click or a Slack retry counts once) and the message update
+that shows who answered (`chat.update`) runs afterwards on one background thread. The only Slack call made
+while Slack waits is `views.open`, because its `trigger_id` expires three seconds after the click.
+
+Request threads never touch the cycle's SQLite connection: this handler has its own (`build_slack_actions`
+opens it), used under one lock, with a short busy timeout; if a long cycle transaction holds the database
+past it, the answer is 503 and nothing is recorded, and the CSM can click again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import datetime, timedelta
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+from connectors.slack.client import SlackClient, SlackError, escape_text
+from worker.alerting.message import FEEDBACK_BLOCK, NudgeKey, feedback_block
+from worker.clock import Clock, system_clock
+from worker.config import Settings
+from worker.errors import NotANudgeKey
+from worker.service.feedback import (
+    ACTIONS,
+    DEFAULT_OVERRIDE_DAYS,
+    LABELS,
+    Vote,
+    other_override_in_force,
+    owner_clicked_in_dm,
+    receipts_for,
+    record_vote,
+    remember_message,
+    remembered_message,
+)
+from worker.service.http import Request, Response
+from worker.store import Store
+
+__all__ = [
+    "ACTIONS",
+    "MAX_REQUEST_AGE",
+    "MODAL_CALLBACK_ID",
+    "InteractiveSlack",
+    "SlackActions",
+    "build_slack_actions",
+    "feedback_block",
+    "score_wrong_modal",
+    "verify_signature",
+    "with_receipts",
+]
+
+log = logging.getLogger(__name__)
+
+RECEIPT_BLOCK: Final = "feedback_seen:"
+MODAL_CALLBACK_ID: Final = "healthbeat_score_wrong"
+MAX_REQUEST_AGE: Final = 300
+"""Seconds a signed request stays acceptable (Slack's advice: five minutes), either side of now."""
+OVERRIDE_DAYS: Final = (7, 14, 30)
+BUSY_TIMEOUT_MS: Final = 2000
+"""How long a click waits for a cycle's write transaction: under Slack's three seconds, with room to answer."""
+_SLACK_USER: Final = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+# -- verification -----------------------------------------------------------------------------------------
+
+def verify_signature(signing_secret: str, headers: Mapping[str, str], body: bytes, now: float) -> str | None:
+    """Why this request is not Slack's (missing, stale or wrong signature), or None when it is.
+
+    `headers` have lower-case names. The timestamp is checked first so that an old request is refused
+    even when its signature is right: that is what makes a captured request useless to replay.
+    """
+    timestamp = headers.get("x-slack-request-timestamp", "")
+    signature = headers.get("x-slack-signature", "")
+    if not timestamp or not signature:
+        return "no X-Slack-Signature or X-Slack-Request-Timestamp header"
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return f"malformed X-Slack-Request-Timestamp {timestamp[:20]!r}"
+    if abs(now - sent) > MAX_REQUEST_AGE:
+        return f"timestamp {sent} is {round(now - sent)} s from now, more than {MAX_REQUEST_AGE} s (a replay?)"
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+        return "signature does not match (wrong SLACK_SIGNING_SECRET, or the body was altered)"
+    return None
+
+
+# -- the modal and the receipts -----------------------------------------------------------------------------
+
+def _option(days: int) -> dict[str, Any]:
+    return {"text": {"type": "plain_text", "text": f"{days} days"}, "value": str(days)}
+
+
+def score_wrong_modal(nudge: NudgeKey, account: Mapping[str, Any], channel: str | None, ts: str | None, *,
+                      applies: bool) -> dict[str, Any]:
+    """The "Score looks wrong" modal: why, what it should be (optional), and for how long.
+
+    `private_metadata` carries the nudge key and its message, which Slack hands back on submission.
+    `applies` says in the modal what a value will do (pin at once, or wait for a confirmation).
+    """
+    score = account.get("score")
+    facts = (f"*{escape_text(str(account.get('name') or nudge.account_id))}* has health "
+             f"*{'-' if score is None else round(float(score))}* ({escape_text(str(account.get('band') or '?'))}), "
+             f"from rule `{nudge.rule}`. What is wrong with it?")
+    effect = ("You own this account: a score you give pins it from the next cycle until the end of the term "
+              "you pick. It shows as pinned, with your reason, and expires by itself." if applies else
+              "A score you give is kept as a proposal for the account's owner or ops to confirm "
+              "(`healthbeat feedback accept`); it expires by itself.")
+    return {
+        "type": "modal", "callback_id": MODAL_CALLBACK_ID,
+        "private_metadata": json.dumps({"key": nudge.dedup_key, "channel": channel, "ts": ts}),
+        "title": {"type": "plain_text", "text": "Score looks wrong"},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "section", "block_id": "about", "text": {"type": "mrkdwn", "text": facts[:3000]}},
+            {"type": "input", "block_id": "reason", "label": {"type": "plain_text", "text": "Why does it look wrong?"},
+             "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True, "max_length": 500}},
+            {"type": "input", "block_id": "value", "optional": True,
+             "label": {"type": "plain_text", "text": "What should the score be? (0-100)"},
+             "element": {"type": "number_input", "action_id": "value", "is_decimal_allowed": False,
+                         "min_value": "0", "max_value": "100"}},
+            {"type": "input", "block_id": "until", "label": {"type": "plain_text", "text": "Pin it for"},
+             "element": {"type": "static_select", "action_id": "until",
+                         "initial_option": _option(DEFAULT_OVERRIDE_DAYS),
+                         "options": [_option(days) for days in OVERRIDE_DAYS]}},
+            {"type": "context", "block_id": "effect", "elements": [{"type": "mrkdwn", "text": effect}]},
+        ],
+    }
+
+
+def _who(row: Mapping[str, Any]) -> str:
+    user_id = str(row["user_id"])
+    return f"<@{user_id}>" if _SLACK_USER.match(user_id) else escape_text(str(row["user_name"] or user_id))
+
+
+def receipt_text(rows: list[dict[str, Any]]) -> str:
+    """"Feedback received: Useful — <@U1> · Score looks wrong — <@U2> (says 65 until 2024-07-01, applied)"."""
+    parts = []
+    for verdict in ("useful", "not_useful", "score_wrong"):
+        people = []
+        for row in (r for r in rows if r["verdict"] == verdict):
+            note = ""
+            if row["proposed_value"] is not None:
+                note = (f" (says {row['proposed_value']:g} until {row['proposed_until']}, "
+                        f"{'proposed' if row['override_status'] == 'proposed' else 'pinned'})")
+            people.append(_who(row) + note)
+        if people:
+            parts.append(f"{LABELS[verdict]}: {', '.join(people)}")
+    return (":memo: Feedback received · " + " · ".join(parts))[:3000]
+
+
+def _feedback_key(block: Mapping[str, Any]) -> str | None:
+    if block.get("type") != "actions" or not str(block.get("block_id") or "").startswith(FEEDBACK_BLOCK):
+        return None
+    return next((str(e["value"]) for e in block.get("elements") or []
+                 if e.get("action_id") in ACTIONS and e.get("value")), None)
+
+
+def with_receipts(blocks: list[dict[str, Any]], receipts: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The message's blocks with a receipt after each feedback block that has answers.
+
+    A divider right after the buttons gives way to the receipt, so a full digest stays within Slack's 50 blocks.
+    """
+    original = [b for b in blocks if not str(b.get("block_id") or "").startswith(RECEIPT_BLOCK)]
+    out: list[dict[str, Any]] = []
+    skip_divider = False
+    for block in original:
+        if skip_divider and block.get("type") == "divider":
+            skip_divider = False
+            continue
+        skip_divider = False
+        out.append(block)
+        key = _feedback_key(block)
+        if key is not None and receipts.get(key):
+            out.append({"type": "context", "block_id": (RECEIPT_BLOCK + key)[:255],
+                        "elements": [{"type": "mrkdwn", "text": receipt_text(receipts[key])}]})
+            skip_divider = True
+    return out[:50]
+
+
+# -- Slack calls --------------------------------------------------------------------------------------------
+
+class InteractiveSlack(SlackClient):
+    """`SlackClient` plus `views.open`, which only this handler needs (candidate to move into the client)."""
+
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        """Open a modal for the user whose click gave `trigger_id` (valid once, for three seconds)."""
+        response = self._call("views.open", self._web.views_open, trigger_id=trigger_id, view=view)
+        return str((response.get("view") or {}).get("id") or "")
+
+
+# -- the handler --------------------------------------------------------------------------------------------
+
+class _BadRequest(Exception):
+    pass
+
+
+class SlackActions:
+    """The `/slack/actions` route: `server.routes.add("POST", "/slack/actions", actions.handle)`.
+
+    `store` must be a connection of its own (request threads run beside the cycle). `interactive` opens
+    modals from request threads; `updater` updates messages from the one background thread; either may be
+    None when Slack is not configured (votes are still recorded). `clock` dates votes and overrides (the
+    worker's clock); `epoch` checks signatures against real time, as Slack signs with it.
+    """
+
+    def __init__(self, store: Store, *, signing_secret: str | None, interactive: InteractiveSlack | None = None,
+                 updater: SlackClient | None = None, clock: Clock = system_clock,
+                 epoch: Callable[[], float] = time.time, owns_store: bool = False) -> None:
+        self.store = store
+        self._secret = signing_secret or None
+        self._interactive = interactive
+        self._updater = updater
+        self._clock = clock
+        self._epoch = epoch
+        self._owns_store = owns_store
+        self._lock = threading.Lock()
+        self._slack_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack-actions")
+        self._pending: list[Future[None]] = []
+        store.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if self._secret is None:
+            log.warning("SLACK_SIGNING_SECRET is not set: /slack/actions refuses every request (401), so the "
+                        "feedback buttons on nudges do nothing")
+
+    # -- the route ----------------------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        if self._secret is None:
+            return Response.json(401, {"error": "not_configured", "detail": "SLACK_SIGNING_SECRET is not set"})
+        problem = verify_signature(self._secret, request.headers, request.body, self._epoch())
+        if problem is not None:
+            log.warning("slack actions: refused a request: %s", problem)
+            return Response.json(401, {"error": "invalid_signature"})
+        retry = request.headers.get("x-slack-retry-num")
+        if retry:
+            log.info("slack actions: Slack retry #%s (%s)", retry, request.headers.get("x-slack-retry-reason", "?"))
+        try:
+            payload = _payload(request)
+            kind = payload.get("type")
+            if kind == "block_actions":
+                return self._block_actions(payload)
+            if kind == "view_submission":
+                return self._view_submission(payload)
+            return Response(200)  # view_closed, shortcuts...: nothing of ours
+        except _BadRequest as exc:
+            log.warning("slack actions: bad request: %s", exc)
+            return Response.json(400, {"error": "bad_request", "detail": str(exc)})
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            log.error("slack actions: the store is busy (%s); nothing recorded, Slack shows the click failed", exc)
+            return Response.json(503, {"error": "busy"})
+
+    def _block_actions(self, payload: Mapping[str, Any]) -> Response:
+        user = _user(payload)
+        action = next((a for a in payload.get("actions") or [] if a.get("action_id") in ACTIONS), None)
+        if action is None:
+            return Response(200)  # "Open in Salesforce" and other link buttons report their clicks too
+        try:
+            nudge = NudgeKey.parse(str(action.get("value") or ""))
+        except NotANudgeKey as exc:
+            log.warning("slack actions: a feedback button with %s; ignored", exc)
+            return Response(200)
+        container = payload.get("container") or {}
+        channel = (payload.get("channel") or {}).get("id") or container.get("channel_id")
+        message = payload.get("message") or {}
+        ts = container.get("message_ts") or message.get("ts")
+        verdict = ACTIONS[action["action_id"]]
+        now = self._clock()
+        with self._lock:
+            if channel and ts and message.get("blocks"):
+                remember_message(self.store, channel, ts, str(message.get("text") or ""), message["blocks"], now)
+            view = self._modal(nudge, user, channel, ts, now) if verdict == "score_wrong" else None
+        if view is not None:  # the answer comes with the modal's submission
+            self._open_modal(str(payload.get("trigger_id") or ""), view, nudge)
+            return Response(200)
+        vote = Vote(nudge, verdict, user[0], user[1], channel, ts, action.get("action_ts"))
+        with self._lock:
+            recorded = record_vote(self.store, vote, now)
+        log.info("slack actions: %s on %s by %s%s", vote.verdict, nudge.dedup_key, user[1] or user[0],
+                 "" if recorded.changed else " (already recorded)")
+        if recorded.changed and channel and ts:
+            self._schedule_update(channel, ts)
+        return Response(200)
+
+    def _modal(self, nudge: NudgeKey, user: tuple[str, str | None], channel: str | None, ts: str | None,
+               now: datetime) -> dict[str, Any]:
+        """The modal for this click, saying whether a value will apply at once (store lock held)."""
+        rows = self.store.query("SELECT a.name, s.score, s.band FROM accounts a LEFT JOIN scores s "
+                                "ON s.account_id = a.id WHERE a.id = ?", (nudge.account_id,))
+        probe = Vote(nudge, "score_wrong", user[0], user[1], channel, ts)
+        applies = owner_clicked_in_dm(self.store, probe) and \
+            other_override_in_force(self.store, nudge.account_id, probe.setter, now.date()) is None
+        return score_wrong_modal(nudge, rows[0] if rows else {}, channel, ts, applies=applies)
+
+    def _open_modal(self, trigger: str, view: dict[str, Any], nudge: NudgeKey) -> None:
+        """`views.open` while Slack waits: its trigger_id is only good for three seconds after the click."""
+        if self._interactive is None or not trigger:
+            log.warning("slack actions: cannot open the 'score looks wrong' modal (%s)",
+                        "SLACK_BOT_TOKEN is not set" if trigger else "the click carried no trigger_id")
+            return
+        try:
+            with self._slack_lock:
+                self._interactive.open_view(trigger, view)
+        except SlackError as exc:
+            log.warning("slack actions: could not open the modal for %s: %s", nudge.dedup_key, exc)
+
+    def _view_submission(self, payload: Mapping[str, Any]) -> Response:
+        view = payload.get("view") or {}
+        if view.get("callback_id") != MODAL_CALLBACK_ID:
+            return Response(200)
+        user = _user(payload)
+        try:
+            meta = json.loads(view.get("private_metadata") or "{}")
+            nudge = NudgeKey.parse(str(meta.get("key") or ""))
+        except (ValueError, NotANudgeKey) as exc:
+            raise _BadRequest(f"modal without its nudge: {exc}") from None
+        values = (view.get("state") or {}).get("values") or {}
+        reason = str(_input(values, "reason").get("value") or "").strip()
+        errors: dict[str, str] = {}
+        if not reason:
+            errors["reason"] = "Say why, in a few words: it is shown with the score."
+        score: float | None = None
+        raw = _input(values, "value").get("value")
+        if raw not in (None, ""):
+            try:
+                score = float(str(raw))
+            except ValueError:
+                score = -1.0
+            if not 0 <= score <= 100:
+                errors["value"] = "A score from 0 to 100, or leave it empty."
+        if errors:
+            return Response.json(200, {"response_action": "errors", "errors": errors})
+        days = _days((_input(values, "until").get("selected_option") or {}).get("value"))
+        now = self._clock()
+        channel, ts = meta.get("channel"), meta.get("ts")
+        vote = Vote(nudge, "score_wrong", user[0], user[1], channel, ts, None, reason, score,
+                    (now.date() + timedelta(days=days)) if score is not None else None)
+        with self._lock:
+            recorded = record_vote(self.store, vote, now)
+        log.info("slack actions: score looks wrong on %s by %s%s", nudge.dedup_key, user[1] or user[0],
+                 f": {score:g} {recorded.override} ({recorded.why})" if recorded.override else "")
+        if recorded.changed and channel and ts:
+            self._schedule_update(str(channel), str(ts))
+        return Response(200)  # an empty 200 closes the modal
+
+    # -- the message update, after the answer ---------------------------------------------------------------
+
+    def _schedule_update(self, channel: str, ts: str) -> None:
+        if self._updater is None:
+            return
+        with self._pending_lock:
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(self._executor.submit(self._update_message, channel, ts))
+
+    def _update_message(self, channel: str, ts: str) -> None:
+        """Redraw the receipts from the store: whatever order updates run in, the last one is right."""
+        assert self._updater is not None
+        try:
+            with self._lock:
+                remembered = remembered_message(self.store, channel, ts)
+                if remembered is None:
+                    return
+                text, blocks = remembered
+                keys = [k for k in (_feedback_key(b) for b in blocks) if k]
+                receipts = receipts_for(self.store, keys)
+            self._updater.update(channel, ts, text=text, blocks=with_receipts(blocks, receipts))
+        except SlackError as exc:
+            log.warning("slack actions: could not show the feedback on message %s in %s: %s", ts, channel, exc)
+        except Exception:
+            log.exception("slack actions: updating message %s in %s failed", ts, channel)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait for the message updates scheduled so far (tests; shutdown)."""
+        with self._pending_lock:
+            pending = list(self._pending)
+        wait(pending, timeout=timeout)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        if self._owns_store:
+            self.store.close()
+
+
+def _payload(request: Request) -> dict[str, Any]:
+    try:
+        form = parse_qs(request.body.decode("utf-8"), keep_blank_values=True)
+        payload = json.loads(form["payload"][0])
+    except (UnicodeDecodeError, KeyError, IndexError, ValueError):
+        raise _BadRequest("expected a form body with a JSON `payload` field") from None
+    if not isinstance(payload, dict):
+        raise _BadRequest("the payload is not a JSON object")
+    return payload
+
+
+def _user(payload: Mapping[str, Any]) -> tuple[str, str | None]:
+    user = payload.get("user") or {}
+    if not isinstance(user, dict) or not user.get("id"):
+        raise _BadRequest("the payload names no user")
+    return str(user["id"]), (user.get("username") or user.get("name") or None)
+
+
+def _input(values: Mapping[str, Any], block_id: str) -> Mapping[str, Any]:
+    """The state of the modal input `block_id` (its one element, whose action_id is the same name)."""
+    block = values.get(block_id) or {}
+    return dict(block.get(block_id) or next(iter(block.values()), {}) or {})
+
+
+def _days(value: object) -> int:
+    try:
+        days = int(str(value))
+    except ValueError:
+        return DEFAULT_OVERRIDE_DAYS
+    return days if days in OVERRIDE_DAYS else DEFAULT_OVERRIDE_DAYS
+
+
+def build_slack_actions(settings: Settings, *, clock: Clock = system_clock) -> SlackActions:
+    """The handler as the scheduler runs it: its own store connection, and Slack clients of its own.
+
+    `views.open` gets a short timeout and no retries (its trigger expires in three seconds); message
+    updates, off the request path, get the usual retries.
+    """
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_configured and settings.slack_bot_token \
+        else None
+    interactive = InteractiveSlack(token, base_url=settings.slack_api_url, timeout=2, max_retries=0) if token else None
+    updater = SlackClient(token, base_url=settings.slack_api_url, max_retry_wait=10.0) if token else None
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    return SlackActions(Store(settings.db), signing_secret=secret, interactive=interactive, updater=updater,
+                        clock=clock, owns_store=True)
+

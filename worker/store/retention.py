@@ -1,0 +1,38 @@
+"""Keeping the database no bigger than it needs to be: old email and comment text, old history, old receipts.
+
+Text is the most personal thing the store holds and the least needed once its sentiment is known, so it is
+cleared first (`HEALTHBEAT_RETENTION_TEXT`); the activity row, its direction, date and sentiment stay, so
+scores do not change. Daily history older than `HEALTHBEAT_RETENTION_HISTORY` goes, as do delivered outbox
+rows and cycle records past the same horizon.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from worker.config import Settings
+from worker.store.database import Store, iso
+
+_LAST_PRUNED = "retention.pruned_day"
+
+
+def prune_due(store: Store, now: datetime) -> bool:
+    """Retention counts whole days: the first cycle of a day prunes, the others would scan for nothing."""
+    return store.cursor(_LAST_PRUNED) != now.date().isoformat()
+
+
+def prune(store: Store, settings: Settings, now: datetime) -> dict[str, int]:
+    text_before = iso(now - settings.retention_text)
+    history_before = now - settings.retention_history
+    with store.transaction() as conn:
+        counts = {
+            "texts": conn.execute("UPDATE activities SET text = NULL WHERE text IS NOT NULL AND sentiment IS NOT NULL "
+                                  "AND occurred_at < ?", (text_before,)).rowcount,
+            "history": conn.execute("DELETE FROM score_history WHERE day < ?",
+                                    (history_before.date().isoformat(),)).rowcount,
+            "outbox": conn.execute("DELETE FROM outbox WHERE status IN ('sent', 'superseded') AND created_at < ?",
+                                   (iso(history_before),)).rowcount,
+            "cycles": conn.execute("DELETE FROM cycles WHERE started_at < ?", (iso(history_before),)).rowcount,
+        }
+        store.save_cursor(_LAST_PRUNED, now.date().isoformat(), 0, now)
+    return {k: v for k, v in counts.items() if v}
