@@ -41,7 +41,8 @@ def worker_backfill(endpoints: Endpoints, db: Path, rules_dir: Path) -> dict[str
     base = peak_rss_mb()
     report = SyncReport()
     with Store(db) as store, timed() as timing:
-        sync_salesforce(store, clients.salesforce, settings, system_clock(), report)
+        sync_salesforce(store, clients.salesforce, system_clock(), report, overlap=settings.salesforce_overlap,
+                        api_share=settings.salesforce_api_share)
     with Store(db) as store:
         stored = int(store.scalar("SELECT count(*) FROM activities"))
     clients.close()

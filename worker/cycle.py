@@ -1,4 +1,4 @@
-"""One cycle: sync → score → evaluate → write back → notify, each a plain function over the store.
+"""One cycle: sync → score → evaluate → write back → notify → prune, each a plain function over the store.
 
 Every stage records what it has done in the store as it goes, so a cycle that dies at any line is simply
 run again. The cycle logs one summary line with counts per stage and keeps a row in `cycles`.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -161,8 +161,12 @@ class Cycle:
         return self._sentiment
 
     def sync(self, report: CycleReport) -> None:
-        report.sync = sync_all(self.store, self.settings, self.clock(), salesforce=self.clients.salesforce,
-                               zendesk=self.clients.zendesk, progress=self.progress)
+        settings = self.settings
+        report.sync = sync_all(self.store, self.clock(), salesforce=self.clients.salesforce,
+                               zendesk=self.clients.zendesk, usage_dir=settings.usage_dir,
+                               salesforce_overlap=settings.salesforce_overlap,
+                               salesforce_api_share=settings.salesforce_api_share,
+                               zendesk_backfill=settings.zendesk_backfill, progress=self.progress)
         instance = self.clients.salesforce.instance_url
         if instance:
             with self.store.transaction():
@@ -188,7 +192,8 @@ class Cycle:
 
     def prune(self, report: CycleReport) -> None:
         if prune_due(self.store, self.clock()):
-            report.pruned = prune(self.store, self.settings, self.clock())
+            report.pruned = prune(self.store, self.clock(), text_retention=self.settings.retention_text,
+                                  history_retention=self.settings.retention_history)
 
     def notify(self, report: CycleReport) -> None:
         _, alerts = self.rulebook.require()
@@ -196,16 +201,17 @@ class Cycle:
                                     fallback_channel=self.settings.slack_fallback_channel,
                                     digest_min=alerts.rules.digest.min, dry_run=self.dry_run)
 
-    def run(self, stages: tuple[str, ...] = ("sync", "score", "evaluate", "writeback", "notify", "prune")
-            ) -> CycleReport:
+    def run(self, stages: Iterable[str] | None = None) -> CycleReport:
+        """The stages named (all of `FULL_CYCLE` by default), always in `FULL_CYCLE`'s order."""
+        chosen = FULL_CYCLE if stages is None else stages_named(*stages)
         report = CycleReport(started_at=self.clock())
         started = time.monotonic()
         self.rulebook.reload()
         with _recorded(self.store, report):
             try:
-                for stage in stages:
-                    getattr(self, stage)(report)
-                    report.stages.append(stage)
+                for stage in chosen:
+                    stage.run(self, report)
+                    report.stages.append(stage.name)
                 report.ok = not report.problems()
             except SalesforceError as exc:
                 report.error = f"Salesforce: {exc}"
@@ -219,3 +225,33 @@ class Cycle:
                 report.seconds = time.monotonic() - started
                 log.info(report.summary())
         return report
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a cycle: the name commands pick it by, what it does in words, and the method that runs it."""
+
+    name: str
+    does: str
+    run: Callable[[Cycle, CycleReport], None]
+
+
+FULL_CYCLE: tuple[Stage, ...] = (
+    Stage("sync", "pull new and changed activity into the store; score the new texts' sentiment", Cycle.sync),
+    Stage("score", "score the accounts whose data changed", Cycle.score),
+    Stage("evaluate", "step the alert rules over the scores that moved; owe nudges in the outbox", Cycle.evaluate),
+    Stage("writeback", "write the changed scores to the Salesforce Account fields", Cycle.writeback),
+    Stage("notify", "send the nudges the outbox owes to Slack", Cycle.notify),
+    Stage("prune", "clear old text and history, once a day (HEALTHBEAT_RETENTION_*)", Cycle.prune),
+)
+"""The one ordered list of stages. `run` and `run --once` run all of it; `sync`, `writeback` and `notify`
+pick from it by name, so no command can forget a stage or run two out of order."""
+
+
+def stages_named(*names: str) -> tuple[Stage, ...]:
+    """The stages of `FULL_CYCLE` with these names, in `FULL_CYCLE`'s order; an unknown name is an error."""
+    known = {stage.name for stage in FULL_CYCLE}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"no such stage: {', '.join(unknown)} (stages: {', '.join(s.name for s in FULL_CYCLE)})")
+    return tuple(stage for stage in FULL_CYCLE if stage.name in names)

@@ -17,7 +17,8 @@ def test_the_first_cycle_of_a_day_prunes_and_the_later_ones_do_not(tmp_path: Pat
     with Store(settings.db) as store:
         assert prune_due(store, MORNING)
 
-        prune(store, settings, MORNING)
+        prune(store, MORNING, text_retention=settings.retention_text,
+              history_retention=settings.retention_history)
 
         assert not prune_due(store, MORNING + timedelta(hours=23))
         assert prune_due(store, MORNING + timedelta(days=1))

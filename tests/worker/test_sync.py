@@ -7,6 +7,7 @@ import gc
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,13 @@ from worker.sync.salesforce import SALESFORCE_STREAMS, _FirstPageAhead, sync_sal
 
 
 def _sync(store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> SyncReport:
-    return sync_all(store, settings, clock(), salesforce=clients.salesforce, zendesk=clients.zendesk)
+    return sync_all(store, clock(), salesforce=clients.salesforce, zendesk=clients.zendesk, **_sources(settings))
+
+
+def _sources(settings: Settings) -> dict[str, Any]:
+    """The settings `sync_all` takes, by name, as the cycle passes them."""
+    return {"usage_dir": settings.usage_dir, "salesforce_overlap": settings.salesforce_overlap,
+            "salesforce_api_share": settings.salesforce_api_share, "zendesk_backfill": settings.zendesk_backfill}
 
 
 def _account(sandboxes: Sandboxes, name: str = "Acme", website: str = "https://www.acme.example") -> str:
@@ -210,7 +217,8 @@ def test_when_the_budget_runs_out_mid_stream_the_batches_read_are_stored_and_no_
     clock.offset += timedelta(minutes=1)  # the run starts after the events were written
 
     with pytest.raises(BudgetSpent):
-        sync_salesforce_stream(store, clients.salesforce, stream, settings, clock(), SyncReport())
+        sync_salesforce_stream(store, clients.salesforce, stream, clock(), SyncReport(),
+                               overlap=settings.salesforce_overlap, api_share=settings.salesforce_api_share)
 
     assert salesforce.api_calls_used == salesforce.daily_api_limit // 2  # the query, and no call after it
     assert {r["source_id"] for r in store.query("SELECT source_id FROM activities")} == set(events[:5])
@@ -245,7 +253,8 @@ def test_retention_clears_old_text_but_keeps_the_sentiment_so_scores_do_not_move
     _sync(store, settings, clients, clock)
     score_pending_texts(store, VaderModel())
 
-    removed = prune(store, settings, clock())
+    removed = prune(store, clock(), text_retention=settings.retention_text,
+                    history_retention=settings.retention_history)
 
     rows = store.query("SELECT text, sentiment FROM activities WHERE kind = 'email' ORDER BY occurred_at")
     assert removed == {"texts": 1}
@@ -323,7 +332,8 @@ def test_first_pages_asked_for_ahead_on_a_second_session_leave_one_call_per_stre
 def test_a_first_page_asked_for_ahead_for_a_stream_then_skipped_fails_no_other_stream(
         sandboxes: Sandboxes, settings: Settings, clients: Clients) -> None:
     sandboxes.salesforce.fail_next(400, "MALFORMED_QUERY", "unexpected token", path_contains="/query")
-    ahead = _FirstPageAhead(clients.salesforce.sibling(), settings)
+    ahead = _FirstPageAhead(clients.salesforce.sibling(), overlap=settings.salesforce_overlap,
+                            api_share=settings.salesforce_api_share)
     event = next(s for s in SALESFORCE_STREAMS if s.sobject == "Event")
 
     ahead.start(event, None, None)
@@ -349,7 +359,7 @@ def test_a_first_backfill_stores_activities_without_the_account_index_and_builds
     _meeting(sandboxes, account, clock, "Kickoff", days_ago=2)
     seen: dict[str, bool] = {}
 
-    sync_all(store, settings, clock(), salesforce=clients.salesforce, zendesk=None,
+    sync_all(store, clock(), salesforce=clients.salesforce, zendesk=None, **_sources(settings),
              progress=_index_seen_by_stream(store, seen))
 
     assert seen["salesforce.Event"] is False
@@ -366,7 +376,7 @@ def test_a_later_sync_stores_activities_with_the_account_index_in_place(
     clock.offset += timedelta(minutes=15)
     seen: dict[str, bool] = {}
 
-    sync_all(store, settings, clock(), salesforce=clients.salesforce, zendesk=None,
+    sync_all(store, clock(), salesforce=clients.salesforce, zendesk=None, **_sources(settings),
              progress=_index_seen_by_stream(store, seen))
 
     assert seen["salesforce.Event"] is True
@@ -377,7 +387,7 @@ def test_python_s_cyclic_collector_is_off_while_salesforce_pages_are_stored_and_
     _account(sandboxes)
     seen: list[bool] = []
 
-    sync_all(store, settings, clock(), salesforce=clients.salesforce, zendesk=None,
+    sync_all(store, clock(), salesforce=clients.salesforce, zendesk=None, **_sources(settings),
              progress=lambda _stream, _read: seen.append(gc.isenabled()))
 
     assert seen and not any(seen)

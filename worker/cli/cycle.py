@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 from worker.cli.common import DbOption, DryRunOption, RulesOption, VerboseOption, app, cli_settings, err, open_store
 
 
-def _run_stages(stages: tuple[str, ...], db: Path | None, rules_dir: Path | None, dry_run: bool,
+def _run_stages(stages: tuple[str, ...] | None, db: Path | None, rules_dir: Path | None, dry_run: bool,
                 verbose: bool) -> CycleReport:
     from worker.cycle import Cycle, build_clients
 
@@ -85,7 +85,7 @@ def run(once: Annotated[bool, typer.Option("--once", help="Run one full cycle an
         verbose: VerboseOption = False) -> None:
     """Run the worker: a cycle every HEALTHBEAT_INTERVAL (default 15m), until stopped."""
     if once:
-        _run_stages(("sync", "score", "evaluate", "writeback", "notify"), db, rules_dir, dry_run, verbose)
+        _run_stages(None, db, rules_dir, dry_run, verbose)  # the whole FULL_CYCLE, prune included
         return
     from worker.service.scheduler import run_forever
 

@@ -77,7 +77,8 @@ def db_prune(db: DbOption = None) -> None:
 
     settings = cli_settings(db)
     with open_store(settings) as store:
-        removed = prune(store, settings, system_clock())
+        removed = prune(store, system_clock(), text_retention=settings.retention_text,
+                        history_retention=settings.retention_history)
     typer.echo(", ".join(f"{k}: {v}" for k, v in removed.items()) or "nothing to prune")
 
 

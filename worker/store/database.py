@@ -8,6 +8,7 @@ Datasette; the views at the end answer the common questions without reading the 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import operator
@@ -54,6 +55,7 @@ class Store:
     def __init__(self, path: Path | str, *, lock: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
         self.on_disk = str(path) != ":memory:"
+        self._savepoints = itertools.count(1)
         if self.on_disk and not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
@@ -117,10 +119,22 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All-or-nothing: the unit of "upsert a page and advance its cursor"."""
+        """All-or-nothing: the unit of "upsert a page and advance its cursor".
+
+        Nested use is a savepoint (as sqlite-utils' `atomic()` does): an inner block that fails is undone on its
+        own, whatever the outer block then does with the error, and what it wrote is committed only with the
+        outer transaction."""
         conn = self.conn
-        if conn.in_transaction:  # nested use joins the outer transaction
-            yield conn
+        if conn.in_transaction:
+            savepoint = f"healthbeat_{next(self._savepoints)}"
+            conn.execute(f"SAVEPOINT {savepoint}")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                conn.execute(f"RELEASE SAVEPOINT {savepoint}")
+                raise
+            conn.execute(f"RELEASE SAVEPOINT {savepoint}")
             return
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -8,9 +8,8 @@ rows and cycle records past the same horizon.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from worker.config import Settings
 from worker.store.database import Store, iso
 
 _LAST_PRUNED = "retention.pruned_day"
@@ -21,9 +20,11 @@ def prune_due(store: Store, now: datetime) -> bool:
     return store.cursor(_LAST_PRUNED) != now.date().isoformat()
 
 
-def prune(store: Store, settings: Settings, now: datetime) -> dict[str, int]:
-    text_before = iso(now - settings.retention_text)
-    history_before = now - settings.retention_history
+def prune(store: Store, now: datetime, *, text_retention: timedelta, history_retention: timedelta) -> dict[str, int]:
+    """Clear text older than `text_retention` (its sentiment stays); drop history, delivered outbox rows and
+    cycle records older than `history_retention`. Counts per kind, only those that removed something."""
+    text_before = iso(now - text_retention)
+    history_before = now - history_retention
     with store.transaction() as conn:
         counts = {
             "texts": conn.execute("UPDATE activities SET text = NULL WHERE text IS NOT NULL AND sentiment IS NOT NULL "

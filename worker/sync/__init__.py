@@ -10,11 +10,11 @@ streams still run, and the next cycle resumes from what was committed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from connectors.salesforce.client import SalesforceClient
 from connectors.zendesk.client import ZendeskClient
-from worker.config import Settings
 from worker.errors import SyncAborted
 from worker.store import Store
 from worker.sync.report import SyncReport
@@ -25,15 +25,16 @@ from worker.sync.zendesk import sync_zendesk
 __all__ = ["SyncAborted", "SyncReport", "sync_all"]
 
 
-def sync_all(store: Store, settings: Settings, now: datetime, *,
-             salesforce: SalesforceClient, zendesk: ZendeskClient | None,
-             progress: Callable[[str, int], None] | None = None) -> SyncReport:
-    """Every source in turn; `progress(stream, records so far)` after each page, for a terminal's sake."""
+def sync_all(store: Store, now: datetime, *, salesforce: SalesforceClient, zendesk: ZendeskClient | None,
+             usage_dir: Path | None, salesforce_overlap: timedelta, salesforce_api_share: float,
+             zendesk_backfill: timedelta, progress: Callable[[str, int], None] | None = None) -> SyncReport:
+    """Every source in turn; a source that is not configured (None) is skipped. `progress(stream, records so
+    far)` after each page, for a terminal's sake."""
     report = SyncReport(progress=progress)
-    sync_salesforce(store, salesforce, settings, now, report)
+    sync_salesforce(store, salesforce, now, report, overlap=salesforce_overlap, api_share=salesforce_api_share)
     if zendesk is not None:
-        sync_zendesk(store, zendesk, now, report, backfill=settings.zendesk_backfill)
+        sync_zendesk(store, zendesk, now, report, backfill=zendesk_backfill)
     else:
         report.skipped_streams["zendesk"] = "not configured"
-    sync_usage(store, settings, now, report)
+    sync_usage(store, usage_dir, now, report)
     return report

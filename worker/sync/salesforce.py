@@ -26,7 +26,6 @@ from connectors.salesforce.client import (
     SalesforceError,
     SalesforceLimitError,
 )
-from worker.config import Settings
 from worker.errors import SyncAborted
 from worker.store import Quarantined, Store, iso, parse_iso
 from worker.sync._paging import _chunks, _Prefetched
@@ -185,16 +184,18 @@ def build_soql(stream: SalesforceStream, fields: Sequence[str], cursor: Cursor |
     return f"SELECT {', '.join(fields)} FROM {stream.sobject}{where} ORDER BY SystemModstamp ASC, Id ASC"
 
 
-def sync_salesforce(store: Store, client: SalesforceClient, settings: Settings, now: datetime,
-                    report: SyncReport) -> None:
+def sync_salesforce(store: Store, client: SalesforceClient, now: datetime, report: SyncReport, *,
+                    overlap: timedelta, api_share: float) -> None:
+    """Every Salesforce stream in turn, each re-reading `overlap` before its cursor, until this cycle has used
+    `api_share` of the org's daily API limit."""
     try:
         client.connect()
     except SalesforceAuthError as exc:
         raise SyncAborted(str(exc)) from None
-    ahead = _FirstPageAhead(client.sibling(), settings)
+    ahead = _FirstPageAhead(client.sibling(), overlap=overlap, api_share=api_share)
     with _cyclic_gc_paused(), store.account_index_deferred():
         try:
-            _sync_salesforce_streams(store, client, settings, now, report, ahead)
+            _sync_salesforce_streams(store, client, now, report, ahead, overlap=overlap, api_share=api_share)
         finally:
             for sobject, calls in ahead.close().items():  # a first page asked for and never used (a stop)
                 report.streams.setdefault(f"salesforce.{sobject}", StreamStats()).api_calls += calls
@@ -221,15 +222,16 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _sync_salesforce_streams(store: Store, client: SalesforceClient, settings: Settings, now: datetime,
-                             report: SyncReport, ahead: _FirstPageAhead) -> None:
+def _sync_salesforce_streams(store: Store, client: SalesforceClient, now: datetime, report: SyncReport,
+                             ahead: _FirstPageAhead, *, overlap: timedelta, api_share: float) -> None:
     for index, stream in enumerate(SALESFORCE_STREAMS):
         name = f"salesforce.{stream.sobject}"
         started, calls = time.monotonic(), client.session_calls
         following = SALESFORCE_STREAMS[index + 1] if index + 1 < len(SALESFORCE_STREAMS) else None
         try:
-            _check_budget(client, settings.salesforce_api_share, report)
-            sync_salesforce_stream(store, client, stream, settings, now, report, ahead=ahead, following=following)
+            _check_budget(client, api_share, report)
+            sync_salesforce_stream(store, client, stream, now, report, overlap=overlap, api_share=api_share,
+                                   ahead=ahead, following=following)
         except BudgetSpent as exc:
             report.failed_streams[name] = str(exc)
             report.salesforce_limited = True
@@ -263,8 +265,8 @@ def _check_budget(client: SalesforceClient, share: float, report: SyncReport) ->
                           f"({report.api_share:.0%}), at or above HEALTHBEAT_SALESFORCE_API_SHARE={share:.0%}")
 
 
-def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: SalesforceStream,
-                           settings: Settings, now: datetime, report: SyncReport, *,
+def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: SalesforceStream, now: datetime,
+                           report: SyncReport, *, overlap: timedelta, api_share: float,
                            ahead: _FirstPageAhead | None = None, following: SalesforceStream | None = None) -> None:
     """One stream's new and changed records, page by page, each page stored with the cursor after it.
 
@@ -288,12 +290,12 @@ def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: Sales
                  name, ", ".join(missing_optional))
     fields = stream.fields_in(available)
     cursor = Cursor.load(store.cursor(name))
-    soql = build_soql(stream, fields, cursor, settings.salesforce_overlap)
+    soql = build_soql(stream, fields, cursor, overlap)
     first = ahead.take(stream.sobject, soql) if ahead is not None else None
     following_cursor = (Cursor.load(store.cursor(f"salesforce.{following.sobject}"))
                         if ahead is not None and following is not None else None)
     responses = client.query_pages(soql, include_deleted=stream.has_is_deleted, first=first)
-    budget = functools.partial(_check_budget, client, settings.salesforce_api_share, report)
+    budget = functools.partial(_check_budget, client, api_share, report)
     pages = 0
     with _Prefetched(_chunks(responses, PAGE, after_each=budget)) as prefetched:
         for page in prefetched:
@@ -376,16 +378,17 @@ class _FirstPageAhead:
     side thread plans the query from its own describe and the cursor read here; the stream uses the page only
     if it plans the same query. Never more than one call ahead, and none once the API share is spent."""
 
-    def __init__(self, sibling: SalesforceClient, settings: Settings) -> None:
+    def __init__(self, sibling: SalesforceClient, *, overlap: timedelta, api_share: float) -> None:
         self._sibling = sibling
-        self._settings = settings
+        self._overlap = overlap
+        self._api_share = api_share
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salesforce-first-page")
         self._pending: tuple[str, Future[tuple[str | None, dict[str, Any] | None]]] | None = None
         self._calls: Counter[str] = Counter()  # per sObject: the side session's calls, once they are known
 
     def start(self, stream: SalesforceStream, cursor: Cursor | None, usage: ApiUsage | None) -> None:
         self._settle()
-        if usage is not None and usage.share is not None and usage.share >= self._settings.salesforce_api_share:
+        if usage is not None and usage.share is not None and usage.share >= self._api_share:
             return
         self._pending = (stream.sobject, self._pool.submit(self._fetch, stream, cursor))
 
@@ -422,7 +425,7 @@ class _FirstPageAhead:
                 available = self._sibling.describe_fields(stream.sobject)
             except SalesforceError:
                 return None, None  # the stream plans (and reports) this itself
-            soql = build_soql(stream, stream.fields_in(available), cursor, self._settings.salesforce_overlap)
+            soql = build_soql(stream, stream.fields_in(available), cursor, self._overlap)
             return soql, self._sibling.first_page(soql, include_deleted=stream.has_is_deleted)
         finally:
             self._calls[stream.sobject] += self._sibling.session_calls - before

@@ -6,18 +6,17 @@ import hashlib
 import json
 import logging
 from datetime import datetime
+from pathlib import Path
 
 from connectors.salesforce.ids import to_18
 from connectors.usage.reader import BadUsageRow, list_usage_files, read_usage_file
-from worker.config import Settings
 from worker.store import Quarantined, Store
 from worker.sync.report import Row, SyncReport
 
 log = logging.getLogger(__name__)
 
-def sync_usage(store: Store, settings: Settings, now: datetime, report: SyncReport) -> None:
+def sync_usage(store: Store, folder: Path | None, now: datetime, report: SyncReport) -> None:
     """Read each file once per content (name and hash remembered); a later row for an account-day wins."""
-    folder = settings.usage_dir
     if folder is None:
         return
     if not folder.is_dir():
