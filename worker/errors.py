@@ -1,5 +1,6 @@
-"""Every error Healthbeat raises on purpose, in one tree, so callers catch by meaning and the CLI maps each
-branch to an exit status in one place (`worker.cli.common.exit_status`).
+"""Every error Healthbeat raises on purpose, in one tree, so callers catch by meaning and the CLI turns each
+branch into a message and an exit status in one place (`worker.cli.common.Commands`). Anything else
+exits 1.
 
     HealthbeatError                  anything Healthbeat refuses or cannot do, in words for the operator
      ├── ConfigError                 a setting is missing or malformed (exit 2)
@@ -11,8 +12,8 @@ branch to an exit status in one place (`worker.cli.common.exit_status`).
      ├── FeedbackError               a feedback operation that cannot be done (no such proposal, expired)
      │    └── NotANudgeKey           text that is not a nudge's dedup key (a forged or truncated button)
      ├── AccountNotFound             an account named on the command line is not in the store
-     ├── OutcomeConfigError          the churn outcomes cannot be read as configured
-     └── HealthServerError           the worker's HTTP port cannot be opened
+     ├── OutcomeConfigError          the churn outcomes cannot be read as configured (exit 2)
+     └── HealthServerError           the worker's HTTP port cannot be opened (exit 2)
 
 The connectors raise their own trees (`SalesforceError`, `ZendeskError`, `SlackError`): they are libraries
 of their own and know nothing of the worker. Control flow that never leaves a module (a spent API budget,
@@ -62,6 +63,8 @@ class AccountNotFound(HealthbeatError):
 
 class OutcomeConfigError(HealthbeatError):
     """The churn outcomes cannot be read as configured (a missing field, an unknown opportunity type)."""
+
+    exit_status = 2
 
 
 class HealthServerError(HealthbeatError):

@@ -138,16 +138,11 @@ def feedback_accept(feedback_id: Annotated[int, typer.Argument(help="The correct
                     db: DbOption = None) -> None:
     """Make a correction proposed in Slack an override; it keeps its term and expires by itself."""
     from worker.clock import system_clock
-    from worker.errors import FeedbackError
     from worker.service.feedback import accept_proposal
 
     settings = cli_settings(db)
     with open_store(settings) as store:
-        try:
-            row = accept_proposal(store, feedback_id, by, system_clock())
-        except FeedbackError as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(1) from None
+        row = accept_proposal(store, feedback_id, by, system_clock())
     err.print(f"{row['account_id']} pinned at {row['proposed_value']:g} until {row['proposed_until']} "
               "(takes effect at the next score)")
 

@@ -14,13 +14,39 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from worker.config import Settings, load_settings
-from worker.errors import ConfigError, StoreLocked
+from worker.errors import ConfigError, HealthbeatError
 from worker.logs import add_secrets
+from worker.rulefile import RuleFileError
 from worker.store import Store
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class Commands(TyperGroup):
+    """Every command's errors from the worker's error tree become a message on stderr and the branch's exit
+    status (`worker.errors`): the one place where the CLI decides how a refusal reads and how it exits."""
+
+    def invoke(self, ctx: Any) -> Any:  # click.Context; typer may vendor its own click
+        try:
+            return super().invoke(ctx)
+        except HealthbeatError as exc:
+            report_error(exc)
+            raise typer.Exit(exc.exit_status) from None
+
+
+def report_error(exc: HealthbeatError) -> None:
+    if isinstance(exc, RuleFileError):
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+    elif isinstance(exc, ConfigError):
+        err.print(f"[red]Configuration:[/red] {escape(str(exc))}")
+    else:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True,
                   help="Healthbeat: customer-health scores from CRM, support and usage activity, written "
                        "back to Salesforce, with Slack nudges for account owners.")
 
@@ -39,21 +65,13 @@ def cli_settings(db: Path | None = None, rules_dir: Path | None = None) -> Setti
         overrides["HEALTHBEAT_DB"] = db
     if rules_dir is not None:
         overrides["HEALTHBEAT_RULES_DIR"] = rules_dir
-    try:
-        settings = load_settings(**overrides)
-    except ConfigError as exc:
-        err.print(f"[red]Configuration:[/red] {exc}")
-        raise typer.Exit(2) from None
+    settings = load_settings(**overrides)
     add_secrets(settings.secret_values())
     return settings
 
 
 def open_store(settings: Settings, *, lock: bool = True) -> Store:
-    try:
-        return Store(settings.db, lock=lock)
-    except StoreLocked as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(3) from None
+    return Store(settings.db, lock=lock)
 
 
 FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv.")]
@@ -78,11 +96,6 @@ AccountArgument = Annotated[str, typer.Argument(help="Salesforce Account Id (15 
 
 
 def account_id_of(store: Store, text: str) -> str:
-    from worker.errors import AccountNotFound
     from worker.scoring.explain import resolve_account
 
-    try:
-        return resolve_account(store, text)
-    except AccountNotFound as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    return resolve_account(store, text)

@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.progress import TaskID
 from rich.table import Table
 
-from worker.errors import ConfigError
 from worker.logs import configure_logging
 from worker.rulebook.in_force import RuleBook, load_rules
 
@@ -30,11 +29,7 @@ def _run_stages(stages: tuple[str, ...] | None, db: Path | None, rules_dir: Path
 
     configure_logging(verbose)
     settings = cli_settings(db, rules_dir)
-    try:
-        clients = build_clients(settings)
-    except ConfigError as exc:
-        err.print(f"[red]Configuration:[/red] {exc}")
-        raise typer.Exit(2) from None
+    clients = build_clients(settings)
     with open_store(settings) as store, _progress() as progress:
         report = Cycle(store, settings, RuleBook(settings.rules_dir), clients, dry_run=dry_run,
                        progress=progress).run(stages)

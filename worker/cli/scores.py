@@ -100,13 +100,8 @@ def explain(account: AccountArgument, fmt: Annotated[str, typer.Option("--format
     scorecard, _ = rulebook.require()
     with open_store(settings, lock=False) as store:
         account_id = account_id_of(store, account)
-        from worker.errors import AccountNotFound
 
-        try:
-            explanation = explain_account(store, scorecard.scorecard, account_id)
-        except AccountNotFound as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(1) from None
+        explanation = explain_account(store, scorecard.scorecard, account_id)
         from worker.clock import system_clock
         from worker.service.feedback import account_feedback
 
@@ -149,7 +144,6 @@ def backtest(
     from worker.analysis.outcomes import OutcomeRules, read_outcomes
     from worker.clock import system_clock
     from worker.config import parse_duration
-    from worker.errors import OutcomeConfigError
 
     configure_logging(verbose)
     if fmt not in ("table", "json"):
@@ -176,11 +170,7 @@ def backtest(
         raise typer.Exit(1)
     rules = OutcomeRules(tuple(renewal_type or ["Renewal"]), renewal_name or None, churn_field)
     with open_store(settings, lock=False) as store:
-        try:
-            outcomes = read_outcomes(store, rules)
-        except OutcomeConfigError as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from None
+        outcomes = read_outcomes(store, rules)
         result = run_command(store, rulebook.scorecard, rulebook.alerts, outcomes, plan, fmt=fmt, plot_dir=plot,
                              tune_out=out)
     typer.echo(result.output)
