@@ -11,6 +11,8 @@ The layers, lowest first (a module may import from its own package and from any 
     around it    worker.analysis, worker.ops, worker.service, worker.demo (none imports another)
     commands     worker.cli
 
+The tables more than one stage reads (the outbox, overrides, silences) are written by one module each.
+
 `connectors` are libraries of their own: they never import the worker, and the worker outside `worker.demo`
 imports only their clients, never a sandbox.
 """
@@ -18,6 +20,7 @@ imports only their clients, never a sandbox.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,6 +121,19 @@ def test_only_the_demo_imports_a_sandbox(sandbox: str) -> None:
                 if s.startswith("worker.") and not s.startswith("worker.demo")
                 and t.startswith("connectors.") and sandbox in t.split(".")]
     assert reaching == []
+
+
+TABLE_OWNERS = {"outbox": "worker.store.outbox", "overrides": "worker.scoring.overrides",
+                "silences": "worker.alerting.silences"}
+
+
+@pytest.mark.parametrize(("table", "owner"), sorted(TABLE_OWNERS.items()))
+def test_only_its_owning_module_writes_a_shared_table(table: str, owner: str) -> None:
+    writes = re.compile(rf"(INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE|DELETE\s+FROM)\s+{table}\b|"
+                        rf"(insert_missing|upsert|insert_all|insert)\(\s*[\"']{table}[\"']", re.IGNORECASE)
+    writers = [name for name, path in MODULES.items()
+               if name not in (owner, "worker.store.schema") and writes.search(path.read_text())]
+    assert writers == []
 
 
 def _circles(graph: dict[str, set[str]]) -> list[list[str]]:

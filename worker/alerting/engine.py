@@ -22,7 +22,8 @@ from simpleeval import InvalidExpression
 
 from worker.alerting.message import NudgeKey, nudge_payload, record_link, render_message
 from worker.alerting.rules import AlertRule, LoadedRules, evaluate, slack_escape
-from worker.store import Store, changes, iso, parse_iso
+from worker.alerting.silences import active_silences, silenced_by
+from worker.store import Store, changes, iso, outbox, parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +64,6 @@ def account_contexts(store: Store, accounts: Collection[str] | None = None) -> l
 
 def _holds(expression: str, context: Mapping[str, Any]) -> bool:
     return bool(evaluate(expression, context))
-
-
-def active_silences(store: Store, now: datetime) -> list[dict[str, Any]]:
-    return store.query("SELECT * FROM silences WHERE until > ? ORDER BY id", (iso(now),))
-
-
-def silenced_by(silences: Iterable[Mapping[str, Any]], rule: str, context: Mapping[str, Any]) -> int | None:
-    """The id of a silence that covers this nudge: every field it gives (rule, account, owner) matches."""
-    for silence in silences:
-        if (silence["rule"] in (None, rule) and silence["account_id"] in (None, context["account_id"])
-                and silence["owner"] in (None, context.get("owner"), context.get("owner_email"))):
-            return int(silence["id"])
-    return None
 
 
 # What a condition can raise on real data (a None where a number was expected, a missing measure, ...).
@@ -171,7 +159,7 @@ def evaluate_alerts(store: Store, loaded: LoadedRules, now: datetime, *, record_
                     report.resolved += 1
     with store.transaction() as conn:
         store.upsert("alerts", state_rows, ("rule", "account_id"))
-        store.insert_missing("outbox", outbox_rows)
+        outbox.owe(store, outbox_rows)
         changes.clear(conn, due)
     for error in report.errors[:10]:
         log.error("alert rule failed: %s", error)

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from worker.alerting import silences
 from worker.cli.common import (
     DbOption,
     FormatOption,
@@ -59,10 +60,8 @@ def silence_add(reason: Annotated[str, typer.Option(help="Why: kept with the sil
     settings = cli_settings(db)
     with open_store(settings) as store:
         account_id = account_id_of(store, account) if account else None
-        with store.transaction() as conn:
-            silence_id = conn.execute(
-                "INSERT INTO silences (rule, account_id, owner, until, reason, created_by, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", (rule, account_id, owner, iso(ends), reason, by, iso(now))).lastrowid
+        silence_id = silences.add_silence(store, rule=rule, account_id=account_id, owner=owner, until=ends,
+                                          reason=reason, by=by, now=now)
     err.print(f"silence {silence_id} holds until {iso(ends)}")
 
 
@@ -71,14 +70,11 @@ def silence_ls(fmt: FormatOption = "table", all_: Annotated[bool, typer.Option("
                = False, db: DbOption = None) -> None:
     """List the silences in force (or all of them)."""
     from worker.clock import system_clock
-    from worker.store import iso
 
     check_format(fmt)
     settings = cli_settings(db)
     with open_store(settings, lock=False) as store:
-        rows = store.query("SELECT id, rule, account_id, owner, until, reason, created_by, created_at FROM silences "
-                           + ("" if all_ else "WHERE until > ? ") + "ORDER BY id",
-                           () if all_ else (iso(system_clock()),))
+        rows = silences.list_silences(store, system_clock(), expired_too=all_)
     if fmt != "table":
         emit(rows, fmt, ("id", "rule", "account_id", "owner", "until", "reason", "created_by", "created_at"))
         return
@@ -96,12 +92,10 @@ def silence_expire(silence_id: Annotated[int, typer.Argument(help="The silence's
                    db: DbOption = None) -> None:
     """End a silence now."""
     from worker.clock import system_clock
-    from worker.store import iso
 
     settings = cli_settings(db)
-    with open_store(settings) as store, store.transaction() as conn:
-        changed = conn.execute("UPDATE silences SET until = ? WHERE id = ? AND until > ?",
-                               (iso(system_clock()), silence_id, iso(system_clock()))).rowcount
+    with open_store(settings) as store:
+        changed = silences.expire_silence(store, silence_id, system_clock())
     if not changed:
         err.print(f"[red]no silence {silence_id} in force[/red]")
         raise typer.Exit(1)

@@ -27,6 +27,7 @@ from worker.cli.common import (
 )
 from worker.logs import configure_logging
 from worker.rulebook.in_force import RuleBook
+from worker.scoring import overrides
 from worker.scoring.latest import read_scores
 from worker.terminal import scores_table
 
@@ -195,7 +196,6 @@ def override_set(account: AccountArgument,
     from datetime import date, timedelta
 
     from worker.clock import system_clock
-    from worker.store import iso
 
     today = system_clock().date()
     try:
@@ -209,11 +209,7 @@ def override_set(account: AccountArgument,
     settings = cli_settings(db)
     with open_store(settings) as store:
         account_id = account_id_of(store, account)
-        with store.transaction() as conn:
-            conn.execute("INSERT INTO overrides VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET "
-                         "value = excluded.value, reason = excluded.reason, until = excluded.until, "
-                         "set_by = excluded.set_by, set_at = excluded.set_at",
-                         (account_id, value, reason, last_day.isoformat(), by, iso(system_clock())))
+        overrides.pin(store, account_id, value, reason, last_day, by, system_clock())
     err.print(f"{account_id} pinned at {value:g} until {last_day} (takes effect at the next score)")
 
 
@@ -223,8 +219,7 @@ def override_clear(account: AccountArgument, db: DbOption = None) -> None:
     settings = cli_settings(db)
     with open_store(settings) as store:
         account_id = account_id_of(store, account)
-        with store.transaction() as conn:
-            removed = conn.execute("DELETE FROM overrides WHERE account_id = ?", (account_id,)).rowcount
+        removed = overrides.unpin(store, account_id)
     err.print(f"{account_id}: override removed" if removed else f"{account_id} had no override")
 
 
@@ -234,8 +229,7 @@ def override_ls(fmt: FormatOption = "table", db: DbOption = None) -> None:
     check_format(fmt)
     settings = cli_settings(db)
     with open_store(settings, lock=False) as store:
-        rows = store.query("SELECT o.account_id, a.name, o.value, o.reason, o.until, o.set_by, o.set_at "
-                           "FROM overrides o LEFT JOIN accounts a ON a.id = o.account_id ORDER BY o.until")
+        rows = overrides.list_overrides(store)
     if fmt != "table":
         emit(rows, fmt, ("account_id", "name", "value", "reason", "until", "set_by", "set_at"))
         return

@@ -26,7 +26,7 @@ from connectors.slack.client import (
     escape_text,
 )
 from worker.alerting.message import NudgePayload, digest_message
-from worker.store import Store, iso
+from worker.store import Store, iso, outbox
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,7 @@ def _post(store: Store, slack: SlackClient, group: list[Row], payloads: list[Nud
           now: datetime) -> None:
     batch_key = _batch_key(group)
     with store.transaction() as conn:
-        conn.executemany("UPDATE outbox SET status = 'inflight', attempts = attempts + 1, remote_ref = ?, "
-                         "batch_key = ? WHERE id = ?", [(target.conversation, batch_key, r["id"]) for r in group])
+        outbox.take(conn, [r["id"] for r in group], conversation=target.conversation, batch_key=batch_key)
     if batch_key is None:
         text, blocks = payloads[0].text, list(payloads[0].blocks)
         key = group[0]["dedup_key"]
@@ -226,10 +225,7 @@ def _post(store: Store, slack: SlackClient, group: list[Row], payloads: list[Nud
     _mark(store, [r["id"] for r in group], "sent", f"{sent.channel}:{sent.ts}", None, now)
 
 
-def _mark(store: Store, ids: Sequence[int], status: str, remote_ref: str | None, error: str | None,
+def _mark(store: Store, ids: Sequence[int], status: outbox.Status, remote_ref: str | None, error: str | None,
           now: datetime) -> None:
     with store.transaction() as conn:
-        conn.executemany(
-            "UPDATE outbox SET status = ?, remote_ref = coalesce(?, remote_ref), last_error = ?, "
-            "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
-            [(status, remote_ref, error, status, iso(now), row_id) for row_id in ids])
+        outbox.settle(conn, ids, status, now, remote_ref=remote_ref, error=error)

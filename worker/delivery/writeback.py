@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from connectors.salesforce.client import SalesforceClient, SalesforceError, SalesforceLimitError
-from worker.store import Store, changes, iso
+from worker.store import Store, changes, iso, outbox
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,8 @@ def plan_writeback(store: Store, now: datetime) -> int:
                      "status": "pending", "attempts": 0, "last_error": None, "remote_ref": None,
                      "created_at": iso(now), "sent_at": None})
     with store.transaction() as conn:
-        conn.executemany("UPDATE outbox SET status = 'superseded' WHERE dedup_key = ? AND status != 'inflight'",
-                         [(k,) for k in superseded])
-        store.insert_missing("outbox", rows)
+        outbox.supersede(conn, superseded)
+        outbox.owe(store, rows)
         changes.clear(conn, due)
     return len(rows)
 
@@ -152,16 +151,14 @@ def push_scores(store: Store, client: SalesforceClient, now: datetime, *, dry_ru
         return report
     for batch in _chunks(rows, BATCH):
         with store.transaction() as conn:
-            conn.executemany("UPDATE outbox SET status = 'inflight', attempts = attempts + 1 WHERE id = ?",
-                             [(r["id"],) for r in batch])
+            outbox.take(conn, [r["id"] for r in batch])
         records = [_record(r["account_id"], json.loads(r["payload"])["values"], available) for r in batch]
         try:
             results = client.update_records("Account", records)
         except SalesforceLimitError as exc:
             # A definite refusal, not an unknown outcome: nothing was written; try again next cycle.
             with store.transaction() as conn:
-                conn.executemany("UPDATE outbox SET status = 'pending', attempts = attempts - 1 WHERE id = ?",
-                                 [(r["id"],) for r in batch])
+                outbox.give_back(conn, [r["id"] for r in batch])
             report.errors.append(str(exc))
             log.error("writeback: %s; %d accounts wait for the next cycle", exc, len(batch))
             break
@@ -179,8 +176,7 @@ def push_scores(store: Store, client: SalesforceClient, now: datetime, *, dry_ru
                 else:
                     error = "; ".join(result.errors)
                     dead = row["attempts"] + 1 >= MAX_ATTEMPTS
-                    conn.execute("UPDATE outbox SET status = ?, last_error = ? WHERE id = ?",
-                                 ("dead" if dead else "failed", error, row["id"]))
+                    outbox.settle(conn, [row["id"]], "dead" if dead else "failed", now, error=error)
                     report.failed += 1
                     report.errors.append(f"{row['account_id']}: {error}")
     for error in report.errors[:10]:
@@ -190,8 +186,7 @@ def push_scores(store: Store, client: SalesforceClient, now: datetime, *, dry_ru
 
 def _confirm(conn: Any, row: dict[str, Any], now: datetime) -> None:
     payload = json.loads(row["payload"])
-    conn.execute("UPDATE outbox SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ?",
-                 (iso(now), row["id"]))
+    outbox.settle(conn, [row["id"]], "sent", now)
     conn.execute("INSERT INTO writeback_state (account_id, fields, written_at) VALUES (?, ?, ?) "
                  "ON CONFLICT (account_id) DO UPDATE SET fields = excluded.fields, "
                  "written_at = excluded.written_at", (row["account_id"], payload["digest"], iso(now)))
@@ -222,8 +217,7 @@ def _confirm_inflight(store: Store, client: SalesforceClient, available: set[str
                 # Not there: send it again, unless newer values for the account are already queued.
                 newer = conn.execute("SELECT 1 FROM outbox WHERE kind = 'salesforce' AND account_id = ? AND id > ? "
                                      "AND status IN ('pending', 'failed')", (row["account_id"], row["id"])).fetchone()
-                conn.execute("UPDATE outbox SET status = ? WHERE id = ?",
-                             ("superseded" if newer else "pending", row["id"]))
+                outbox.requeue(conn, row["id"], superseded=newer is not None)
 
 
 def _same(held: Any, wanted: Any) -> bool:

@@ -33,6 +33,7 @@ from rich.text import Text
 
 from worker.alerting.message import NudgeKey
 from worker.errors import FeedbackError
+from worker.scoring import overrides
 from worker.store import Store, iso
 
 __all__ = [
@@ -141,7 +142,7 @@ def record_vote(store: Store, vote: Vote, now: datetime) -> Recorded:
                          (*values.values(), row_id))
         if status == "applied":
             assert vote.value is not None and vote.until is not None and vote.reason
-            _write_override(store, vote.nudge.account_id, vote.value, vote.reason, vote.until, vote.setter, now)
+            overrides.pin(store, vote.nudge.account_id, vote.value, vote.reason, vote.until, vote.setter, now)
     return Recorded(int(row_id or 0), True, status, why)
 
 
@@ -174,15 +175,7 @@ def owner_clicked_in_dm(store: Store, vote: Vote) -> bool:
 
 def other_override_in_force(store: Store, account_id: str, setter: str, today: date) -> str | None:
     """Who holds an override on this account now, unless it is `setter` (who may change their own)."""
-    rows = store.query("SELECT set_by, until FROM overrides WHERE account_id = ?", (account_id,))
-    if rows and (rows[0]["until"] is None or rows[0]["until"][:10] >= today.isoformat()) \
-            and rows[0]["set_by"] != setter:
-        return str(rows[0]["set_by"] or "someone on the command line")
-    account = store.query("SELECT override_value, override_until FROM accounts WHERE id = ?", (account_id,))
-    if account and account[0]["override_value"] is not None and \
-            (account[0]["override_until"] is None or account[0]["override_until"][:10] >= today.isoformat()):
-        return "a CSM in Salesforce (Health_Override__c)"
-    return None
+    return overrides.holder(store, account_id, today, besides=setter)
 
 
 def _decide(store: Store, vote: Vote, today: date) -> tuple[str, str]:
@@ -192,15 +185,6 @@ def _decide(store: Store, vote: Vote, today: date) -> tuple[str, str]:
     if holder is not None:
         return "proposed", f"an override by {holder} is in force, so it waits for a confirmation"
     return "applied", "the owner's word: it pins the score from the next cycle"
-
-
-def _write_override(store: Store, account_id: str, value: float, reason: str, until: date, set_by: str,
-                    now: datetime) -> None:
-    store.conn.execute(
-        "INSERT INTO overrides (account_id, value, reason, until, set_by, set_at) VALUES (?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (account_id) DO UPDATE SET value = excluded.value, reason = excluded.reason, "
-        "until = excluded.until, set_by = excluded.set_by, set_at = excluded.set_at",
-        (account_id, value, reason, until.isoformat(), set_by, iso(now)))
 
 
 def accept_proposal(store: Store, feedback_id: int, by: str | None, now: datetime) -> dict[str, Any]:
@@ -213,7 +197,7 @@ def accept_proposal(store: Store, feedback_id: int, by: str | None, now: datetim
         if row["proposed_until"] < now.date().isoformat():
             raise FeedbackError(f"proposal {feedback_id} expired on {row['proposed_until']}")
         set_by = f"{by or 'command line'}, on {row['user_name'] or row['user_id']}'s word (Slack {row['user_id']})"
-        _write_override(store, row["account_id"], float(row["proposed_value"]), str(row["reason"]),
+        overrides.pin(store, row["account_id"], float(row["proposed_value"]), str(row["reason"]),
                         date.fromisoformat(row["proposed_until"]), set_by, now)
         conn.execute("UPDATE feedback SET override_status = 'accepted', decided_by = ?, updated_at = ? "
                      "WHERE id = ?", (by, iso(now), feedback_id))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from worker.store import outbox
 from worker.store.database import Store, iso
 
 _LAST_PRUNED = "retention.pruned_day"
@@ -31,8 +32,7 @@ def prune(store: Store, now: datetime, *, text_retention: timedelta, history_ret
                                   "AND occurred_at < ?", (text_before,)).rowcount,
             "history": conn.execute("DELETE FROM score_history WHERE day < ?",
                                     (history_before.date().isoformat(),)).rowcount,
-            "outbox": conn.execute("DELETE FROM outbox WHERE status IN ('sent', 'superseded') AND created_at < ?",
-                                   (iso(history_before),)).rowcount,
+            "outbox": outbox.prune_delivered(conn, history_before),
             "cycles": conn.execute("DELETE FROM cycles WHERE started_at < ?", (iso(history_before),)).rowcount,
         }
         store.save_cursor(_LAST_PRUNED, now.date().isoformat(), 0, now)
