@@ -85,6 +85,14 @@ def _arrows() -> list[tuple[str, str, int]]:
             if target.startswith(("worker", "connectors"))]
 
 
+@pytest.mark.parametrize("top", ["worker", "connectors"])
+def test_every_folder_of_code_is_a_package_that_pip_install_ships(top: str) -> None:
+    """setuptools' `packages.find` skips a folder without `__init__.py`: `pip install .` (the Docker image)
+    would leave it out, while an editable install and the tests would still find it."""
+    folders = {path.parent for path in (ROOT / top).rglob("*.py")}
+    assert sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").exists()) == []
+
+
 def test_every_worker_package_has_a_layer() -> None:
     units = {_unit(name) for name in MODULES if name.startswith("worker.")} - {None}
     assert sorted(unit for unit in units if unit not in RANK) == []

@@ -1,0 +1,1 @@
+"""Operations: `healthbeat doctor` and the Salesforce fields the worker needs (`salesforce fields`)."""
