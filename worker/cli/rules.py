@@ -32,24 +32,34 @@ app.add_typer(rules_app, name="rules")
 
 @rules_app.command("check")
 def rules_check(rules_dir: RulesOption = None) -> None:
-    """Validate scorecard.yaml and alerts.yaml: every problem with file, line and field."""
+    """Validate scorecard.yaml and alerts.yaml, and run the scorecard's tests: every problem with file, line and
+    field."""
+    from worker.rulebook.scorecard_tests import run_scorecard_tests
+
     settings = cli_settings(rules_dir=rules_dir)
-    _, _, problems = load_rules(settings.rules_dir)
+    scorecard, _, problems = load_rules(settings.rules_dir)
+    # A broken scorecard is already named above; its tests could only say so again.
+    tests = run_scorecard_tests(settings.rules_dir) if scorecard is not None else None
+    if tests is not None:
+        problems += tests.problems + [failure for case in tests.failed for failure in case.failures]
     if problems:
         for problem in problems:
             typer.echo(problem, err=True)
         raise typer.Exit(1)
-    typer.echo(f"{settings.rules_dir}: scorecard.yaml and alerts.yaml are valid")
+    passed = f"; {len(tests.passed)} scorecard tests pass" if tests is not None and tests.results else ""
+    typer.echo(f"{settings.rules_dir}: scorecard.yaml and alerts.yaml are valid{passed}")
 
 
 @rules_app.command("test")
 def rules_test(files: Annotated[list[Path] | None, typer.Argument(
                    help="Test files (default: RULES_DIR/tests/*.yaml).")] = None,
                rules_dir: RulesOption = None) -> None:
-    """Run the rule tests (promtool-style): given facts over cycles, expect these nudges. Exit 1 on any failure."""
-    from worker.rulebook.alert_tests import format_report, run_rule_tests
+    """Run the rule tests (promtool-style): alert rules (given facts over cycles, expect these nudges) and the
+    scorecard (given activity, expect these measures, scores and bands). Exit 1 on any failure."""
+    from worker.rulebook.alert_tests import format_report
+    from worker.rulebook.scorecard_tests import run_all_rule_tests
 
-    report = run_rule_tests(cli_settings(rules_dir=rules_dir).rules_dir, files)
+    report = run_all_rule_tests(cli_settings(rules_dir=rules_dir).rules_dir, files)
     typer.echo(format_report(report))
     if not report.ok:
         raise typer.Exit(1)

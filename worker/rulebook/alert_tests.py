@@ -16,10 +16,14 @@ with no state rows at all as a *baseline*:
   matching. Cycle 0 is an ordinary evaluation: an account that matches at cycle 0 has crossed, and fires.
 
 Every outcome of a cycle counts for `expect_none_otherwise`: `fire`, `resolve` and `baseline` alike.
+
+The same folder holds the scorecard's tests (`worker.rulebook.scorecard_tests`); `rule_test_kind` tells the
+two apart by content, and both report through `RuleTestReport` and `format_report`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,6 +40,7 @@ from worker.store import iso
 
 Nudge = Literal["fire", "resolve", "baseline", "none"]
 State = Literal["inactive", "pending", "firing", "resolved"]
+TestKind = Literal["alerts", "scorecard"]
 FACT_NAMES = frozenset(SAMPLE_CONTEXT)  # the names a condition may use, and so the facts a case may give
 
 
@@ -131,21 +136,36 @@ def format_report(report: RuleTestReport) -> str:
     return "\n".join([*lines, report.summary()])
 
 
-def rule_test_files(rules_dir: Path) -> list[Path]:
-    """The test files of a rules directory, in a stable order."""
+_SCORECARD_TESTS = re.compile(r"^scorecard_tests[ \t]*:", re.MULTILINE)
+
+
+def rule_test_kind(path: Path) -> TestKind:
+    """Which rules a test file tests, by its content: a top-level `scorecard_tests:` key makes it a scorecard test
+    file; any other file is an alert-rule test file (whose loader says what is wrong with it, if anything)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return "alerts"
+    return "scorecard" if _SCORECARD_TESTS.search(text) else "alerts"
+
+
+def rule_test_files(rules_dir: Path, kind: TestKind | None = None) -> list[Path]:
+    """The test files of a rules directory (those of one kind, or all), in a stable order."""
     folder = rules_dir / "tests"
-    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
+    found = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
+    return [path for path in found if kind is None or rule_test_kind(path) == kind]
 
 
 def run_rule_tests(rules_dir: Path, files: Sequence[Path] | None = None) -> RuleTestReport:
-    """Run the test files (default: `rules_dir/tests/*.yaml`) against the alert rules of `rules_dir`."""
+    """Run the test files (default: the alert-rule tests of `rules_dir/tests/`) against the alert rules of
+    `rules_dir`."""
     report = RuleTestReport()
     try:
         rules = {r.name: r for r in load_alert_rules(rules_dir).rules.rules}
     except RuleFileError as exc:
         report.problems += [str(p) for p in exc.problems]
         return report
-    for path in files if files is not None else rule_test_files(rules_dir):
+    for path in files if files is not None else rule_test_files(rules_dir, "alerts"):
         try:
             loaded, spec = load_test_file(path, rules)
         except RuleFileError as exc:
