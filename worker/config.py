@@ -1,7 +1,7 @@
 """One typed settings object, read from the environment and `.env`, validated at start.
 
-The names are a contract with deployments (DESIGN §9): keep them exactly. Secrets are `SecretStr`
-so that printing the settings, or an exception that carries them, never shows a credential.
+The names are a contract with deployments (README "Configuration", .env.example): keep them exactly. Secrets
+are `SecretStr` so that printing the settings, or an exception that carries them, never shows a credential.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Daily product usage per account from files dropped in a folder (DESIGN §9, "Usage files").
+"""Daily product usage per account from files dropped in a folder (README, "Usage files").
 
 Product usage rarely lives in the CRM, so the cheapest common denominator is a folder of CSV or JSON-lines
 exports. A row that fails validation becomes a `BadUsageRow` naming the file and line, and reading goes on:

@@ -1,4 +1,4 @@
-"""The `healthbeat` command. Names and options are a contract with users and deployments (DESIGN §9).
+"""The `healthbeat` command. Names and options are a contract with users and deployments (README "Commands").
 
 Each module here registers one family of commands on the shared `app`.
 """

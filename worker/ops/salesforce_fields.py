@@ -5,7 +5,7 @@ Setup (`admin_instructions`), a deployment through the Metadata API (`write_pack
 `objects/Account.object` and a permission set that grants the integration user access to each field),
 and `healthbeat doctor`, which compares the org's `describe` of Account with `describe_type`.
 
-Names and types follow README "Salesforce fields" (DESIGN §9). The written fields take their names from
+Names and types follow README "Salesforce fields". The written fields take their names from
 `worker.delivery.writeback.DEFAULT_FIELDS`, so the write-back and this setup always speak of the same fields; the
 override fields are read only (a CSM fills them in) and match what `worker.sync` reads from Account.
 """
