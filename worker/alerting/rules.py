@@ -21,6 +21,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
+from connectors.slack.client import escape_text
 from worker.config import Duration
 from worker.rulefile import LoadedFile, Problem, RuleFileError, raise_problems, read_yaml, validate
 
@@ -38,7 +39,7 @@ FUNCTIONS = {"abs": abs, "min": min, "max": max, "round": round}
 
 def slack_escape(value: object) -> str:
     """Slack's three control characters, escaped in every text that comes from data."""
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escape_text(str(value))
 
 
 def template_environment() -> SandboxedEnvironment:

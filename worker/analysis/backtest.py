@@ -562,7 +562,7 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def _num(value: float | None, digits: int = 2) -> str:
+def num(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -573,15 +573,15 @@ def summary_lines(bt: Backtest) -> list[str]:
     lines = [f"Backtest {first} → {plan.until.date()}: {bt.snapshots} snapshots every "
              f"{round(plan.step.total_seconds() / 86400)} days, {bt.accounts} accounts; churn within "
              f"{plan.horizon_days} days.",
-             f"AUC {_num(d.auc)} (± {_num(d.auc_se)}) over {d.observations} account-snapshots of {d.accounts} "
+             f"AUC {num(d.auc)} (± {num(d.auc_se)}) over {d.observations} account-snapshots of {d.accounts} "
              f"accounts, {d.churn_events} churn events ({d.positives} snapshots before a churn); "
-             f"churn risk AUC {_num(d.churn_risk_auc)}.",
+             f"churn risk AUC {num(d.churn_risk_auc)}.",
              "Churn rate by band: " + ", ".join(f"{b.band} {_pct(b.rate)} ({b.churned}/{b.observations})"
                                                 for b in bt.bands)
              + ("" if bt.bands_ordered else "  ← NOT ordered red > yellow > green")]
     lead = bt.lead
     lines.append(f"Lead time: {lead.red_before} of {lead.churned_accounts} churned accounts were red before "
-                 f"churning, median {_num(lead.median_days, 0)} days ahead; red at "
+                 f"churning, median {num(lead.median_days, 0)} days ahead; red at "
                  + ", ".join(f"{k} days before: {_pct(share)} (of {n})" for k, share, n in lead.red_share_at))
     breached = [s for s in bt.distribution if s.breaches]
     guards = ", ".join(str(g) for g in plan.guardrails) or "none"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from worker.analysis.backtest import BANDS, Backtest, _num
+from worker.analysis.backtest import BANDS, Backtest, num
 
 
 def plot_backtest(bt: Backtest, directory: Path) -> list[Path]:
@@ -24,7 +24,7 @@ def plot_backtest(bt: Backtest, directory: Path) -> list[Path]:
 
     figure, axis = plt.subplots(figsize=(4.8, 4.8))
     roc = bt.discrimination.roc
-    axis.plot([p[0] for p in roc], [p[1] for p in roc], color="#1f3b57", label=f"AUC {_num(bt.discrimination.auc)}")
+    axis.plot([p[0] for p in roc], [p[1] for p in roc], color="#1f3b57", label=f"AUC {num(bt.discrimination.auc)}")
     axis.plot([0, 1], [0, 1], linestyle="--", color="#999999")
     axis.set_xlabel("retained accounts flagged (false positive rate)")
     axis.set_ylabel("churned accounts flagged (true positive rate)")

@@ -72,7 +72,6 @@ def rules_preview(new_rules_dir: Annotated[Path, typer.Argument(help="The change
     """What NEW_RULES_DIR would change on the current data (an in-memory copy; the database is never written)."""
     from worker.clock import system_clock
     from worker.rulebook.preview import format_preview, preview_rules, to_json
-    from worker.rulefile import RuleFileError
 
     if fmt not in ("table", "json"):
         err.print(f"[red]--format must be table or json, not {fmt!r}[/red]")
@@ -82,12 +81,7 @@ def rules_preview(new_rules_dir: Annotated[Path, typer.Argument(help="The change
         err.print(f"[red]No database at {settings.db}: run a cycle first (healthbeat run --once).[/red]")
         raise typer.Exit(1)
     with open_store(settings, lock=False) as store:
-        try:
-            preview = preview_rules(store, settings.rules_dir, new_rules_dir, system_clock())
-        except RuleFileError as exc:
-            for problem in exc.problems:
-                typer.echo(str(problem), err=True)
-            raise typer.Exit(1) from None
+        preview = preview_rules(store, settings.rules_dir, new_rules_dir, system_clock())
     if fmt == "json":
         sys.stdout.write(to_json(preview) + "\n")
     else:
@@ -99,15 +93,9 @@ def rules_diff(new_rules_dir: Annotated[Path, typer.Argument(help="The changed r
                rules_dir: RulesOption = None) -> None:
     """What changed from the rules in force (--rules-dir) to NEW_RULES_DIR, in words."""
     from worker.rulebook.diff import diff_rules
-    from worker.rulefile import RuleFileError
 
     settings = cli_settings(rules_dir=rules_dir)
-    try:
-        changes = diff_rules(settings.rules_dir, new_rules_dir)
-    except RuleFileError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        raise typer.Exit(1) from None
+    changes = diff_rules(settings.rules_dir, new_rules_dir)
     typer.echo("\n".join(changes) if changes else f"no changes from {settings.rules_dir} to {new_rules_dir}")
 
 
