@@ -399,7 +399,8 @@ class SalesforceClient:
             session_id=token,
             version=creds.api_version,
             session=self._http,
-            # plain dicts from json's own fast path: a hook (even ``dict``) doubles the parse of each page
+            # plain dicts from json's own fast path: a hook (even ``dict``) makes the parse of each page far
+            # slower (measured: BENCHMARKS.md, 'Figures behind the code')
             object_pairs_hook=None,
         )
 

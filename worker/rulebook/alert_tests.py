@@ -35,7 +35,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from worker.alerting.engine import step_rule
 from worker.alerting.rules import SAMPLE_CONTEXT, AlertRule, load_alert_rules
 from worker.config import Duration
-from worker.rulefile import LoadedFile, Problem, RuleFileError, read_yaml, validate
+from worker.rulefile import LoadedFile, RuleFileError, raise_problems, read_yaml, validate
 from worker.store import iso
 
 Nudge = Literal["fire", "resolve", "baseline", "none"]
@@ -183,10 +183,7 @@ def load_test_file(path: Path, rules: Mapping[str, AlertRule]) -> tuple[LoadedFi
     """Read and validate one test file: its shape (pydantic) and what it refers to (rules, accounts, cycles)."""
     loaded = read_yaml(path)
     spec = validate(loaded, RuleTestFile)
-    problems = [Problem(str(path), loaded.line_of(loc), ".".join(map(str, loc)), message)
-                for loc, message in _cross_check(spec, rules)]
-    if problems:
-        raise RuleFileError(problems)
+    raise_problems(loaded, _cross_check(spec, rules))
     return loaded, spec
 
 

@@ -39,7 +39,7 @@ from worker.rulebook.alert_tests import (
     rule_test_kind,
     run_rule_tests,
 )
-from worker.rulefile import LoadedFile, Problem, RuleFileError, read_yaml, validate
+from worker.rulefile import LoadedFile, Problem, RuleFileError, raise_problems, read_yaml, validate
 from worker.scoring.engine import score_account, score_accounts
 from worker.scoring.scorecard import Duration, LoadedScorecard, Scorecard, load_scorecard
 from worker.scoring.sentiment import Parallelism, SentimentModel, VaderModel, score_pending_texts
@@ -282,10 +282,7 @@ def load_scorecard_test_file(path: Path, scorecard: Scorecard) -> tuple[LoadedFi
     measures of the scorecard), every problem with file, line and field."""
     loaded = read_yaml(path)
     spec = validate(loaded, ScorecardTestFile)
-    problems = [Problem(str(path), loaded.line_of(loc), ".".join(map(str, loc)), message)
-                for loc, message in _cross_check(spec, scorecard)]
-    if problems:
-        raise RuleFileError(problems)
+    raise_problems(loaded, _cross_check(spec, scorecard))
     return loaded, spec
 
 

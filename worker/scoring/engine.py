@@ -40,7 +40,7 @@ Raw = dict[str, dict[str, float]]  # "group.measure" -> account -> raw value
 
 
 @dataclass(slots=True)
-class MeasureResult:  # 16 per account: a frozen dataclass's __init__ costs 3x (1.7 s at 100,000 accounts)
+class MeasureResult:  # 16 per account, so not frozen: a frozen dataclass's __init__ costs several times as much
     key: str
     raw: float | None
     points: float | None
@@ -177,7 +177,8 @@ def _points_column(points: list[tuple[float, float]], raw: Sequence[float | None
 @dataclass(frozen=True)
 class _Columns:
     """One scorecard's arithmetic for many accounts, one list per quantity, one entry per account (in the
-    order scored): computed a measure at a time, where an account at a time cost 2 s per 50,000 accounts."""
+    order scored): computed a measure at a time, which costs less than an account at a time (measured:
+    BENCHMARKS.md, 'Figures behind the code')."""
 
     scores: list[float]  # overall, rounded as stored
     coverage: list[float]
@@ -362,7 +363,7 @@ def confidence(coverage: float, newest_age_days: float | None, scorecard: Scorec
 
 def newest_data_ages(store: Store, as_of: datetime, *, scoped: bool = False) -> dict[str, float]:
     """Per account, whole days since its newest activity or usage day known at `as_of`: one query, each
-    kind's newest row found by walking its index backwards (a `max()` read all 5 million rows: 3.4 s)."""
+    kind's newest row found by walking its index backwards (a `max()` read every activity row of the store)."""
     newest_activity = ", ".join(f"coalesce({newest_of_kind(kind)}, '')" for kind in ACTIVITY_KINDS)
     rows = store.conn.execute(in_scope(f"""
         SELECT acc.id, julianday(:as_of_day) - julianday(max(
@@ -520,11 +521,12 @@ def _scored_parts(store: Store, loaded: LoadedScorecard, as_of: datetime, accoun
     # 'spawn', not 'fork': the worker runs threads (health server, scheduler) that a fork would copy mid-lock.
     context = multiprocessing.get_context("spawn")
     # This process scores the first part itself: one process fewer to start, one part fewer to pickle back
-    # (50,000 rows are 83 MB of pickle, 0.4 s to load here).
+    # (a part's rows make a large pickle, slow to load here).
     with ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context) as pool:
         others = [pool.submit(_score_part, str(store.path), loaded, as_of, part) for part in parts[1:]]
         # Read, like the pool's processes, through a reader of its own: its small page cache scans a part in
-        # 0.4-0.7 s less CPU than the writer's 64 MB one, and this part is the one the others wait for.
+        # less CPU than the writer's 64 MB one, and this part is the one the others wait for (measured:
+        # BENCHMARKS.md, 'Figures behind the code').
         yield _score_part(str(store.path), loaded, as_of, parts[0])
         for future in others:
             yield future.result()

@@ -156,7 +156,8 @@ _FEATURE_LISTS = "coalesce(group_concat(CASE WHEN u.day > :window_start THEN u.f
 # name, and a name without a quote, comma or backslash can only fall between the two quotes of one stored name
 # (the separators `, ` and `],[` both hold a comma), so the search finds exactly the stored names equal to it.
 # Otherwise (an odd listed name: decided once per query; an account's text with a backslash) each usage row's
-# list is read through `json_each`, which cost 3.6 s at 100,000 accounts where the search costs 0.7 s.
+# list is read through `json_each`, which costs several times as much as the search (measured: BENCHMARKS.md,
+# 'Figures behind the code').
 _PLAIN_FEATURES = """(SELECT count(*) FROM json_each(:features_json) WHERE value GLOB '*[",\\]*') = 0"""
 _FEATURES_SEEN = f"""CASE WHEN {_PLAIN_FEATURES} AND instr({_FEATURE_LISTS}, '\\') = 0
     THEN (SELECT count(DISTINCT f.value) FROM json_each(:features_json) f

@@ -4,8 +4,8 @@ Each text is scored once: the cache is keyed by (content hash, model name), so a
 the same email or the same text in two places costs nothing. The model sits behind `SentimentModel` so
 another one can replace VADER without touching the store or the scorecard.
 
-A backfill brings hundreds of thousands of texts, and VADER is pure Python: one core scores about 16,000 a
-second. So a call with more than a page of new texts scores them in worker processes as well, while a
+A backfill brings hundreds of thousands of texts, and VADER is pure Python: one core takes a long while over
+them. So a call with more than a page of new texts scores them in worker processes as well, while a
 cycle's usual handful stays in this process, since starting workers costs more than it saves there.
 """
 
@@ -54,7 +54,7 @@ class VaderModel:
         return float(self._analyzer.polarity_scores(text)["compound"])
 
     def __reduce__(self) -> tuple[type[VaderModel], tuple[()]]:
-        """A worker process builds its own analyzer (20 ms) rather than receiving 800 kB of lexicon."""
+        """A worker process builds its own analyzer, which is quick, rather than receiving the lexicon pickled."""
         return (VaderModel, ())
 
 
@@ -87,11 +87,12 @@ class Parallelism:
     Workers start once a call has met `min_fresh` new texts and its last page was full (more are likely to
     follow), so a cycle's usual handful never pays for them. They start with 'spawn', since the worker runs
     threads (HTTP server, scheduler) that `fork` would copy mid-lock; a spawned process re-imports the main
-    module, which makes its start cost 0.1 s of CPU under a light main and 0.6-0.8 s under the `healthbeat`
-    script ('forkserver' costs the same on Python 3.11, whose fork server does not preload the main module, and
-    keeps a server process for the worker's life). This process keeps scoring meanwhile (`help_in_main`): it
-    scores every page alone until a worker is up, then every chunk no worker has taken while it waits for a
-    page, so a slow start costs CPU, not waiting. `workers` counts processes besides this one: on 2 cores, one.
+    module, which makes its start cheap under a light main and several times dearer under the `healthbeat`
+    script (measured: BENCHMARKS.md, 'Figures behind the code'; 'forkserver' costs the same on Python 3.11,
+    whose fork server does not preload the main module, and keeps a server process for the worker's life).
+    This process keeps scoring meanwhile (`help_in_main`): it scores every page alone until a worker is up,
+    then every chunk no worker has taken while it waits for a page, so a slow start costs CPU, not waiting.
+    `workers` counts processes besides this one: on 2 cores, one.
     """
 
     workers: int = field(default_factory=lambda: available_cores() - 1)

@@ -72,8 +72,8 @@ class Store:
             conn.execute("PRAGMA synchronous = NORMAL")  # durable at each checkpoint; safe with WAL
             # A backfill commits a page of 20,000 records at a time: checkpointing every 1,000 WAL pages (the
             # default) copied the same index pages into the database again and again. A 64 MB page cache keeps
-            # the activity indexes' hot pages: a quarter less CPU for a backfill of 5,000 accounts (14.8 and
-            # 11.7 s -> 11.0 and 8.3 s); memory grows by at most that much, whatever the store's size.
+            # the activity indexes' hot pages, and a backfill takes markedly less CPU (measured: BENCHMARKS.md,
+            # 'Figures behind the code'); memory grows by at most that much, whatever the store's size.
             conn.execute("PRAGMA wal_autocheckpoint = 10000")
             conn.execute("PRAGMA cache_size = -65536")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -163,10 +163,10 @@ class Store:
 
         Kept up entry by entry, the index takes each activity to a random leaf, and once it outgrows the
         page cache most of those leaves are read back from the file: sorting every entry once at the end
-        costs a fraction of that (a backfill of 10,000 accounts, 650,000 records: 2.4-2.8 CPU s less with
-        the 0.7 s build included). Yields whether the index is deferred: only for a table with no activity,
-        or one a first backfill killed before its end left without the index (it resumes the same way), so no
-        cycle but a first one runs without it. The index is built on the way out, whatever ends the block."""
+        costs a fraction of that, the build included (measured: BENCHMARKS.md, 'Figures behind the code').
+        Yields whether the index is deferred: only for a table with no activity, or one a first backfill
+        killed before its end left without the index (it resumes the same way), so no cycle but a first one
+        runs without it. The index is built on the way out, whatever ends the block."""
         missing = not self._has_account_index()
         if not missing and self.scalar("SELECT EXISTS (SELECT 1 FROM activities)"):
             yield False
@@ -183,8 +183,9 @@ class Store:
 
     def _build_account_index(self) -> None:
         """Sorted within a 16 MB page cache: SQLite's sorter takes as much memory as the page cache may, and
-        with the full 64 MB on top of a backfill's it raised the worker's peak by 50 MB (333 -> 384 MB at
-        20,000 accounts); with 16 MB the build of 983,000 entries added nothing and took 1.2 s, not 1.6."""
+        with the full 64 MB on top of a backfill's it raised the worker's peak memory; with 16 MB the build
+        adds nothing to the peak, and takes less time too (measured: BENCHMARKS.md, 'Figures behind the
+        code')."""
         (cache_size,) = self.conn.execute("PRAGMA cache_size").fetchone()
         self.conn.execute("PRAGMA cache_size = -16384")
         try:

@@ -121,8 +121,8 @@ MIGRATIONS: tuple[str, ...] = (
     # results, so a crash re-does the work and a change made meanwhile survives. `effective_at` is '' for
     # "now", or the time a future-dated activity (a scheduled meeting) starts to count. `version` grows
     # when a mark is made again, for the tables written beside a running cycle (overrides, from Slack
-    # buttons); the hot tables do nothing on conflict (a trigger doing an upsert per activity costs twice
-    # as much during a backfill, and only the cycle itself writes them).
+    # buttons); the hot tables do nothing on conflict (a trigger doing an upsert per activity costs much more
+    # during a backfill, and only the cycle itself writes them).
     # `activities_unscored` holds the texts still waiting for a sentiment, in rowid order, so a cycle finds
     # the few new ones without reading the whole table.
     """
@@ -247,10 +247,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Every activity measure asks for live rows (`is_deleted = 0`) and the email ones for a direction: with
     # both in the account index, a lookup such as "the first reply after this email" walks the index alone
-    # instead of reading each candidate row from the table. A whole re-score of 100,000 accounts: 32.5 ->
-    # 29.4 CPU s. Each entry grows by a few bytes, and neither column changes after the insert but on a
-    # delete. Sentiment stays out: it is written after the insert, and moving the entry of every text scored
-    # cost 16 microseconds more per text (18 against 2) for 0.6 CPU s less per 50,000 accounts scored.
+    # instead of reading each candidate row from the table, and a whole re-score costs less CPU. Each entry
+    # grows by a few bytes, and neither column changes after the insert but on a delete. Sentiment stays out:
+    # it is written after the insert, and moving the entry of every text scored made storing a sentiment
+    # several times dearer for a small gain in scoring (measured: BENCHMARKS.md, 'Figures behind the code').
     """
     DROP INDEX activities_account;
     CREATE INDEX activities_account ON activities (account_id, kind, occurred_at, is_deleted, direction);

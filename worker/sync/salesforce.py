@@ -35,10 +35,10 @@ from worker.sync.report import MAX_TEXT, BudgetSpent, Row, StreamStats, SyncRepo
 log = logging.getLogger(__name__)
 
 # Records stored (and the cursor moved) per transaction: ten of Salesforce's largest batches. Each commit
-# of a backfill costs a WAL checkpoint: per 195,000 records, 1.2 s CPU and 3.5 s wall in commits with pages
-# of 2,000, 0.4 s and 0.8 s with 10,000; a backfill of 10,000 accounts took 22.5-23.9 s with 20,000 against
-# 25.1-25.6 s with 10,000 (peak memory 323 MB against 272). The budget is still checked after every batch
-# (`_chunks`); at most four pages are held at once (one being stored, two queued, one being fetched).
+# of a backfill costs a WAL checkpoint, so fewer, larger commits spend less time in them: a backfill is
+# faster with 20,000 than with 10,000, for some more memory in flight (measured: BENCHMARKS.md, 'Figures
+# behind the code'). The budget is still checked after every batch (`_chunks`); at most four pages are held
+# at once (one being stored, two queued, one being fetched).
 PAGE = 20_000
 
 
@@ -210,9 +210,9 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
     Every page parses into thousands of small dicts that hold no cycle: reference counting frees them when
     the page is stored. The cyclic collector still wakes every few hundred of them to walk everything that
-    lives, pages in flight included: 1.5-2.3 of 17.4-18.9 CPU s in a backfill of 10,000 accounts, for
-    nothing. Peak memory did not move (324 MB against 323). It is switched back on at the end (unless it was
-    off before)."""
+    lives, pages in flight included: a noticeable share of a backfill's CPU, for nothing, and with it off the
+    peak memory does not move (measured: BENCHMARKS.md, 'Figures behind the code'). It is switched back on at
+    the end (unless it was off before)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -371,12 +371,13 @@ class _FirstPageAhead:
 
     Salesforce answers a query's first page only once it has found and sorted every record the query selects:
     seconds for a large backfill, during which a worker going stream by stream has nothing to do; the later
-    pages come quickly (the sandbox's first pages at 5,000 accounts: 3.8 s of a 12 s backfill). Asked for one
-    stream ahead, once the stream before has a page stored, most of that wait passes while it is stored: a
-    backfill of 10,000 accounts took 26.5-27.3 s instead of 27.8-28.6 (the sandbox answers on one core, so
-    its work on a first page still slows the pages of the stream being read; Salesforce's would not). The
-    side thread plans the query from its own describe and the cursor read here; the stream uses the page only
-    if it plans the same query. Never more than one call ahead, and none once the API share is spent."""
+    pages come quickly (in the sandbox, the streams' first pages are a large share of a backfill's time). Asked
+    for one stream ahead, once the stream before has a page stored, most of that wait passes while it is
+    stored, and a backfill takes less time (measured: BENCHMARKS.md, 'Figures behind the code'; the sandbox
+    answers on one core, so its work on a first page still slows the pages of the stream being read;
+    Salesforce's would not). The side thread plans the query from its own describe and the cursor read here;
+    the stream uses the page only if it plans the same query. Never more than one call ahead, and none once
+    the API share is spent."""
 
     def __init__(self, sibling: SalesforceClient, *, overlap: timedelta, api_share: float) -> None:
         self._sibling = sibling
