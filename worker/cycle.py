@@ -190,16 +190,16 @@ class Cycle:
             return
         report.writeback = push_scores(self.store, self.clients.salesforce, self.clock(), dry_run=self.dry_run)
 
-    def prune(self, report: CycleReport) -> None:
-        if prune_due(self.store, self.clock()):
-            report.pruned = prune(self.store, self.clock(), text_retention=self.settings.retention_text,
-                                  history_retention=self.settings.retention_history)
-
     def notify(self, report: CycleReport) -> None:
         _, alerts = self.rulebook.require()
         report.notify = send_nudges(self.store, self.clients.slack, self.clock(),
                                     fallback_channel=self.settings.slack_fallback_channel,
                                     digest_min=alerts.rules.digest.min, dry_run=self.dry_run)
+
+    def prune(self, report: CycleReport) -> None:
+        if prune_due(self.store, self.clock()):
+            report.pruned = prune(self.store, self.clock(), text_retention=self.settings.retention_text,
+                                  history_retention=self.settings.retention_history)
 
     def run(self, stages: Iterable[str] | None = None) -> CycleReport:
         """The stages named (all of `FULL_CYCLE` by default), always in `FULL_CYCLE`'s order."""
