@@ -82,6 +82,15 @@ class SlackAuthError(SlackError):
     """The token is missing, wrong, revoked, or lacks a scope the call needs."""
 
 
+class SlackScopeError(SlackAuthError):
+    """The token is good but lacks the scope this call needs (``needed``): this call fails, others may not."""
+
+    def __init__(self, error: str, message: str | None = None, *, method: str | None = None,
+                 status: int | None = None, needed: str | None = None) -> None:
+        super().__init__(error, message, method=method, status=status)
+        self.needed = needed
+
+
 class SlackRecipientError(SlackError):
     """The channel or user cannot receive the message; the caller falls back to another route."""
 
@@ -93,6 +102,12 @@ class SlackUnavailable(SlackError):
                  status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(error, message, method=method, status=status)
         self.retry_after = retry_after
+
+    @property
+    def rate_limited(self) -> bool:
+        """Slack refused the call for its rate (HTTP 429): it did nothing, unlike a timeout or a 5xx,
+        after which a post may or may not have landed."""
+        return self.status == 429 or self.error in ("ratelimited", "rate_limited")
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,8 @@ class SlackClient:
         cache_ttl: float = 3600.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        post_interval: float = 1.0,
+        pace: Callable[[float], None] = time.sleep,
     ) -> None:
         if not base_url.endswith("/"):
             base_url += "/"
@@ -141,6 +158,9 @@ class SlackClient:
         self._page_size = max(1, min(page_size, 999))
         self._cache_ttl = cache_ttl
         self._clock = clock
+        self._pace = pace  # the waits between posts to one channel; `sleep` is for retries
+        self._post_interval = post_interval
+        self._last_post: dict[str, float] = {}
         self._web = WebClient(token=token, base_url=base_url, timeout=timeout,
                               retry_handlers=_retry_handlers(max_retries, max_retry_wait, sleep))
         self._users: dict[str, tuple[float, str | None]] = {}
@@ -215,9 +235,17 @@ class SlackClient:
 
         ``text`` is the notification and accessibility fallback when ``blocks`` are given; it must be
         escaped already (`escape_text`). ``metadata`` is ``{"event_type": ..., "event_payload": {...}}``.
+        Posts to one conversation are paced `post_interval` apart: Slack allows "one message per second per
+        channel" (docs.slack.dev/apis/web-api/rate-limits), and a fallback channel gets bursts.
         """
-        response = self._call("chat.postMessage", self._web.chat_postMessage, channel=channel, text=text,
-                              blocks=blocks, metadata=metadata)
+        last = self._last_post.get(channel)
+        if last is not None and (wait := last + self._post_interval - self._clock()) > 0:
+            self._pace(wait)
+        try:
+            response = self._call("chat.postMessage", self._web.chat_postMessage, channel=channel, text=text,
+                                  blocks=blocks, metadata=metadata)
+        finally:
+            self._last_post[channel] = self._clock()
         return SentMessage(channel=str(response["channel"]), ts=str(response["ts"]))
 
     def update(self, channel: str, ts: str, *, text: str, blocks: list[dict[str, Any]] | None = None) -> SentMessage:
@@ -316,11 +344,15 @@ class SlackClient:
             return SlackUnavailable(
                 error, f"Slack is unavailable ({error}, HTTP {status}) for {where}; will retry later",
                 method=method, status=status, retry_after=float(retry_after) if retry_after else None)
+        if error == "missing_scope":
+            needed = str(data.get("needed") or "") or None
+            return SlackScopeError(
+                error, f"Slack rejected the bot token (missing_scope; needs scope {needed or '?'}) for {where}: "
+                "add the scope in the app's OAuth & Permissions (slack/manifest.yaml lists them all) and "
+                "reinstall the app", method=method, status=status, needed=needed)
         if error in AUTH_ERRORS:
-            needed = data.get("needed") if error == "missing_scope" else None
-            detail = f"; needs scope {needed}" if needed else ""
             return SlackAuthError(
-                error, f"Slack rejected the bot token ({error}{detail}) for {where}; check SLACK_BOT_TOKEN "
+                error, f"Slack rejected the bot token ({error}) for {where}; check SLACK_BOT_TOKEN "
                 "and the app's scopes", method=method, status=status)
         if error in RECIPIENT_ERRORS:
             return SlackRecipientError(error, f"Slack cannot deliver ({error}) for {where}",

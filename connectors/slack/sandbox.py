@@ -23,10 +23,20 @@ a ``trigger_id`` that ``views.open`` accepts once, within three seconds, as Slac
 Faults on demand with `SlackSandbox.fail_next`: any error code and status (429 with ``Retry-After``,
 5xx), or `LOST_ANSWER`: the call is carried out but the connection closes unanswered.
 
-Simplifications, on purpose: one workspace, public channels only (no private channels or MPIMs), no
-threads listing (replies are hidden from ``conversations.history`` as Slack does), no per-channel
-posting limit unless a test injects ``ratelimited``; ``users.lookupByEmail`` returns a deactivated
-user with ``deleted: true`` (the client treats that and ``users_not_found`` alike).
+Channels are public or private (`add_channel(..., private=True)`). As in Slack, a private channel's id
+says nothing of its privacy (both kinds get ``C...`` ids here), its history needs ``groups:history`` where a
+public one needs ``channels:history`` (docs.slack.dev/reference/scopes/groups.history, .../channels.history),
+``conversations.list`` shows it only for ``types=private_channel`` (``groups:read``) and only if the bot is a
+member, and to a bot outside it, it does not exist (``channel_not_found``).
+
+``chat.postMessage`` keeps Slack's special posting limit: "one message per second per channel ... short
+bursts >1 allowed" (docs.slack.dev/apis/web-api/rate-limits). Slack does not say how long a burst may be;
+here a channel takes `post_burst` messages at once (default 3), then one a second, and answers a post
+beyond that with HTTP 429 ``ratelimited`` and ``Retry-After: 1``.
+
+Simplifications, on purpose: one workspace, no MPIMs, no threads listing (replies are hidden from
+``conversations.history`` as Slack does); ``users.lookupByEmail`` returns a deactivated user with
+``deleted: true`` (the client treats that and ``users_not_found`` alike).
 """
 
 from __future__ import annotations
@@ -135,6 +145,7 @@ class _Channel:
     bot_is_member: bool
     archived: bool
     created: int
+    private: bool = False
 
 
 @dataclass
@@ -181,11 +192,16 @@ class SlackSandbox:
         team: str = "Healthbeat Sandbox",
         scopes: Sequence[str] = (
             "chat:write", "users:read", "users:read.email", "im:write",
-            "channels:history", "channels:read", "im:history",
+            "channels:history", "channels:read", "im:history", "groups:history",
         ),
         clock: Callable[[], float] = time.time,
+        post_burst: int = 3,
+        rate_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.token = token
+        self.post_burst = post_burst
+        self._rate_clock = rate_clock
+        self._post_levels: dict[str, tuple[float, float]] = {}  # channel -> (bucket level, when measured)
         self.team = team
         self.scopes = tuple(scopes)
         self._clock = clock
@@ -254,12 +270,13 @@ class SlackSandbox:
             self._users[user_id] = _User(user_id, email, name, tz, is_bot, deleted, int(self._clock()))
             return user_id
 
-    def add_channel(self, name: str, *, bot_is_member: bool = True, archived: bool = False) -> str:
-        """Add a public channel (``name`` without ``#``) and return its ``C...`` id."""
+    def add_channel(self, name: str, *, bot_is_member: bool = True, archived: bool = False,
+                    private: bool = False) -> str:
+        """Add a channel (``name`` without ``#``), public or private, and return its ``C...`` id."""
         with self._lock:
             channel_id = self._new_id("C")
             self._channels[channel_id] = _Channel(channel_id, name.lstrip("#"), bot_is_member, archived,
-                                                  int(self._clock()))
+                                                  int(self._clock()), private)
             return channel_id
 
     def fail_next(self, method: str, error: str, *, status: int = 200, retry_after: int | None = None,
@@ -489,6 +506,15 @@ class SlackSandbox:
             raise _ApiError("user_not_found")
         return user
 
+    def _take_post_slot(self, channel_id: str) -> None:
+        """Slack's posting limit per channel: a leaky bucket of `post_burst` messages, drained one a second."""
+        now = self._rate_clock()
+        level, since = self._post_levels.get(channel_id, (0.0, now))
+        level = max(0.0, level - (now - since))
+        if level + 1 > self.post_burst:
+            raise _ApiError("ratelimited", status=429, headers={"Retry-After": "1"})
+        self._post_levels[channel_id] = (level + 1, now)
+
     def _conversation(self, ref: str) -> tuple[str, str, str | None]:
         """Resolve a ``channel`` argument to (id, kind, DM user): an id, ``#name``/``name`` or a user id."""
         if ref in self._channels:
@@ -508,6 +534,8 @@ class SlackSandbox:
         if kind != "channel":
             return
         channel = self._channels[channel_id]
+        if channel.private and not channel.bot_is_member:
+            raise _ApiError("channel_not_found")  # a private channel does not exist for those outside it
         if channel.archived:
             raise _ApiError("is_archived")
         if not channel.bot_is_member:
@@ -549,7 +577,7 @@ class SlackSandbox:
         empty_text = {"value": "", "creator": "", "last_set": 0}
         return {
             "id": channel.id, "name": channel.name, "is_channel": True, "is_group": False,
-            "is_im": False, "is_mpim": False, "is_private": False, "created": channel.created,
+            "is_im": False, "is_mpim": False, "is_private": channel.private, "created": channel.created,
             "is_archived": channel.archived, "is_general": False, "unlinked": 0,
             "name_normalized": channel.name, "is_shared": False, "is_org_shared": False,
             "is_pending_ext_shared": False, "pending_shared": [], "parent_conversation": None,
@@ -620,10 +648,13 @@ def _conversations_list(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, A
     if unknown:
         raise _ApiError("invalid_types")
     rows: list[tuple[str, dict[str, Any]]] = []
+    exclude_archived = _bool(params, "exclude_archived")
     if "public_channel" in types:
-        exclude_archived = _bool(params, "exclude_archived")
         rows += [(c.id, sb._channel_json(c)) for c in sb._channels.values()
-                 if not (exclude_archived and c.archived)]
+                 if not c.private and not (exclude_archived and c.archived)]
+    if "private_channel" in types:  # only those the bot is in: the others do not exist for it
+        rows += [(c.id, sb._channel_json(c)) for c in sb._channels.values()
+                 if c.private and c.bot_is_member and not (exclude_archived and c.archived)]
     if "im" in types:
         rows += [(dm_id, sb._im_json(user_id)) for user_id, dm_id in sb._dms.items()]
     rows.sort(key=lambda row: row[0])
@@ -639,7 +670,7 @@ def _conversations_list(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, A
 def _conversations_history(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
     conv_id, kind, _ = sb._conversation(_str(params, "channel") or "")
     if kind == "channel" and not sb._channels[conv_id].bot_is_member:
-        raise _ApiError("not_in_channel")
+        raise _ApiError("channel_not_found" if sb._channels[conv_id].private else "not_in_channel")
     inclusive = _bool(params, "inclusive")
     oldest = _ts_param(params, "oldest", "invalid_ts_oldest")
     latest = _ts_param(params, "latest", "invalid_ts_latest")
@@ -679,6 +710,7 @@ def _conversations_history(sb: SlackSandbox, params: dict[str, Any]) -> dict[str
 def _chat_post_message(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
     conv_id, kind, user_id = sb._conversation(_str(params, "channel") or "")
     sb._check_can_read_or_post(conv_id, kind)
+    sb._take_post_slot(conv_id)
     text = _str(params, "text") or ""
     blocks = _blocks_param(params)
     if not text.strip() and not blocks and not params.get("attachments"):
@@ -761,8 +793,12 @@ def _list_scopes(sb: SlackSandbox, params: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _history_scopes(sb: SlackSandbox, params: dict[str, Any]) -> tuple[str, ...]:
+    """By what the conversation is, never by its id's first letter (Slack's ids do not say)."""
     ref = _str(params, "channel") or ""
-    return ("im:history",) if ref.startswith(("D", "U", "W")) else ("channels:history",)
+    channel = sb._channels.get(ref) or next((c for c in sb._channels.values() if c.name == ref.lstrip("#")), None)
+    if channel is not None:
+        return ("groups:history",) if channel.private else ("channels:history",)
+    return ("im:history",)
 
 
 _METHODS: dict[str, tuple[Handler, ScopeRule]] = {

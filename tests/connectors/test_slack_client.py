@@ -50,6 +50,7 @@ class Slack:
     sleeps: list[float]
 
     def client(self, token: str | None = None, **options: Any) -> SlackClient:
+        options.setdefault("post_interval", 0.0)
         return SlackClient(token or self.sandbox.token, base_url=self.sandbox.url, timeout=5,
                            sleep=self.sleeps.append, **options)
 
@@ -59,7 +60,9 @@ class Slack:
 
 @pytest.fixture
 def slack() -> Iterator[Slack]:
-    with SlackSandbox() as sandbox:
+    # These tests build channel history quickly; Slack's posting limit and the client's pacing have tests of
+    # their own (tests/connectors/test_slack_posting_limit.py).
+    with SlackSandbox(post_burst=1_000) as sandbox:
         yield Slack(sandbox=sandbox, dana=sandbox.add_user("dana@example.com", "Dana Scully"),
                     alerts=sandbox.add_channel("cs-alerts"),
                     lounge=sandbox.add_channel("lounge", bot_is_member=False), sleeps=[])

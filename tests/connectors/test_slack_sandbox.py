@@ -225,7 +225,8 @@ class World:
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    with SlackSandbox(clock=lambda: CLOCK) as sandbox, httpx.Client() as http:
+    # These tests build channel history quickly; the posting limit has tests of its own.
+    with SlackSandbox(clock=lambda: CLOCK, post_burst=1_000) as sandbox, httpx.Client() as http:
         yield World(
             sandbox=sandbox,
             http=http,

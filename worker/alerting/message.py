@@ -182,3 +182,20 @@ def digest_message(payloads: Sequence[NudgePayload]) -> tuple[str, list[dict[str
             feedback_block(payload.dedup_key),
             {"type": "divider"}]
     return text[:MAX_TEXT], blocks[:MAX_BLOCKS]
+
+
+def cut_to_fit(text: str, account_ids: Sequence[str], *, note: str | None = None
+               ) -> tuple[str, list[dict[str, Any]]]:
+    """A message Slack refused as too big, cut to fit: the start of its text in one section, and where the
+    whole story is (`healthbeat explain`), so the nudge still lands and says where to read on."""
+    where = ", ".join(f"`healthbeat explain {account_id}`" for account_id in account_ids[:5])
+    tail = f"… (cut to fit Slack's limits; the whole reason: {where})"
+    room = MAX_TEXT - len(tail)
+    lead = text if len(text) <= room else text[:room].rstrip()
+    short = lead + ("" if lead == text else tail)
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": short}}]
+    if note:
+        blocks.insert(0, {"type": "context", "elements": [{"type": "mrkdwn", "text": note[:MAX_TEXT]}]})
+    if lead == text:  # the text fitted: the blocks were what Slack refused
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Details: {where}"[:MAX_TEXT]}]})
+    return short, blocks

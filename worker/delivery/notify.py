@@ -6,6 +6,12 @@ marked in flight (with the conversation they go to) before the post; a row found
 crash or a post whose answer was lost, is looked up in that conversation's recent history before anything
 is posted again. Rows wait for their delivery window (`not_before`). Without Slack configured, nudges stay in
 the outbox, visible (`pending_outbox` view), until it is.
+
+What goes wrong stays as small as it is: a conversation whose history cannot be read (a private fallback
+channel without `groups:history`) keeps its own rows in flight, unposted, and the other nudges go on; a post
+Slack refused for its rate (429) was not posted, so its rows wait as pending, not in flight; a message over
+Slack's limits is cut to fit, with a pointer to `healthbeat explain`; a row out of attempts is `dead`,
+counted and named, never silently dropped.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ from connectors.slack.client import (
     SlackClient,
     SlackError,
     SlackRecipientError,
+    SlackScopeError,
     SlackUnavailable,
     escape_text,
 )
-from worker.alerting.message import NudgePayload, digest_message
+from worker.alerting.message import NudgePayload, cut_to_fit, digest_message
 from worker.store import Store, iso, outbox
 
 log = logging.getLogger(__name__)
@@ -33,6 +40,8 @@ log = logging.getLogger(__name__)
 EVENT_TYPE = "healthbeat_nudge"
 MAX_ATTEMPTS = 8
 DIGEST_MAX_ITEMS = 15  # Slack allows 50 blocks a message: a header and three blocks an item stay inside
+TOO_BIG = frozenset({"msg_too_long", "invalid_blocks", "invalid_blocks_format"})
+"""Slack's refusals of a message for its size or its blocks: the nudge is cut to fit and posted again."""
 
 
 @dataclass
@@ -44,6 +53,8 @@ class NotifyReport:
     recovered: int = 0
     to_fallback: int = 0
     digests: int = 0
+    cut_to_fit: int = 0
+    dead: list[str] = field(default_factory=list)  # accounts whose nudge ran out of attempts this run
     errors: list[str] = field(default_factory=list)
     blocked: str | None = None  # Slack as a whole refused or failed: nothing more could be sent
 
@@ -124,6 +135,17 @@ def _recover(store: Store, slack: SlackClient, rows: list[Row], now: datetime, r
     for key, batch in inflight.items():
         try:
             found = slack.find_by_metadata(batch[0]["remote_ref"], event_type=EVENT_TYPE, key=key)
+        except (SlackScopeError, SlackRecipientError) as exc:
+            # This conversation's history cannot be read: whether these were posted is unknown, so they
+            # stay in flight (never posted twice) and say why; every other nudge goes on.
+            _mark(store, [r["id"] for r in batch], "inflight", None, f"cannot check whether it was posted: {exc}",
+                  now)
+            report.failed += len(batch)
+            report.errors.append(f"{key}: cannot check whether it was posted: {exc}")
+            log.error("notify: %s: cannot check %s for an earlier post (%s); it stays in flight until it can",
+                      key, batch[0]["remote_ref"], exc)
+            settled.update(r["id"] for r in batch)
+            continue
         except SlackError as exc:
             _stop_if_global(exc, report)
             continue
@@ -160,15 +182,21 @@ def _deliver_group(store: Store, slack: SlackClient, group: list[Row], fallback:
     try:
         try:
             target = _target(slack, payloads[0], fallback)
-            _post(store, slack, group, payloads, target, now)
+            _post(store, slack, group, payloads, target, now, report)
         except SlackRecipientError as exc:
             if not fallback or not payloads[0].to_owner:
                 raise
             log.warning("notify: %s undeliverable to the owner (%s); sending to %s", group[0]["dedup_key"],
                         exc.error, fallback)
             target = _fallback(slack, payloads[0], fallback, exc.error)
-            _post(store, slack, group, payloads, target, now)
+            _post(store, slack, group, payloads, target, now, report)
     except SlackUnavailable as exc:
+        if exc.rate_limited:
+            # Slack refused for its rate: nothing was posted (`_post` gave the rows back). Try next cycle.
+            report.waiting += len(group)
+            log.warning("notify: Slack rate-limited the posts (%s); %d nudges wait for the next cycle",
+                        exc, len(group))
+            raise _Stop from None
         # The post may or may not have landed: stay in flight, so the history is checked first next time.
         _mark(store, ids, "inflight", None, str(exc), now)
         report.failed += len(group)
@@ -177,15 +205,30 @@ def _deliver_group(store: Store, slack: SlackClient, group: list[Row], fallback:
     except (SlackError, NoRoute) as exc:
         if isinstance(exc, SlackError):
             _stop_if_global(exc, report)
-        _mark(store, ids, "failed", None, str(exc), now)
-        report.failed += len(group)
-        report.errors.append(f"{group[0]['dedup_key']}: {exc}")
-        log.error("notify: %s could not be delivered: %s (kept in the outbox, retried next cycle)",
-                  ", ".join(r["dedup_key"] for r in group), exc)
+        _fail(store, group, payloads, str(exc), now, report)
         return
     report.sent += len(group)
     report.digests += 1 if len(group) > 1 else 0
     report.to_fallback += len(group) if target.note else 0
+
+
+def _fail(store: Store, group: list[Row], payloads: list[NudgePayload], error: str, now: datetime,
+          report: NotifyReport) -> None:
+    """Refused: retried next cycle, until a row has had its attempts; then it is dead, and said so by name."""
+    dead = [r["id"] for r in group if r["attempts"] + 1 >= MAX_ATTEMPTS]
+    alive = [r["id"] for r in group if r["id"] not in dead]
+    _mark(store, alive, "failed", None, error, now)
+    _mark(store, dead, "dead", None, error, now)
+    report.failed += len(group)
+    report.errors.append(f"{group[0]['dedup_key']}: {error}")
+    for row, payload in zip(group, payloads, strict=True):
+        if row["id"] in dead:
+            report.dead.append(payload.account_name or payload.account_id)
+            log.error("notify: the nudge %s for %s is dead after %d attempts: %s", row["dedup_key"],
+                      payload.account_name or payload.account_id, MAX_ATTEMPTS, error)
+    if alive:
+        log.error("notify: %s could not be delivered: %s (kept in the outbox, retried next cycle)",
+                  ", ".join(r["dedup_key"] for r in group if r["id"] in alive), error)
 
 
 def _stop_if_global(exc: SlackError, report: NotifyReport) -> None:
@@ -205,7 +248,7 @@ def _batch_key(group: Sequence[Row]) -> str | None:
 
 
 def _post(store: Store, slack: SlackClient, group: list[Row], payloads: list[NudgePayload], target: Target,
-          now: datetime) -> None:
+          now: datetime, report: NotifyReport) -> None:
     batch_key = _batch_key(group)
     with store.transaction() as conn:
         outbox.take(conn, [r["id"] for r in group], conversation=target.conversation, batch_key=batch_key)
@@ -218,10 +261,23 @@ def _post(store: Store, slack: SlackClient, group: list[Row], payloads: list[Nud
     if target.note:
         text = f"{target.note} {text}"
         blocks = [{"type": "context", "elements": [{"type": "mrkdwn", "text": target.note}]}, *blocks]
-    sent = slack.post(target.conversation, text=text, blocks=blocks,
-                      metadata={"event_type": EVENT_TYPE,
-                                "event_payload": {"dedup_key": key, "rule": payloads[0].rule,
-                                                  "accounts": len(payloads)}})
+    metadata = {"event_type": EVENT_TYPE,
+                "event_payload": {"dedup_key": key, "rule": payloads[0].rule, "accounts": len(payloads)}}
+    try:
+        try:
+            sent = slack.post(target.conversation, text=text, blocks=blocks, metadata=metadata)
+        except SlackError as exc:
+            if exc.error not in TOO_BIG:
+                raise
+            log.warning("notify: Slack refused %s as too big (%s); posting it cut to fit", key, exc.error)
+            text, blocks = cut_to_fit(text, [p.account_id for p in payloads], note=target.note)
+            sent = slack.post(target.conversation, text=text, blocks=blocks, metadata=metadata)
+            report.cut_to_fit += len(group)
+    except SlackUnavailable as exc:
+        if exc.rate_limited:
+            with store.transaction() as conn:
+                outbox.give_back(conn, [r["id"] for r in group])
+        raise
     _mark(store, [r["id"] for r in group], "sent", f"{sent.channel}:{sent.ts}", None, now)
 
 
