@@ -156,7 +156,7 @@ def test_scores_history_draws_a_sparkline_and_a_png(
     result = healthbeat("scores", "history", world.accounts[2].name, "--png", str(chart), env=env, cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert world.accounts[2].name in result.stdout and "over 1 days" in result.stdout
+    assert world.accounts[2].name in result.stdout and "over 1 day" in result.stdout
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -50,6 +50,7 @@ from worker.scoring.engine import (
 )
 from worker.scoring.scorecard import LoadedScorecard, Scorecard
 from worker.store import Store, iso
+from worker.terminal import counted
 
 BANDS = ("red", "yellow", "green")
 LEAD_POINTS = (30, 60, 90)  # days before churn at which the share of churned accounts in red is shown
@@ -520,7 +521,8 @@ def summarize(result: Replay, outcomes: Outcomes, plan: Plan, *, notes: Sequence
     until = plan.until.date()
     pairs = labelled(observations, outcomes, plan.horizon_days, until)
     step = max(1, round(plan.step.total_seconds() / 86400))
-    errors = [f"{len(result.errors)} alert evaluations failed, e.g. {result.errors[0]}"] if result.errors else []
+    errors = [f"{counted(len(result.errors), 'alert evaluation')} failed, e.g. {result.errors[0]}"] \
+        if result.errors else []
     return Backtest(
         plan, len(result.days), len({o.account_id for o in observations}), discrimination(pairs, outcomes),
         band_rates(pairs), lead_time(observations, outcomes, step),
@@ -541,7 +543,9 @@ def data_notes(store: Store, outcomes: Outcomes, plan: Plan, days: Sequence[date
     deleted = store.scalar(f"SELECT count(*) FROM accounts WHERE is_deleted = 1 "
                            f"AND id IN ({','.join('?' * len(churned))})", churned) if churned else 0
     if deleted:
-        notes.append(f"{deleted} churned accounts are deleted in the CRM and are not in the backtest.")
+        notes.append(f"{counted(deleted, 'churned account')} "
+                     + ("is deleted in the CRM and is" if deleted == 1 else "are deleted in the CRM and are")
+                     + " not in the backtest.")
     if days:
         needed = (days[0] - timedelta(days=90)).isoformat()
         for what, sql in (("tickets", "SELECT min(occurred_at) FROM activities WHERE kind = 'ticket'"),
@@ -570,22 +574,24 @@ def summary_lines(bt: Backtest) -> list[str]:
     d = bt.discrimination
     plan = bt.plan
     first = plan.days()[0]
-    lines = [f"Backtest {first} → {plan.until.date()}: {bt.snapshots} snapshots every "
-             f"{round(plan.step.total_seconds() / 86400)} days, {bt.accounts} accounts; churn within "
-             f"{plan.horizon_days} days.",
-             f"AUC {num(d.auc)} (± {num(d.auc_se)}) over {d.observations} account-snapshots of {d.accounts} "
-             f"accounts, {d.churn_events} churn events ({d.positives} snapshots before a churn); "
-             f"churn risk AUC {num(d.churn_risk_auc)}.",
+    lines = [f"Backtest {first} → {plan.until.date()}: {counted(bt.snapshots, 'snapshot')} every "
+             f"{counted(round(plan.step.total_seconds() / 86400), 'day')}, {counted(bt.accounts, 'account')}; "
+             f"churn within {counted(plan.horizon_days, 'day')}.",
+             f"AUC {num(d.auc)} (± {num(d.auc_se)}) over {counted(d.observations, 'account-snapshot')} of "
+             f"{counted(d.accounts, 'account')}, {counted(d.churn_events, 'churn event')} "
+             f"({counted(d.positives, 'snapshot')} before a churn); churn risk AUC {num(d.churn_risk_auc)}.",
              "Churn rate by band: " + ", ".join(f"{b.band} {_pct(b.rate)} ({b.churned}/{b.observations})"
                                                 for b in bt.bands)
              + ("" if bt.bands_ordered else "  ← NOT ordered red > yellow > green")]
     lead = bt.lead
-    lines.append(f"Lead time: {lead.red_before} of {lead.churned_accounts} churned accounts were red before "
-                 f"churning, median {num(lead.median_days, 0)} days ahead; red at "
-                 + ", ".join(f"{k} days before: {_pct(share)} (of {n})" for k, share, n in lead.red_share_at))
+    ahead = "-" if lead.median_days is None else counted(round(lead.median_days), "day")
+    lines.append(f"Lead time: {lead.red_before} of {counted(lead.churned_accounts, 'churned account')} "
+                 f"{'was' if lead.red_before == 1 else 'were'} red before churning, median {ahead} ahead; red at "
+                 + ", ".join(f"{counted(k, 'day')} before: {_pct(share)} (of {n})"
+                             for k, share, n in lead.red_share_at))
     breached = [s for s in bt.distribution if s.breaches]
     guards = ", ".join(str(g) for g in plan.guardrails) or "none"
-    lines.append(f"Guardrails ({guards}): {len(breached)} of {len(bt.distribution)} snapshots outside"
+    lines.append(f"Guardrails ({guards}): {len(breached)} of {counted(len(bt.distribution), 'snapshot')} outside"
                  + (f", e.g. {breached[-1].day}: " + ", ".join(f"{b} {_pct(breached[-1].shares[b])}" for b in BANDS)
                     if breached else ""))
     return lines + [f"Note: {n}" for n in bt.notes]
@@ -601,7 +607,7 @@ def format_backtest(bt: Backtest, width: int = 120) -> str:
     for r in bt.rules:
         rules.add_row(r.rule, str(r.fires), f"{_pct(r.precision)} ({r.fires_before_churn}/{r.fires_known})",
                       f"{_pct(r.recall)} ({r.churns_warned}/{r.churns})",
-                      "-" if r.median_warning_days is None else f"{r.median_warning_days:.0f} days",
+                      "-" if r.median_warning_days is None else counted(round(r.median_warning_days), "day"),
                       f"{r.fires_per_owner_month:.2f}", str(r.peak_owner_month))
     if bt.rules:
         console.print(rules)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from worker.cli.common import DbOption, RulesOption, app, check_format, cli_settings, emit, err, open_store
+from worker.terminal import Column, FittedTable, error_text, for_format, one_of
 
 quarantine_app = typer.Typer(no_args_is_help=True, help="Records that failed validation, kept with the reason.")
 app.add_typer(quarantine_app, name="quarantine")
@@ -18,23 +18,29 @@ app.add_typer(quarantine_app, name="quarantine")
 @quarantine_app.command("ls")
 def quarantine_ls(fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
                   source: Annotated[str | None, typer.Option(help="salesforce, zendesk or usage.")] = None,
-                  limit: Annotated[int, typer.Option(help="The newest N.")] = 100, db: DbOption = None) -> None:
+                  limit: Annotated[int, typer.Option(min=1, help="The newest N.")] = 100,
+                  db: DbOption = None) -> None:
     """List quarantined records: where from, which id, and why (a capped copy of the payload in json)."""
     check_format(fmt)
+    if source is not None:
+        one_of("--source", source, QUARANTINE_SOURCES, "sources")
     settings = cli_settings(db)
     with open_store(settings, lock=False) as store:
         rows = store.query("SELECT id, source, stream, source_id, reason, seen_at, substr(raw, 1, 2000) AS raw "
                            "FROM quarantine WHERE (? IS NULL OR source = ?) ORDER BY id DESC LIMIT ?",
                            (source, source, limit))
     if fmt != "table":
-        emit(rows, fmt, ("id", "source", "stream", "source_id", "reason", "seen_at", "raw"))
+        emit(for_format(rows, fmt), fmt, ("id", "source", "stream", "source_id", "reason", "seen_at", "raw"))
         return
-    table = Table(title=f"Quarantine (newest {limit})")
-    for column in ("Source", "Stream", "Id", "Reason", "Seen"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(row["source"], row["stream"], row["source_id"] or "", row["reason"], row["seen_at"])
-    Console().print(table)
+    Console().print(FittedTable(f"Quarantine (newest {limit})", QUARANTINE_TABLE, [
+        (row["source"], row["stream"], row["source_id"], row["reason"], row["seen_at"]) for row in rows],
+        hint="--format json shows them, with the payload"))
+
+
+QUARANTINE_SOURCES: Final = ("salesforce", "zendesk", "usage")
+"""Where a quarantined record comes from (`worker.sync`: one source per connector and the usage files)."""
+QUARANTINE_TABLE = (Column("Source", hide=2), Column("Stream", max_width=20), Column("Id", max_width=24),
+                    Column("Reason", grows=True), Column("Seen", hide=1))
 
 
 
@@ -58,7 +64,7 @@ def db_backup(target: Annotated[Path, typer.Argument(help="Where to write the co
 
     settings = cli_settings(db)
     if target.exists():
-        err.print(f"[red]{target} exists; choose a new file[/red]")
+        err.print(error_text(f"{target} exists; choose a new file"))
         raise typer.Exit(2)
     with open_store(settings, lock=False) as store:
         destination = sqlite3.connect(target)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from worker.cli.common import (
     DbOption,
@@ -22,6 +21,7 @@ from worker.cli.common import (
     open_store,
 )
 from worker.rulebook.in_force import load_rules
+from worker.terminal import Column, FittedTable, error_text, for_format
 
 if TYPE_CHECKING:
     from worker.service.feedback import RuleStats
@@ -74,11 +74,11 @@ def rules_preview(new_rules_dir: Annotated[Path, typer.Argument(help="The change
     from worker.rulebook.preview import format_preview, preview_rules, to_json
 
     if fmt not in ("table", "json"):
-        err.print(f"[red]--format must be table or json, not {fmt!r}[/red]")
+        err.print(error_text(f"--format must be table or json, not {fmt!r}"))
         raise typer.Exit(2)
     settings = cli_settings(db, rules_dir)
     if not settings.db.exists():
-        err.print(f"[red]No database at {settings.db}: run a cycle first (healthbeat run --once).[/red]")
+        err.print(error_text(f"No database at {settings.db}: run a cycle first (healthbeat run --once)."))
         raise typer.Exit(1)
     with open_store(settings, lock=False) as store:
         preview = preview_rules(store, settings.rules_dir, new_rules_dir, system_clock())
@@ -110,23 +110,26 @@ def rules_stats(fmt: FormatOption = "table", db: DbOption = None) -> None:
     with open_store(settings, lock=False) as store:
         stats = rule_stats(store)
     if fmt != "table":
-        emit([s.as_json() for s in stats], fmt, ("rule", "alerts_sent", "answered", "useful", "not_useful",
-                                                   "usefulness", "score_wrong", "median_minutes_to_feedback"))
+        emit(for_format([s.as_json() for s in stats], fmt), fmt,
+             ("rule", "alerts_sent", "answered", "useful", "not_useful", "usefulness", "score_wrong",
+              "median_minutes_to_feedback"))
         return
     Console().print(stats_table(stats))
 
 
-def stats_table(stats: list[RuleStats]) -> Table:
-    table = Table(title="Alert rules: how their nudges were received")
-    for column in ("Rule", "Alerts sent", "Answered", "Useful", "Not useful", "Usefulness", "Score wrong",
-                   "Median time to feedback"):
-        table.add_column(column, justify="left" if column == "Rule" else "right")
-    for s in stats:
+STATS_TABLE = (Column("Rule", grows=True, min_room=16), Column("Alerts sent", justify="right"),
+               Column("Answered", justify="right", hide=1), Column("Useful", justify="right"),
+               Column("Not useful", justify="right"), Column("Usefulness", justify="right"),
+               Column("Score wrong", justify="right"), Column("Median time to feedback", justify="right"))
+
+
+def stats_table(stats: list[RuleStats]) -> FittedTable:
+    def cells(s: RuleStats) -> tuple[str, ...]:
         rate = "-" if s.usefulness is None else f"{100 * s.usefulness:.0f}%"
         median = "-" if s.median_seconds_to_feedback is None else _duration(s.median_seconds_to_feedback)
-        table.add_row(s.rule, str(s.alerts_sent), str(s.answered), str(s.useful), str(s.not_useful), rate,
-                      str(s.score_wrong), median)
-    return table
+        return (s.rule, str(s.alerts_sent), str(s.answered), str(s.useful), str(s.not_useful), rate,
+                str(s.score_wrong), median)
+    return FittedTable("Alert rules: how their nudges were received", STATS_TABLE, [cells(s) for s in stats])
 
 
 def _duration(seconds: float) -> str:

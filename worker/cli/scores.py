@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from worker.cli.common import (
     AccountArgument,
@@ -28,8 +28,21 @@ from worker.cli.common import (
 from worker.logs import configure_logging
 from worker.rulebook.in_force import RuleBook
 from worker.scoring import overrides
-from worker.scoring.latest import read_scores
-from worker.terminal import scores_table
+from worker.scoring.latest import BANDS, read_scores, scored_owners, scored_segments
+from worker.store import Store
+from worker.terminal import (
+    MAX_NAME,
+    MAX_REASON,
+    Column,
+    FittedTable,
+    counted,
+    error_text,
+    for_format,
+    free_text,
+    one_of,
+    plain,
+    scores_table,
+)
 
 SCORE_COLUMNS = ("account_id", "name", "owner", "segment", "score", "band", "trend", "churn_risk",
                  "expansion_readiness", "coverage", "confidence", "reason")
@@ -47,18 +60,35 @@ def scores(ctx: typer.Context, fmt: FormatOption = "table",
     if ctx.invoked_subcommand is not None:
         return
     check_format(fmt)
+    if band is not None:
+        band = one_of("--band", band.lower(), BANDS, "bands")
     settings = cli_settings(db)
     with open_store(settings, lock=False) as store:
+        if owner is not None and (owners := scored_owners(store)):  # no owners: nothing to list either way
+            one_of("--owner", owner, owners, "owners of scored accounts")
+        if segment is not None:
+            one_of("--segment", segment, _segments(settings.rules_dir, store), "segments")
         rows = read_scores(store, band=band, owner=owner, segment=segment)
     if fmt == "table":
         Console().print(scores_table(rows))
     else:
-        emit(rows, fmt, SCORE_COLUMNS)
+        emit(for_format(rows, fmt), fmt, SCORE_COLUMNS)
 
+
+def _segments(rules_dir: Path, store: Store) -> list[str]:
+    """What `--segment` can name: the scorecard's segments (when it loads) and those the scores were made in."""
+    from worker.rulefile import RuleFileError
+    from worker.scoring.scorecard import load_scorecard
+
+    try:
+        defined = [segment.name for segment in load_scorecard(rules_dir).scorecard.segments]
+    except RuleFileError:
+        defined = []
+    return [*defined, *scored_segments(store)]
 
 
 @scores_app.command("history")
-def scores_history(account: AccountArgument, days: Annotated[int, typer.Option(help="How far back.")] = 90,
+def scores_history(account: AccountArgument, days: Annotated[int, typer.Option(min=1, help="How far back.")] = 90,
                    png: Annotated[Path | None, typer.Option(help="Also draw the history to this PNG file.")]
                    = None, fmt: FormatOption = "table", db: DbOption = None, rules_dir: RulesOption = None) -> None:
     """One account's daily scores, with a sparkline (and a PNG chart with --png)."""
@@ -72,11 +102,11 @@ def scores_history(account: AccountArgument, days: Annotated[int, typer.Option(h
         name = store.scalar("SELECT name FROM accounts WHERE id = ?", (account_id,))
         rows = history(store, account_id, days, system_clock().date())
     if fmt != "table":
-        emit(rows, fmt, ("day", "score", "band", "churn_risk", "coverage"))
+        emit(for_format(rows, fmt), fmt, ("day", "score", "band", "churn_risk", "coverage"))
     else:
-        Console().print(f"{name}: {sparkline([r['score'] for r in rows])}  "
-                        + (f"{rows[0]['score']:.0f} → {rows[-1]['score']:.0f} over {len(rows)} days" if rows
-                           else "no history yet"))
+        Console().print(Text.assemble(plain(name), f": {sparkline([r['score'] for r in rows])}  ",
+                                      f"{rows[0]['score']:.0f} → {rows[-1]['score']:.0f} over "
+                                      f"{counted(len(rows), 'day')}" if rows else "no history yet"))
     if png is not None and rows:
         rulebook = RuleBook(settings.rules_dir)
         rulebook.reload()
@@ -84,9 +114,9 @@ def scores_history(account: AccountArgument, days: Annotated[int, typer.Option(h
         try:
             plot_history(rows, f"{name}: health score", str(png), red=bands.red, yellow=bands.yellow)
         except RuntimeError as exc:
-            err.print(f"[red]{exc}[/red]")
+            err.print(error_text(str(exc)))
             raise typer.Exit(1) from None
-        err.print(f"chart written to {png}")
+        err.print(plain(f"chart written to {png}"))
 
 
 @app.command()
@@ -148,7 +178,7 @@ def backtest(
 
     configure_logging(verbose)
     if fmt not in ("table", "json"):
-        err.print(f"[red]--format must be table or json, not {fmt!r}[/red]")
+        err.print(error_text(f"--format must be table or json, not {fmt!r}"))
         raise typer.Exit(2)
     if tune != (out is not None):
         err.print("[red]--tune and --out go together: --tune --out FILE[/red]")
@@ -159,7 +189,7 @@ def backtest(
                     horizon=parse_duration(horizon),
                     guardrails=tuple(Guardrail.parse(g) for g in guardrail or ["red:5-25"]))
     except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(error_text(str(exc)))
         raise typer.Exit(2) from None
     settings = cli_settings(db, rules_dir)
     rulebook = RuleBook(settings.rules_dir)
@@ -167,7 +197,7 @@ def backtest(
     if rulebook.scorecard is None:
         raise typer.Exit(1)
     if not settings.db.exists():
-        err.print(f"[red]No database at {settings.db}: run a cycle first (healthbeat run --once).[/red]")
+        err.print(error_text(f"No database at {settings.db}: run a cycle first (healthbeat run --once)."))
         raise typer.Exit(1)
     rules = OutcomeRules(tuple(renewal_type or ["Renewal"]), renewal_name or None, churn_field)
     with open_store(settings, lock=False) as store:
@@ -197,14 +227,17 @@ def override_set(account: AccountArgument,
 
     from worker.clock import system_clock
 
+    free_text("--reason", reason, MAX_REASON)
+    if by is not None:
+        free_text("--by", by, MAX_NAME)
     today = system_clock().date()
     try:
         last_day = date.fromisoformat(until) if until else today + timedelta(days=30)
     except ValueError:
-        err.print(f"[red]--until must be a date like 2026-12-31, not {until!r}[/red]")
+        err.print(error_text(f"--until must be a date like 2026-12-31, not {until!r}"))
         raise typer.Exit(2) from None
     if last_day < today:
-        err.print(f"[red]--until {last_day} is in the past[/red]")
+        err.print(error_text(f"--until {last_day} is in the past"))
         raise typer.Exit(2)
     settings = cli_settings(db)
     with open_store(settings) as store:
@@ -231,12 +264,12 @@ def override_ls(fmt: FormatOption = "table", db: DbOption = None) -> None:
     with open_store(settings, lock=False) as store:
         rows = overrides.list_overrides(store)
     if fmt != "table":
-        emit(rows, fmt, ("account_id", "name", "value", "reason", "until", "set_by", "set_at"))
+        emit(for_format(rows, fmt), fmt, ("account_id", "name", "value", "reason", "until", "set_by", "set_at"))
         return
-    table = Table(title="Score overrides")
-    for column in ("Account", "Value", "Until", "Reason", "Set by"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["name"] or row["account_id"], f"{row['value']:g}", row["until"] or "", row["reason"],
-                      row["set_by"] or "")
-    Console().print(table)
+    Console().print(FittedTable("Score overrides", OVERRIDE_TABLE, [
+        (row["name"] or row["account_id"], f"{row['value']:g}", row["until"], row["reason"], row["set_by"])
+        for row in rows], hint="--format csv shows them"))
+
+
+OVERRIDE_TABLE = (Column("Account", max_width=28), Column("Value", justify="right"), Column("Until"),
+                  Column("Reason", grows=True), Column("Set by", max_width=24, hide=1))

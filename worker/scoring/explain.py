@@ -20,6 +20,7 @@ from worker.errors import AccountNotFound
 from worker.scoring.measures import LIBRARY
 from worker.scoring.scorecard import Scorecard
 from worker.store import Store, parse_iso
+from worker.terminal import Column, FittedTable, clean, counted, plain
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -95,34 +96,37 @@ def _age(value: str | None, now: datetime) -> str:
         return "none"
     moment = parse_iso(value if "T" in value else f"{value}T00:00:00Z")
     days = (now - moment) / timedelta(days=1)
-    return f"{value[:10]} ({round(days)} days ago)" if days >= 1 else f"{value[:10]} (today)"
+    return f"{value[:10]} ({counted(round(days), 'day')} ago)" if days >= 1 else f"{value[:10]} (today)"
 
 
 def format_explanation(explanation: Explanation, now: datetime | None = None) -> RenderableType:
     now = now or datetime.now(UTC)
     a = explanation.account
     head = Text()
-    head.append(f"{a['name']}", style="bold")
-    head.append(f"  ({a['account_id']}, owner {a['owner'] or 'unknown'}"
-                f"{', segment ' + a['segment'] if a['segment'] else ''})\n")
-    head.append(f"Health {a['score']:.0f} {a['band']}  ·  trend {a['trend']}  ·  confidence {a['confidence']} "
-                f"(coverage {round(100 * (a['coverage'] or 0))}%)  ·  churn risk {_num(a['churn_risk'])}  ·  "
-                f"expansion readiness {_num(a['expansion_readiness'])}\n")
+    head.append(clean(a["name"]), style="bold")
+    head.append(clean(f"  ({a['account_id']}, owner {a['owner'] or 'unknown'}"
+                      f"{', segment ' + a['segment'] if a['segment'] else ''})") + "\n")
+    head.append(clean(f"Health {a['score']:.0f} {a['band']}  ·  trend {a['trend']}  ·  confidence "
+                      f"{a['confidence']} (coverage {round(100 * (a['coverage'] or 0))}%)  ·  churn risk "
+                      f"{_num(a['churn_risk'])}  ·  expansion readiness {_num(a['expansion_readiness'])}") + "\n")
     if a["overridden"]:
         head.append(f"Pinned by a CSM (computed score {a['computed_score']:.0f}).\n", style="yellow")
-    head.append(f"Why: {a['reason']}\n")
-    table = Table(title="Measures (contribution = weight × points; they add up to the computed score)")
-    for column in ("Group", "Measure", "Raw", "Points", "Weight", "Contribution", "What it says"):
-        table.add_column(column, overflow="fold")
-    for m in explanation.measures:
-        table.add_row(m.group, m.key, _num(m.raw, 2), _num(m.points), f"{100 * m.weight:.1f}%",
-                      f"{m.contribution:.1f}", m.says)
+    head.append(clean(f"Why: {a['reason']}") + "\n")
+    table = FittedTable("Measures (contribution = weight × points; they add up to the computed score)",
+                        MEASURE_TABLE, [(m.group, m.key, _num(m.raw, 2), _num(m.points), f"{100 * m.weight:.1f}%",
+                                         f"{m.contribution:.1f}", m.says) for m in explanation.measures],
+                        hint="--format json shows them")
     ages = Table(title="Newest data behind the score")
     ages.add_column("Data")
     ages.add_column("Newest")
     for kind, value in explanation.newest.items():
-        ages.add_row(kind.replace("_", " "), _age(value, now))
+        ages.add_row(kind.replace("_", " "), plain(_age(value, now)))
     return Group(head, table, ages)
+
+
+MEASURE_TABLE = (Column("Group", hide=2), Column("Measure", max_width=26), Column("Raw", justify="right"),
+                 Column("Points", justify="right", hide=1), Column("Weight", justify="right", hide=1),
+                 Column("Contribution", justify="right"), Column("What it says", grows=True, min_room=24))
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -156,7 +160,7 @@ def plot_history(rows: list[dict[str, Any]], title: str, path: str, *, red: floa
     axis.axhspan(yellow, 100, color="#e3f6e5")
     axis.plot(days, [r["score"] for r in rows], marker="o", color="#1f3b57")  # type: ignore[arg-type]
     axis.set_ylim(0, 100)
-    axis.set_title(title)
+    axis.set_title(title.replace("$", r"\$"))  # a name is data: "$x$" in it is not mathtext
     axis.set_ylabel("health score")
     figure.autofmt_xdate()
     figure.tight_layout()

@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from worker.store import Store
+
+BANDS: Final = ("red", "yellow", "green")
+"""Every band a score can fall in, worst first (`scoring.engine.band_of`)."""
 
 
 def read_scores(store: Store, *, band: str | None = None, owner: str | None = None,
@@ -22,3 +25,15 @@ def read_scores(store: Store, *, band: str | None = None, owner: str | None = No
         "SELECT h.account_id, h.name, h.owner, s.segment, h.score, h.band, h.trend, h.churn_risk, "
         "h.expansion_readiness, h.coverage, s.confidence, h.reason FROM account_health h "
         f"JOIN scores s USING (account_id) WHERE {' AND '.join(where)} ORDER BY h.score, h.name", params)
+
+
+def scored_owners(store: Store) -> list[str]:
+    """The owners of scored accounts, by full name: what `--owner` can match."""
+    return [str(r["owner"]) for r in store.query(
+        "SELECT DISTINCT owner FROM account_health WHERE score IS NOT NULL AND owner IS NOT NULL ORDER BY owner")]
+
+
+def scored_segments(store: Store) -> list[str]:
+    """The segments the latest scores were computed in (a segment just removed from the scorecard included)."""
+    return [str(r["segment"]) for r in store.query(
+        "SELECT DISTINCT segment FROM scores WHERE segment IS NOT NULL ORDER BY segment")]

@@ -35,6 +35,7 @@ from worker.alerting.message import NudgeKey
 from worker.errors import FeedbackError
 from worker.scoring import overrides
 from worker.store import Store, iso
+from worker.terminal import clean
 
 __all__ = [
     "ACTIONS",
@@ -116,6 +117,7 @@ def record_vote(store: Store, vote: Vote, now: datetime) -> Recorded:
     """
     axis = VERDICTS[vote.verdict]
     with store.transaction() as conn:
+        _require_sent(store, vote.nudge)
         rows = store.query("SELECT * FROM feedback WHERE dedup_key = ? AND user_id = ? AND axis = ?",
                            (vote.nudge.dedup_key, vote.user_id, axis))
         existing = rows[0] if rows else None
@@ -144,6 +146,22 @@ def record_vote(store: Store, vote: Vote, now: datetime) -> Recorded:
             assert vote.value is not None and vote.until is not None and vote.reason
             overrides.pin(store, vote.nudge.account_id, vote.value, vote.reason, vote.until, vote.setter, now)
     return Recorded(int(row_id or 0), True, status, why)
+
+
+_CLICKABLE: Final = ("inflight", "sent", "confirmed")
+"""Outbox states of a nudge that reached Slack, or may have (in flight when the worker stopped): a button on it
+can be clicked. A pending, superseded, failed or dead row never showed its buttons to anyone."""
+
+
+def _require_sent(store: Store, nudge: NudgeKey) -> None:
+    """Feedback is about a nudge someone read: a key with no such message (a forged or stale button, a key
+    typed by hand, a nudge pruned by retention) is refused, so `rules stats` never counts a vote on nothing."""
+    rows = store.query("SELECT status FROM outbox WHERE dedup_key = ?", (nudge.dedup_key,))
+    if not rows:
+        raise FeedbackError(f"no nudge {nudge.dedup_key} was ever queued: feedback on it is not recorded")
+    if rows[0]["status"] not in _CLICKABLE:
+        raise FeedbackError(f"nudge {nudge.dedup_key} was never sent ({rows[0]['status']}): feedback on it "
+                            "is not recorded")
 
 
 def _older(incoming: str | None, stored: str | None) -> bool:
@@ -339,7 +357,7 @@ class AccountFeedback:
         lines = self.lines()
         if not lines:
             return Text("No feedback from Slack on this account's nudges.", style="dim")
-        return Text("\n".join(lines))
+        return Text("\n".join(clean(line) for line in lines))
 
 
 def account_feedback(store: Store, account_id: str, today: date, *, recent_days: int = 90) -> AccountFeedback:
