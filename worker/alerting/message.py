@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 NudgeKind = Literal["fire", "resolve"]
 
-_KEY = re.compile(r"^nudge:(?P<rule>[a-z0-9_]+):(?P<account>[A-Za-z0-9]{15,18}):(?P<episode>\d+)"
-                  r":(?P<kind>fire|resolve)(?P<copy>:channel)?$")
+_KEY = re.compile(r"^nudge:(?P<rule>[a-z0-9_]+):(?P<account>[A-Za-z0-9]{15,18}):(?P<episode>\d{1,18})"
+                  r":(?P<kind>fire|resolve)(?P<copy>:channel)?\Z")  # an episode SQLite can hold; no trailing newline
 
 FEEDBACK_LABELS: Final[Mapping[str, str]] = {"feedback_useful": "Useful", "feedback_not_useful": "Not useful",
                                              "feedback_score_wrong": "Score looks wrong"}

@@ -29,14 +29,16 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.slack.client import SlackClient, SlackError, escape_text
 from worker.alerting.message import FEEDBACK_BLOCK, NudgeKey, feedback_block
 from worker.clock import Clock, system_clock
 from worker.config import Settings
-from worker.errors import NotANudgeKey
+from worker.errors import FeedbackError, NotANudgeKey
 from worker.service.feedback import (
     ACTIONS,
     DEFAULT_OVERRIDE_DAYS,
@@ -75,6 +77,7 @@ OVERRIDE_DAYS: Final = (7, 14, 30)
 BUSY_TIMEOUT_MS: Final = 2000
 """How long a click waits for a cycle's write transaction: under Slack's three seconds, with room to answer."""
 _SLACK_USER: Final = re.compile(r"^[UW][A-Z0-9]{2,}$")
+SQLITE_MAX_INTEGER: Final = 2**63 - 1
 
 
 # -- verification -----------------------------------------------------------------------------------------
@@ -168,10 +171,12 @@ def receipt_text(rows: list[dict[str, Any]]) -> str:
 
 
 def _feedback_key(block: Mapping[str, Any]) -> str | None:
+    """The nudge key on a feedback block's buttons; the blocks come from Slack, so any shape is possible."""
     if block.get("type") != "actions" or not str(block.get("block_id") or "").startswith(FEEDBACK_BLOCK):
         return None
-    return next((str(e["value"]) for e in block.get("elements") or []
-                 if e.get("action_id") in ACTIONS and e.get("value")), None)
+    elements = block.get("elements")
+    return next((str(e["value"]) for e in (elements if isinstance(elements, list) else [])
+                 if isinstance(e, dict) and e.get("action_id") in ACTIONS and e.get("value")), None)
 
 
 def with_receipts(blocks: list[dict[str, Any]], receipts: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -207,11 +212,116 @@ class InteractiveSlack(SlackClient):
         return str((response.get("view") or {}).get("id") or "")
 
 
-# -- the handler --------------------------------------------------------------------------------------------
+# -- what Slack sends ---------------------------------------------------------------------------------------
+# Only the fields read here, each with its type: a payload of another shape is a 400 naming the field, never
+# an error deep in the handler. Absent or null parts read as empty, as Slack leaves out what does not apply
+# (no `channel` for a click in a modal); whatever else Slack sends is ignored.
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _User(_Part):
+    id: str = Field(min_length=1)
+    username: str | None = None
+    name: str | None = None
+
+
+class _Action(_Part):
+    action_id: str | None = None
+    value: str | None = None
+    action_ts: str | None = None
+
+
+class _Container(_Part):
+    channel_id: str | None = None
+    message_ts: str | None = None
+
+
+class _Channel(_Part):
+    id: str | None = None
+
+
+class _Message(_Part):
+    ts: str | None = None
+    text: str | None = None
+    blocks: list[dict[str, Any]] | None = None
+
+
+class _BlockActions(_Part):
+    user: _User
+    actions: list[_Action] | None = None
+    container: _Container | None = None
+    channel: _Channel | None = None
+    message: _Message | None = None
+    trigger_id: str | None = None
+
+
+class _View(_Part):
+    callback_id: str | None = None
+    private_metadata: str | None = None
+    state: dict[str, Any] | None = None
+
+
+class _ViewSubmission(_Part):
+    user: _User
+    view: _View | None = None
+
+
+class _Option(_Part):
+    value: str | None = None
+
+
+class _Input(_Part):
+    value: str | None = None
+    selected_option: _Option | None = None
+
+
+class _ModalState(_Part):
+    """Our modal's `view.state`: block_id → action_id → the input's state."""
+
+    values: dict[str, dict[str, _Input]] | None = None
+
+
+class _ModalMetadata(_Part):
+    """What `score_wrong_modal` put in `private_metadata`, handed back on submission."""
+
+    key: str = ""
+    channel: str | None = None
+    ts: str | None = None
+
 
 class _BadRequest(Exception):
     pass
 
+
+_P = TypeVar("_P", bound=_Part)
+
+
+def _parsed(model: type[_P], data: Any, what: str) -> _P:
+    """`data` (a JSON text when it is a str) as `model`, or a bad request naming the first wrong field."""
+    try:
+        return model.model_validate_json(data) if isinstance(data, str) else model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise _BadRequest(f"{what}{'.' + where if where else ''}: {error['msg']}") from None
+
+
+def _nudge(text: str) -> NudgeKey | None:
+    """The nudge a button names, or None when the value is not one of ours."""
+    try:
+        nudge = NudgeKey.parse(text)
+    except (NotANudgeKey, ValueError) as exc:  # ValueError: an episode of thousands of digits
+        log.warning("slack actions: a feedback button with %s; ignored", exc)
+        return None
+    if nudge.episode > SQLITE_MAX_INTEGER:
+        log.warning("slack actions: a feedback button with episode %.40s...; ignored", nudge.episode)
+        return None
+    return nudge
+
+
+# -- the handler --------------------------------------------------------------------------------------------
 
 class SlackActions:
     """The `/slack/actions` route: `server.routes.add("POST", "/slack/actions", actions.handle)`.
@@ -265,6 +375,9 @@ class SlackActions:
         except _BadRequest as exc:
             log.warning("slack actions: bad request: %s", exc)
             return Response.json(400, {"error": "bad_request", "detail": str(exc)})
+        except FeedbackError as exc:  # a well-formed click the feedback rules refuse (a nudge never sent...)
+            log.warning("slack actions: not recorded: %s", exc)
+            return Response.json(422, {"error": "not_recorded", "detail": str(exc)})
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
@@ -272,29 +385,28 @@ class SlackActions:
             return Response.json(503, {"error": "busy"})
 
     def _block_actions(self, payload: Mapping[str, Any]) -> Response:
-        user = _user(payload)
-        action = next((a for a in payload.get("actions") or [] if a.get("action_id") in ACTIONS), None)
-        if action is None:
+        click = _parsed(_BlockActions, payload, "block_actions")
+        user = _user(click.user)
+        action = next((a for a in click.actions or [] if a.action_id in ACTIONS), None)
+        if action is None or action.action_id is None:
             return Response(200)  # "Open in Salesforce" and other link buttons report their clicks too
-        try:
-            nudge = NudgeKey.parse(str(action.get("value") or ""))
-        except NotANudgeKey as exc:
-            log.warning("slack actions: a feedback button with %s; ignored", exc)
+        nudge = _nudge(action.value or "")
+        if nudge is None:
             return Response(200)
-        container = payload.get("container") or {}
-        channel = (payload.get("channel") or {}).get("id") or container.get("channel_id")
-        message = payload.get("message") or {}
-        ts = container.get("message_ts") or message.get("ts")
-        verdict = ACTIONS[action["action_id"]]
+        container = click.container or _Container()
+        message = click.message or _Message()
+        channel = (click.channel.id if click.channel else None) or container.channel_id
+        ts = container.message_ts or message.ts
+        verdict = ACTIONS[action.action_id]
         now = self._clock()
         with self._lock:
-            if channel and ts and message.get("blocks"):
-                remember_message(self.store, channel, ts, str(message.get("text") or ""), message["blocks"], now)
+            if channel and ts and message.blocks:
+                remember_message(self.store, channel, ts, message.text or "", message.blocks, now)
             view = self._modal(nudge, user, channel, ts, now) if verdict == "score_wrong" else None
         if view is not None:  # the answer comes with the modal's submission
-            self._open_modal(str(payload.get("trigger_id") or ""), view, nudge)
+            self._open_modal(click.trigger_id or "", view, nudge)
             return Response(200)
-        vote = Vote(nudge, verdict, user[0], user[1], channel, ts, action.get("action_ts"))
+        vote = Vote(nudge, verdict, user[0], user[1], channel, ts, action.action_ts)
         with self._lock:
             recorded = record_vote(self.store, vote, now)
         log.info("slack actions: %s on %s by %s%s", vote.verdict, nudge.dedup_key, user[1] or user[0],
@@ -326,34 +438,35 @@ class SlackActions:
             log.warning("slack actions: could not open the modal for %s: %s", nudge.dedup_key, exc)
 
     def _view_submission(self, payload: Mapping[str, Any]) -> Response:
-        view = payload.get("view") or {}
-        if view.get("callback_id") != MODAL_CALLBACK_ID:
+        submission = _parsed(_ViewSubmission, payload, "view_submission")
+        view = submission.view or _View()
+        if view.callback_id != MODAL_CALLBACK_ID:
             return Response(200)
-        user = _user(payload)
-        try:
-            meta = json.loads(view.get("private_metadata") or "{}")
-            nudge = NudgeKey.parse(str(meta.get("key") or ""))
-        except (ValueError, NotANudgeKey) as exc:
-            raise _BadRequest(f"modal without its nudge: {exc}") from None
-        values = (view.get("state") or {}).get("values") or {}
-        reason = str(_input(values, "reason").get("value") or "").strip()
+        user = _user(submission.user)
+        meta = _parsed(_ModalMetadata, view.private_metadata or "{}", "view_submission.view.private_metadata")
+        nudge = _nudge(meta.key)
+        if nudge is None:
+            raise _BadRequest(f"modal without its nudge: {meta.key[:200]!r}")
+        values = _parsed(_ModalState, view.state or {}, "view_submission.view.state").values or {}
+        reason = (_input(values, "reason").value or "").strip()
         errors: dict[str, str] = {}
         if not reason:
             errors["reason"] = "Say why, in a few words: it is shown with the score."
         score: float | None = None
-        raw = _input(values, "value").get("value")
-        if raw not in (None, ""):
+        raw = _input(values, "value").value
+        if raw:
             try:
-                score = float(str(raw))
+                score = float(raw)
             except ValueError:
                 score = -1.0
             if not 0 <= score <= 100:
                 errors["value"] = "A score from 0 to 100, or leave it empty."
         if errors:
             return Response.json(200, {"response_action": "errors", "errors": errors})
-        days = _days((_input(values, "until").get("selected_option") or {}).get("value"))
+        option = _input(values, "until").selected_option
+        days = _days(option.value if option else None)
         now = self._clock()
-        channel, ts = meta.get("channel"), meta.get("ts")
+        channel, ts = meta.channel, meta.ts
         vote = Vote(nudge, "score_wrong", user[0], user[1], channel, ts, None, reason, score,
                     (now.date() + timedelta(days=days)) if score is not None else None)
         with self._lock:
@@ -403,27 +516,29 @@ class SlackActions:
 
 
 def _payload(request: Request) -> dict[str, Any]:
+    """The JSON object in the form body's `payload` field, as Slack sends interactions."""
     try:
         form = parse_qs(request.body.decode("utf-8"), keep_blank_values=True)
         payload = json.loads(form["payload"][0])
-    except (UnicodeDecodeError, KeyError, IndexError, ValueError):
+    except (UnicodeDecodeError, KeyError, IndexError, ValueError, RecursionError):
         raise _BadRequest("expected a form body with a JSON `payload` field") from None
     if not isinstance(payload, dict):
         raise _BadRequest("the payload is not a JSON object")
+    try:  # JSON may escape a lone surrogate (\ud800), which no UTF-8 text column can hold
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        raise _BadRequest("the payload holds text that is not valid Unicode") from None
     return payload
 
 
-def _user(payload: Mapping[str, Any]) -> tuple[str, str | None]:
-    user = payload.get("user") or {}
-    if not isinstance(user, dict) or not user.get("id"):
-        raise _BadRequest("the payload names no user")
-    return str(user["id"]), (user.get("username") or user.get("name") or None)
+def _user(user: _User) -> tuple[str, str | None]:
+    return user.id, (user.username or user.name or None)
 
 
-def _input(values: Mapping[str, Any], block_id: str) -> Mapping[str, Any]:
+def _input(values: Mapping[str, Mapping[str, _Input]], block_id: str) -> _Input:
     """The state of the modal input `block_id` (its one element, whose action_id is the same name)."""
     block = values.get(block_id) or {}
-    return dict(block.get(block_id) or next(iter(block.values()), {}) or {})
+    return block.get(block_id) or next(iter(block.values()), None) or _Input()
 
 
 def _days(value: object) -> int:
