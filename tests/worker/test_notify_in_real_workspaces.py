@@ -6,7 +6,8 @@ behaviour for these cases is pinned to Slack's documentation in tests/connectors
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from connectors.slack.client import SlackClient
 from connectors.slack.sandbox import SlackSandbox
 from worker.alerting.message import NudgeKey, NudgePayload
 from worker.delivery.notify import EVENT_TYPE, MAX_ATTEMPTS, send_nudges
+from worker.service.http import HealthState
 from worker.service.metrics import Metrics, read_store_facts
 from worker.store import Store, iso, outbox
 
@@ -151,3 +153,20 @@ def test_a_dead_nudge_counts_in_the_metrics(store: Store) -> None:
     metrics.set_store_facts(read_store_facts(store))
 
     assert 'healthbeat_outbox_dead{kind="slack"} 1.0' in metrics.render().decode()
+
+
+def test_a_dead_nudge_turns_healthz_degraded_naming_its_account(store: Store) -> None:
+    with SlackSandbox(scopes=MANIFEST_SCOPES) as sandbox:
+        channel = sandbox.add_channel("cs-alerts", archived=True)
+        key = _owe(store, ACME, destination=f"channel:{channel}")
+        with store.transaction() as conn:
+            conn.execute("UPDATE outbox SET attempts = ?, created_at = ? WHERE dedup_key = ?",
+                         (MAX_ATTEMPTS - 1, iso(datetime.now(UTC)), key))
+        send_nudges(store, _client(sandbox), NOW, fallback_channel=None)
+    state = HealthState(timedelta(minutes=15))
+
+    state.record_store(replace(read_store_facts(store), last_success=datetime.now(UTC)))  # a running worker
+    health = state.check()
+
+    assert health.status == "degraded"
+    assert any("Account AAA (turned_red)" in problem for problem in health.problems)

@@ -188,6 +188,9 @@ class HealthState:
                 degraded.append("the rule files have problems; the last good rules stay in force")
             else:
                 unhealthy.append("the rule files are broken and no good rules are loaded: nothing is scored")
+        if facts.dead_nudges:
+            degraded.append("nudges that could not be delivered and were given up on: "
+                            + ", ".join(facts.dead_nudges) + " (the outbox keeps each with its last_error)")
         if cycle is not None and cycle["outcome"] != "ok":
             degraded.append(f"the last cycle {cycle['outcome']}: " + "; ".join(cycle["problems"] or ["no detail"]))
         if unhealthy:

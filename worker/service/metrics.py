@@ -15,13 +15,13 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
-from worker.store import Store, parse_iso
+from worker.store import Store, iso, parse_iso
 
 if TYPE_CHECKING:
     from worker.cycle import Clients, CycleReport
@@ -59,6 +59,11 @@ class StoreFacts:
     quarantined: int = 0
     last_success: datetime | None = None
     last_cycle: LastCycle | None = None
+    dead_nudges: tuple[str, ...] = ()  # "account (rule)" of nudges given up on lately, for /healthz
+
+
+DEAD_NUDGES_SHOWN: Final = timedelta(days=7)
+"""How long a nudge given up on keeps `/healthz` degraded: long enough for someone to see it, not forever."""
 
 
 def read_store_facts(store: Store) -> StoreFacts:
@@ -71,13 +76,18 @@ def read_store_facts(store: Store) -> StoreFacts:
         depth[row["kind"]] = int(row["n"])
     for row in store.query("SELECT kind, count(*) AS n FROM outbox WHERE status = 'dead' GROUP BY kind"):
         dead[row["kind"]] = int(row["n"])
+    since = iso(datetime.now(UTC) - DEAD_NUDGES_SHOWN)
+    dead_nudges = tuple(f"{row['account']} ({row['rule']})" for row in store.query(
+        "SELECT coalesce(json_extract(payload, '$.account_name'), account_id) AS account, "
+        "json_extract(payload, '$.rule') AS rule FROM outbox WHERE kind = 'slack' AND status = 'dead' "
+        "AND created_at >= ? ORDER BY id DESC LIMIT 5", (since,)))
     last_ok = store.scalar("SELECT max(finished_at) FROM cycles WHERE status = 'ok'")
     latest = store.query("SELECT status, finished_at, summary FROM cycles ORDER BY id DESC LIMIT 1")
     return StoreFacts(
         schema_version=store.schema_version, outbox_depth=depth, outbox_dead=dead,
         quarantined=int(store.scalar("SELECT count(*) FROM quarantine") or 0),
         last_success=parse_iso(last_ok) if last_ok else None,
-        last_cycle=_last_cycle(latest[0]) if latest else None)
+        last_cycle=_last_cycle(latest[0]) if latest else None, dead_nudges=dead_nudges)
 
 
 def _last_cycle(row: Mapping[str, object]) -> LastCycle:
