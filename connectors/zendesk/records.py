@@ -4,9 +4,11 @@ The store and the scorer never see Zendesk JSON: they see these frozen dataclass
 change in Zendesk's payloads is absorbed here and nowhere else.
 
 Parsing is strict about what Healthbeat relies on (ids, timestamps, flags) and lenient about
-the rest (an unknown ``status`` string is kept as is). A record that fails the strict part
-raises :class:`ZendeskRecordError`; streaming callers turn that into a :class:`BadRecord`
-so one broken record is quarantined with its reason instead of stopping a whole sync.
+the rest (an unknown ``status`` string is kept as is; a lone UTF-16 surrogate, which a JSON
+``\\ud800`` escape can carry but no database or UTF-8 file can hold, becomes U+FFFD). A record
+that fails the strict part raises :class:`ZendeskRecordError`; streaming callers turn that into
+a :class:`BadRecord` so one broken record is quarantined with its reason instead of stopping a
+whole sync.
 """
 
 from __future__ import annotations
@@ -152,23 +154,41 @@ def parse_organization(raw: Mapping[str, Any]) -> ZendeskOrganization:
     """Build an organization; domain names are lower-cased since matching ignores case."""
     domains = raw.get("domain_names") or []
     if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
-        raise ZendeskRecordError(f"field 'domain_names' must be a list of strings, got {domains!r}")
+        raise ZendeskRecordError(f"field 'domain_names' must be a list of strings, got {_shown(domains)}")
     external_id = raw.get("external_id")
     if external_id is not None and not isinstance(external_id, str | int):
-        raise ZendeskRecordError(f"field 'external_id' must be text, got {external_id!r}")
+        raise ZendeskRecordError(f"field 'external_id' must be text, got {_shown(external_id)}")
     return ZendeskOrganization(
         id=_id(raw, "id"),
         name=_text(raw, "name", default=""),
-        external_id=None if external_id in (None, "") else str(external_id),
-        domain_names=tuple(d.strip().lower() for d in domains if d.strip()),
+        external_id=None if external_id in (None, "") else _unicode(str(external_id)),
+        domain_names=tuple(_unicode(d.strip().lower()) for d in domains if d.strip()),
     )
+
+
+_MAX_ID = 2**63 - 1  # Zendesk's ids are 64-bit integers; a larger one is corrupt, and SQLite could not hold it
+
+
+def _shown(value: Any) -> str:
+    """A value in an error message: as Python writes it (escapes and all), cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _unicode(text: str) -> str:
+    """The text with any lone surrogate replaced by U+FFFD, so it can be stored and printed."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _id(raw: Mapping[str, Any], field: str) -> int:
     value = raw.get(field)
     # bool is an int subclass; True as an id is a corrupt record, not id 1.
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ZendeskRecordError(f"field {field!r} must be a positive integer id, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= _MAX_ID:
+        raise ZendeskRecordError(f"field {field!r} must be a positive integer id, got {_shown(value)}")
     return value
 
 
@@ -181,8 +201,8 @@ def _text(raw: Mapping[str, Any], field: str, *, default: str | None = None) -> 
     if value is None and default is not None:
         return default
     if not isinstance(value, str) or (default is None and not value):
-        raise ZendeskRecordError(f"field {field!r} must be text, got {value!r}")
-    return value
+        raise ZendeskRecordError(f"field {field!r} must be text, got {_shown(value)}")
+    return _unicode(value)
 
 
 def _optional_text(raw: Mapping[str, Any], field: str) -> str | None:
@@ -190,19 +210,28 @@ def _optional_text(raw: Mapping[str, Any], field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ZendeskRecordError(f"field {field!r} must be text or null, got {value!r}")
-    return value
+        raise ZendeskRecordError(f"field {field!r} must be text or null, got {_shown(value)}")
+    return _unicode(value)
 
 
 def _timestamp(raw: Mapping[str, Any], field: str) -> datetime:
-    """Parse Zendesk's ISO 8601 UTC form (``2024-01-01T00:00:00Z``) into an aware datetime."""
+    """Parse Zendesk's ISO 8601 UTC form (``2024-01-01T00:00:00Z``) into an aware datetime.
+
+    Its year in UTC must have four digits: the store writes times as text that sorts as time only then
+    (and a time on the edge of year 1 or 9999 has no UTC form at all)."""
     value = raw.get(field)
     if not isinstance(value, str):
-        raise ZendeskRecordError(f"field {field!r} must be an ISO 8601 timestamp, got {value!r}")
+        raise ZendeskRecordError(f"field {field!r} must be an ISO 8601 timestamp, got {_shown(value)}")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ZendeskRecordError(f"field {field!r} is not an ISO 8601 timestamp: {value!r}") from None
+        raise ZendeskRecordError(f"field {field!r} is not an ISO 8601 timestamp: {_shown(value)}") from None
     if parsed.tzinfo is None:
-        raise ZendeskRecordError(f"field {field!r} has no time zone: {value!r}")
-    return parsed.astimezone(UTC)
+        raise ZendeskRecordError(f"field {field!r} has no time zone: {_shown(value)}")
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or utc.year < 1000:
+        raise ZendeskRecordError(f"field {field!r} is outside the years 1000 to 9999: {_shown(value)}")
+    return utc

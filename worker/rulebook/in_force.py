@@ -13,7 +13,7 @@ from pathlib import Path
 
 from worker.alerting.rules import LoadedRules, load_alert_rules
 from worker.errors import NoGoodRules
-from worker.rulefile import RuleFileError
+from worker.rulefile import RuleFileError, read_rule_bytes
 from worker.scoring.scorecard import LoadedScorecard, load_scorecard
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,14 @@ RULE_FILES = ("scorecard.yaml", "alerts.yaml")
 
 
 def rules_fingerprint(rules_dir: Path) -> str:
-    """The rule files' contents in one digest (a missing file counts as its own content)."""
+    """The rule files' contents in one digest (a file that cannot be read counts by the reason it cannot). Read as
+    the loaders read them, so a FIFO or a huge file costs no more here than there."""
     digest = hashlib.sha256()
     for name in RULE_FILES:
         try:
-            digest.update((rules_dir / name).read_bytes())
-        except OSError as exc:
-            digest.update(f"<{name}: {type(exc).__name__}>".encode())
+            digest.update(read_rule_bytes(rules_dir / name))
+        except RuleFileError as exc:
+            digest.update(f"<{name}: {exc}>".encode("utf-8", "backslashreplace"))
         digest.update(b"\0")
     return digest.hexdigest()
 

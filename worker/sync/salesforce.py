@@ -11,12 +11,13 @@ import contextlib
 import functools
 import gc
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from connectors.salesforce.client import (
@@ -59,13 +60,68 @@ class SalesforceStream:
         return [*self.required, *(f for f in self.optional if f in available)]
 
 
+def _shown(value: Any) -> str:
+    """A value in a quarantine reason: as Python writes it (escapes and all), cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+_from_iso = datetime.fromisoformat
+
+
 def _sf_time(value: Any) -> str | None:
-    """Salesforce's `2024-01-01T00:00:00.000+0000` as the store's `2024-01-01T00:00:00Z`."""
+    """Salesforce's `2024-01-01T00:00:00.000+0000` as the store's `2024-01-01T00:00:00Z`. Anything that is not a
+    date-time Salesforce can hold (its years run from 1700 to 4000, as the Data Loader guide's 'Data Import Dates'
+    says) is a ValueError: the record is quarantined rather than stored with a time that sorts wrong or that
+    nothing can read back."""
     if not value:
         return None
-    if len(value) == 28 and value.endswith(".000+0000"):  # the usual form: no parsing needed (hot path)
-        return f"{value[:19]}Z"
-    return iso(parse_iso(value.replace("+0000", "+00:00")))
+    try:
+        if len(value) == 28 and value.endswith(".000+0000") and value[7] == "-" and value[10] == "T":
+            moment = _from_iso(value)  # the usual form (hot path): is there such a day, hour, minute...?
+            if 1700 <= moment.year <= 4000:
+                return f"{value[:19]}Z"
+        else:
+            moment = parse_iso(value.replace("+0000", "+00:00"))
+    except (TypeError, AttributeError, ValueError):
+        raise ValueError(f"not a date-time: {_shown(value)}") from None
+    if not 1700 <= moment.year <= 4000:
+        raise ValueError(f"not a date-time Salesforce can hold (years 1700 to 4000): {_shown(value)}")
+    return iso(moment)
+
+
+def _sf_id(value: Any) -> str:
+    """A record's own Id keys its rows and ends up in the next query's cursor (`Id > '...'`): 15 or 18 letters and
+    digits, as Salesforce makes them, or the record is quarantined."""
+    if isinstance(value, str) and len(value) in (15, 18) and value.isalnum() and value.isascii():
+        return value
+    raise ValueError(f"Id is not a Salesforce record id: {_shown(value)}")
+
+
+def _number(r: dict[str, Any], field: str) -> float | None:
+    """A number field as a float (the columns are REAL; text that is not a number would reach the scorer's
+    arithmetic). A number sent as text, as a field of the wrong type in an org would send it, is read."""
+    value = r.get(field)
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{field} is not a number: {_shown(value)}") from None
+
+
+def _day(r: dict[str, Any], field: str) -> str | None:
+    """A Date field (`2024-05-01`): the scorer and the backtest read its first ten characters as a day."""
+    value = r.get(field)
+    if value is None or value == "":
+        return None
+    try:
+        date.fromisoformat(value[:10])
+    except (TypeError, ValueError):
+        raise ValueError(f"{field} is not a date: {_shown(value)}") from None
+    return str(value)
 
 
 def _deleted(record: dict[str, Any]) -> int:
@@ -73,18 +129,21 @@ def _deleted(record: dict[str, Any]) -> int:
 
 
 def _account_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
+    name = r.get("Name")
+    if not isinstance(name, str):
+        raise ValueError(f"Name is not text: {_shown(name)}")
     return [("accounts", {
-        "id": r["Id"], "name": r["Name"], "type": r.get("Type"), "industry": r.get("Industry"),
-        "website": r.get("Website"), "owner_id": r.get("OwnerId"), "annual_revenue": r.get("AnnualRevenue"),
-        "contracted_seats": r.get("Contracted_Seats__c"), "override_value": r.get("Health_Override__c"),
+        "id": _sf_id(r.get("Id")), "name": name, "type": r.get("Type"), "industry": r.get("Industry"),
+        "website": r.get("Website"), "owner_id": r.get("OwnerId"), "annual_revenue": _number(r, "AnnualRevenue"),
+        "contracted_seats": _number(r, "Contracted_Seats__c"), "override_value": _number(r, "Health_Override__c"),
         "override_reason": r.get("Health_Override_Reason__c"),
-        "override_until": r.get("Health_Override_Until__c"),
+        "override_until": _day(r, "Health_Override_Until__c"),
         "is_deleted": 1 if r.get("IsDeleted") or r.get("MasterRecordId") else 0,
         "merged_into": r.get("MasterRecordId"), "modstamp": _sf_time(r["SystemModstamp"])})]
 
 
 def _user_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
-    return [("users", {"source": "salesforce", "source_id": r["Id"], "name": r.get("Name"),
+    return [("users", {"source": "salesforce", "source_id": _sf_id(r.get("Id")), "name": r.get("Name"),
                        "email": r.get("Email"), "role": "owner", "timezone": r.get("TimeZoneSidKey"),
                        "is_active": 1 if r.get("IsActive", True) else 0,
                        "modstamp": _sf_time(r["SystemModstamp"])})]
@@ -92,13 +151,13 @@ def _user_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
 
 def _opportunity_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
     return [("opportunities", {
-        "id": r["Id"], "account_id": r.get("AccountId"), "name": r.get("Name"), "type": r.get("Type"),
-        "stage": r.get("StageName"), "amount": r.get("Amount"), "close_date": r.get("CloseDate"),
+        "id": _sf_id(r.get("Id")), "account_id": r.get("AccountId"), "name": r.get("Name"), "type": r.get("Type"),
+        "stage": r.get("StageName"), "amount": _number(r, "Amount"), "close_date": _day(r, "CloseDate"),
         "is_closed": int(bool(r.get("IsClosed"))), "is_won": int(bool(r.get("IsWon"))),
         "is_deleted": _deleted(r), "modstamp": _sf_time(r["SystemModstamp"])})]
 
 
-def _activity(source_id: str, kind: str, r: dict[str, Any], *, occurred: Any, account_id: Any,
+def _activity(source_id: Any, kind: str, r: dict[str, Any], *, occurred: Any, account_id: Any,
               related_id: Any = None, direction: str | None, subject: Any = None, text: Any = None,
               status: Any = None, priority: Any = None, closed: Any = None) -> Row:
     occurred_at = _sf_time(occurred)
@@ -109,6 +168,8 @@ def _activity(source_id: str, kind: str, r: dict[str, Any], *, occurred: Any, ac
         raise ValueError(f"{kind} names no account (AccountId, WhatId, RelatedToId and ParentId are empty)")
     if isinstance(text, str) and len(text) > MAX_TEXT:
         text = text[:MAX_TEXT]  # a 10 MB email body says no more about sentiment than its first pages
+    if type(source_id) is not str:  # its form matters only to the cursor, which checks it itself
+        raise ValueError(f"Id is not text: {_shown(source_id)}")
     # one per record of a backfill (a million): no helper calls for what an expression says
     return {"source": "salesforce", "source_id": source_id, "kind": kind,
             "account_id": account_id if isinstance(account_id, str) and account_id.startswith("001") else None,
@@ -120,7 +181,7 @@ def _activity(source_id: str, kind: str, r: dict[str, Any], *, occurred: Any, ac
 
 def _event_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
     return [("activities", _activity(
-        r["Id"], "meeting", r, occurred=r.get("ActivityDateTime") or r.get("StartDateTime"),
+        r.get("Id"), "meeting", r, occurred=r.get("ActivityDateTime") or r.get("StartDateTime"),
         account_id=r.get("AccountId"), related_id=r.get("WhatId"), direction="both",
         subject=r.get("Subject")))]
 
@@ -133,7 +194,7 @@ def _task_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
         return []
     occurred = r.get("CompletedDateTime") or (f"{r['ActivityDate']}T12:00:00.000+0000"
                                               if r.get("ActivityDate") else r.get("CreatedDate"))
-    row = _activity(r["Id"], "email" if subtype == "Email" else "call", r, occurred=occurred,
+    row = _activity(r.get("Id"), "email" if subtype == "Email" else "call", r, occurred=occurred,
                     account_id=r.get("AccountId"), related_id=r.get("WhatId"),
                     direction="out" if subtype == "Email" else "both", subject=r.get("Subject"))
     return [("activities:fill" if subtype == "Email" else "activities", row)]
@@ -142,14 +203,14 @@ def _task_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
 def _email_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
     related = r.get("RelatedToId") or r.get("ParentId")
     return [("activities", _activity(
-        r.get("ActivityId") or r["Id"], "email", r, occurred=r.get("MessageDate") or r.get("CreatedDate"),
+        r.get("ActivityId") or r.get("Id"), "email", r, occurred=r.get("MessageDate") or r.get("CreatedDate"),
         account_id=related, related_id=related, direction="in" if r.get("Incoming") else "out",
         subject=r.get("Subject"), text=r.get("TextBody")))]
 
 
 def _case_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
     return [("activities", _activity(
-        r["Id"], "ticket", r, occurred=r.get("CreatedDate"), account_id=r.get("AccountId"),
+        r.get("Id"), "ticket", r, occurred=r.get("CreatedDate"), account_id=r.get("AccountId"),
         direction="in", subject=r.get("Subject"), text=r.get("Description"), status=r.get("Status"),
         priority=(r.get("Priority") or "").lower() or None, closed=r.get("ClosedDate")))]
 
@@ -313,7 +374,7 @@ def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: Sales
 
 
 def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[dict[str, Any]],
-                           cursor: Cursor | None, now: datetime, report: SyncReport) -> Cursor:
+                           cursor: Cursor | None, now: datetime, report: SyncReport) -> Cursor | None:
     name = f"salesforce.{stream.sobject}"
     tables: dict[str, list[Row]] = {}
     bad: list[Quarantined] = []
@@ -325,27 +386,103 @@ def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[di
                 if rows is None:
                     rows = tables[table] = []
                 rows.append(row)
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            bad.append(Quarantined("salesforce", stream.sobject, record.get("Id"),
-                                   f"{type(exc).__name__}: {exc}", record))
-    last = page[-1]  # the query is ordered by (SystemModstamp, Id)
-    moved = (cursor or Cursor(now, "", now)).after_page(parse_iso(_sf_time(last["SystemModstamp"]) or iso(now)),
-                                                        str(last["Id"]), now)
+        except _UNUSABLE as exc:
+            bad.append(Quarantined("salesforce", stream.sobject, _record_id(record), f"{type(exc).__name__}: {exc}",
+                                   record))
+    moved = _cursor_after(page, cursor, now)
     with store.transaction():
-        for table, rows in tables.items():
-            if table.endswith(":fill"):
-                store.insert_missing(table.split(":")[0], rows)
-            else:
-                store.upsert(table, rows, _KEYS[table])
+        try:
+            with store.transaction():  # a savepoint: a row the store refuses undoes the page's rows, nothing else
+                _write_rows(store, tables)
+        except _REFUSED:
+            bad += _write_record_by_record(store, stream, page)
         store.quarantine(bad, now)
-        store.save_cursor(name, moved.dump(), len(page), now)
+        store.save_cursor(name, moved.dump() if moved is not None else None, len(page), now)
         if stream.sobject in _RELATED_STREAMS:
             store.save_cursor(_RELATED_PENDING, "1", 0, now)
-    report.add(name, len(page), deleted=sum(1 for r in page if r.get("IsDeleted")), quarantined=len(bad))
+    report.add(name, len(page), deleted=sum(1 for r in page if isinstance(r, dict) and r.get("IsDeleted")),
+               quarantined=len(bad))
     report.quarantined += len(bad)
     for item in bad:
         log.warning("quarantined %s %s: %s", stream.sobject, item.source_id, item.reason)
     return moved
+
+
+_UNUSABLE = (KeyError, ValueError, TypeError, AttributeError)
+"""What a row builder raises for a record it cannot use: the record is quarantined with the reason."""
+_REFUSED = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError,
+            UnicodeEncodeError)
+"""What SQLite raises for a value it cannot hold (a mapping, an integer beyond 64 bits, a lone surrogate, no
+account name): the fault of one record, unlike a full disk or a lock, which still fail the stream."""
+
+
+def _write_rows(store: Store, tables: dict[str, list[Row]]) -> None:
+    for table, rows in tables.items():
+        if table.endswith(":fill"):
+            store.insert_missing(table.split(":")[0], rows)
+        else:
+            store.upsert(table, rows, _KEYS[table])
+
+
+def _write_record_by_record(store: Store, stream: SalesforceStream, page: list[dict[str, Any]]
+                            ) -> list[Quarantined]:
+    """The page again, each record's rows in a savepoint of their own: the store takes every record it can hold,
+    and the others are quarantined with the value it could not."""
+    refused: list[Quarantined] = []
+    for record in page:
+        try:
+            rows = stream.to_rows(record)
+        except _UNUSABLE:
+            continue  # quarantined already
+        tables: dict[str, list[Row]] = {}
+        for table, row in rows:
+            tables.setdefault(table, []).append(row)
+        try:
+            with store.transaction():
+                _write_rows(store, tables)
+        except _REFUSED as exc:
+            refused.append(Quarantined("salesforce", stream.sobject, _record_id(record), _refusal(rows, exc),
+                                       record))
+    return refused
+
+
+def _refusal(rows: list[tuple[str, Row]], exc: Exception) -> str:
+    """The first value the store cannot hold, by column; else the store's own words."""
+    for table, row in rows:
+        for column, value in row.items():
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"{table.split(':')[0]}.{column} is not valid Unicode text: {_shown(value)}"
+            elif isinstance(value, int) and not -(2**63) <= value < 2**63:
+                return f"{table.split(':')[0]}.{column} is too large a number: {_shown(value)}"
+            elif value is not None and not isinstance(value, int | float):
+                return f"{table.split(':')[0]}.{column} cannot be stored: {_shown(value)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _record_id(record: Any) -> str | None:
+    """The record's Id for the quarantine and the log, if it has one that is text (escaped where it is not
+    printable: a newline or a lone surrogate in a forged Id must not reach either as it is)."""
+    value = record.get("Id") if isinstance(record, dict) else None
+    if not isinstance(value, str):
+        return None
+    return value[:100] if value[:100].isprintable() else value[:100].encode("unicode_escape").decode("ascii")
+
+
+def _cursor_after(page: list[dict[str, Any]], cursor: Cursor | None, now: datetime) -> Cursor | None:
+    """Past the page's last record whose stamp and Id are usable (the query is ordered by (SystemModstamp, Id)):
+    a broken last record does not stop the stream; the records after the one chosen are read again next time."""
+    for record in reversed(page):
+        try:
+            stamp = _sf_time(record.get("SystemModstamp"))
+            record_id = _sf_id(record.get("Id"))
+        except (ValueError, AttributeError):
+            continue
+        if stamp is not None:
+            return (cursor or Cursor(now, "", now)).after_page(parse_iso(stamp), record_id, now)
+    return cursor
 
 
 # Set with any stored page that can name or be an email's related record, cleared once emails are resolved:
