@@ -4,6 +4,7 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY rules ./rules
 COPY worker ./worker
 COPY connectors ./connectors
 RUN python -m venv /opt/healthbeat \

@@ -7,7 +7,9 @@ are `SecretStr` so that printing the settings, or an exception that carries them
 from __future__ import annotations
 
 import re
+import shutil
 from datetime import timedelta
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,8 +41,9 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 class Settings(BaseSettings):
     """Everything the worker needs to know about its deployment."""
 
+    # A blank value (`USAGE_DIR=` as .env.example has it) means unset: the default, not "" or the current folder.
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
-                                      populate_by_name=True)
+                                      populate_by_name=True, env_ignore_empty=True)
 
     db: Path = Field(default=Path("healthbeat.db"), validation_alias="HEALTHBEAT_DB")
     rules_dir: Path = Field(default=Path("rules"), validation_alias="HEALTHBEAT_RULES_DIR")
@@ -89,10 +92,28 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a URL like https://example.com, got {value!r}")
         return value
 
-    @field_validator("zendesk_email", "slack_fallback_channel", "salesforce_client_id", mode="before")
+    @field_validator("zendesk_email", "slack_fallback_channel", "salesforce_client_id", "usage_dir", "ca_bundle",
+                     mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError(f"the time between cycles must be at least 1s, e.g. 90s, 15m or 1h "
+                             f"(got {value.total_seconds():g}s)")
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _existing_bundle(cls, value: str | None) -> str | None:
+        """A CA bundle that is not there would fail every TLS connection later, each with a vaguer message."""
+        if value is not None and not Path(value).exists():
+            raise ValueError(f"{value} does not exist: give the PEM file of the CA certificates to trust, or unset "
+                             "it to use the default ones")
+        return value
 
     @property
     def zendesk_configured(self) -> bool:
@@ -128,6 +149,15 @@ class Settings(BaseSettings):
         return problems
 
 
+def _setting_name(first: str) -> str:
+    """pydantic names a setting with two names by the first: say both, since either may be the one set."""
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices) and first in alias.choices:
+            return " / ".join(str(choice) for choice in alias.choices)
+    return first
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning pydantic's report into one message that names each bad setting."""
     try:
@@ -135,10 +165,35 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "?"
+            name = _setting_name(str(error["loc"][0])) if error["loc"] else "?"
             lines.append(f"{name}: {error['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     problems = settings.partial_sources()
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return settings
+
+
+def shipped_rules() -> Path:
+    """The default rule files installed with Healthbeat: the repository's `rules/`, packaged as
+    `worker/default_rules`. What `healthbeat init` copies for ops to edit, and what the demo runs on outside
+    a clone."""
+    return Path(str(files("worker") / "default_rules"))
+
+
+def copy_shipped_rules(folder: Path) -> list[Path]:
+    """Write the shipped rule files (scorecard.yaml, alerts.yaml, tests/*.yaml) into `folder`, creating it.
+    Never overwrites: a file already there is a `ConfigError` naming it, and nothing is written."""
+    source = shipped_rules()
+    names = sorted(p.relative_to(source) for p in [*source.glob("*.yaml"), *source.glob("tests/*.yaml")])
+    if not names:
+        raise ConfigError(f"this installation of Healthbeat has no default rules ({source} is empty): reinstall it")
+    there = [folder / name for name in names if (folder / name).exists()]
+    if there:
+        raise ConfigError(f"{there[0]} exists: init writes only new files (give an empty or new folder, or edit "
+                          "the files in place)")
+    written = []
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        written.append(Path(shutil.copyfile(source / name, folder / name)))
+    return written

@@ -1,18 +1,22 @@
 """One cycle: sync → score → evaluate → write back → notify → prune, each a plain function over the store.
 
 Every stage records what it has done in the store as it goes, so a cycle that dies at any line is simply
-run again. The cycle logs one summary line with counts per stage and keeps a row in `cycles`.
+run again. The cycle logs one summary line with counts per stage and keeps a row in `cycles`. A stop request
+(SIGTERM) is honoured at the next safe point: between stages, and inside a sync after each page it stores.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from types import FrameType
 from typing import Any
 
 from connectors.salesforce.client import SalesforceClient, SalesforceCredentials, SalesforceError
@@ -30,9 +34,10 @@ from worker.scoring.sentiment import SentimentModel, VaderModel, score_pending_t
 from worker.store import Store, iso
 from worker.store.retention import prune, prune_due
 from worker.sync import sync_all
-from worker.sync.report import SyncReport
+from worker.sync.report import StreamStats, SyncReport
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class Clients:
@@ -47,24 +52,36 @@ class Clients:
             self.zendesk.close()
 
 
-def build_clients(settings: Settings) -> Clients:
+def build_clients(settings: Settings, *, stop: threading.Event | None = None) -> Clients:
+    """The clients for these settings. With `stop`, their waits (Zendesk's pacing of its export, a minute at a
+    time; Salesforce's retry back-off) end as soon as a stop is requested, and the cycle ends there: no
+    transaction is open while a client waits."""
     settings.require_salesforce()
     assert settings.salesforce_client_id and settings.salesforce_client_secret  # checked just above
+    sleep = _sleep_unless_stopped(stop) if stop is not None else time.sleep
     salesforce = SalesforceClient(SalesforceCredentials(
         login_url=settings.salesforce_login_url, client_id=settings.salesforce_client_id,
         client_secret=settings.salesforce_client_secret.get_secret_value(),
-        api_version=settings.salesforce_api_version, ca_bundle=settings.ca_bundle))
+        api_version=settings.salesforce_api_version, ca_bundle=settings.ca_bundle), retry_sleep=sleep)
     zendesk = None
     if settings.zendesk_configured:
         assert settings.zendesk_url and settings.zendesk_email and settings.zendesk_api_token
         zendesk = ZendeskClient(settings.zendesk_url, settings.zendesk_email,
                                 settings.zendesk_api_token.get_secret_value(),
-                                requests_per_minute=settings.zendesk_requests_per_minute)
+                                requests_per_minute=settings.zendesk_requests_per_minute, sleep=sleep)
     slack = None
     if settings.slack_configured:
         assert settings.slack_bot_token is not None
         slack = SlackClient(settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
     return Clients(salesforce, zendesk, slack)
+
+
+def _sleep_unless_stopped(stop: threading.Event) -> Callable[[float], None]:
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise _StopRequested
+
+    return sleep
 
 
 @dataclass
@@ -82,9 +99,17 @@ class CycleReport:
     stages: list[str] = field(default_factory=list)
     seconds: float = 0.0
     pruned: dict[str, int] = field(default_factory=dict)
+    stopped: bool = False  # a stop request ended it early; what its stages stored is kept
+
+    @property
+    def status(self) -> str:
+        """As the `cycles` table keeps it: ok, failed, or stopped (by SIGTERM or SIGINT, before its end)."""
+        return "ok" if self.ok else "stopped" if self.stopped and not self.problems() else "failed"
 
     def summary(self) -> str:
-        parts = [f"cycle {'ok' if self.ok else 'FAILED'}"]
+        parts = [f"cycle {self.status if self.status != 'failed' else 'FAILED'}"]
+        if self.stopped:
+            parts.append(f"stopped on request after {', '.join(self.stages) or 'no complete stage'}")
         parts.append(f"in {self.seconds:.1f}s")
         if self.sync:
             parts.append(f"sync {self.sync.total} records ({self.sync.quarantined} quarantined)")
@@ -130,7 +155,7 @@ def _recorded(store: Store, report: CycleReport) -> Iterator[None]:
         yield
     finally:
         store.conn.execute("UPDATE cycles SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
-                           (iso(report.finished_at or report.started_at), "ok" if report.ok else "failed",
+                           (iso(report.finished_at or report.started_at), report.status,
                             json.dumps(report.as_json()), cycle_id))
 
 
@@ -139,12 +164,57 @@ def record_url(store: Store, settings: Settings) -> str:
     return store.cursor("salesforce.instance_url") or settings.salesforce_login_url
 
 
+class _StopRequested(Exception):
+    """Raised at a safe point (a page just committed) once a stop is requested; `Cycle.run` ends the cycle."""
+
+
+class _PageWatch:
+    """Called by the sync after each page it stores: the terminal's progress, a debug line, each stream's time,
+    and the stop request's safe point. Streams whose module does not time itself are given the time from the
+    previous stored page (of any stream) to their own."""
+
+    def __init__(self, progress: Callable[[str, int], None] | None, stop: threading.Event | None) -> None:
+        self.progress = progress
+        self.stop = stop
+        self.records: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def __call__(self, stream: str, records: int) -> None:
+        now = time.monotonic()
+        self.seconds[stream] = self.seconds.get(stream, 0.0) + now - self._last
+        self._last = now
+        self.records[stream] = records
+        log.debug("sync %s: %d records stored so far", stream, records)
+        if self.progress is not None:
+            self.progress(stream, records)
+        if self.stop is not None and self.stop.is_set():
+            raise _StopRequested
+
+    def fill(self, report: SyncReport) -> None:
+        for stream, seconds in self.seconds.items():
+            stats = report.streams.get(stream)
+            if stats is not None and not stats.seconds:
+                stats.seconds = seconds
+
+    def partial(self) -> SyncReport:
+        """What a sync stopped midway had stored, as far as its pages said."""
+        report = SyncReport(records=dict(self.records))
+        for stream, records in self.records.items():
+            report.streams[stream] = StreamStats(read=records, seconds=self.seconds.get(stream, 0.0))
+        return report
+
+
 class Cycle:
-    """The stages, runnable alone (`healthbeat sync`, `score`, ...) or together (`run --once`)."""
+    """The stages, runnable alone (`healthbeat sync`, `score`, ...) or together (`run --once`).
+
+    `stop`, once set, ends the cycle at the next safe point: before the next stage, or after the page a sync
+    is storing; the report says `stopped`, and every stage resumes from what the store recorded."""
 
     def __init__(self, store: Store, settings: Settings, rulebook: RuleBook, clients: Clients, *,
                  clock: Clock = system_clock, sentiment: SentimentModel | None = None,
-                 dry_run: bool = False, progress: Callable[[str, int], None] | None = None) -> None:
+                 dry_run: bool = False, progress: Callable[[str, int], None] | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.store = store
         self.settings = settings
         self.rulebook = rulebook
@@ -152,7 +222,12 @@ class Cycle:
         self.clock = clock
         self.dry_run = dry_run
         self.progress = progress
+        self.stop = stop
         self._sentiment = sentiment
+
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise _StopRequested
 
     @property
     def sentiment(self) -> SentimentModel:
@@ -162,15 +237,23 @@ class Cycle:
 
     def sync(self, report: CycleReport) -> None:
         settings = self.settings
-        report.sync = sync_all(self.store, self.clock(), salesforce=self.clients.salesforce,
-                               zendesk=self.clients.zendesk, usage_dir=settings.usage_dir,
-                               salesforce_overlap=settings.salesforce_overlap,
-                               salesforce_api_share=settings.salesforce_api_share,
-                               zendesk_backfill=settings.zendesk_backfill, progress=self.progress)
+        watch = _PageWatch(self.progress, self.stop)
+        try:
+            report.sync = sync_all(self.store, self.clock(), salesforce=self.clients.salesforce,
+                                   zendesk=self.clients.zendesk, usage_dir=settings.usage_dir,
+                                   salesforce_overlap=settings.salesforce_overlap,
+                                   salesforce_api_share=settings.salesforce_api_share,
+                                   zendesk_backfill=settings.zendesk_backfill, progress=watch)
+        except _StopRequested:
+            report.sync = watch.partial()
+            raise
+        watch.fill(report.sync)
+        report.sync.progress = None  # the cycle's hook, done with: the report is data (it is kept as JSON)
         instance = self.clients.salesforce.instance_url
         if instance:
             with self.store.transaction():
                 self.store.save_cursor("salesforce.instance_url", str(instance), 0, self.clock())
+        self._check_stop()
         report.sentiment_scored = score_pending_texts(self.store, self.sentiment)
 
     def score(self, report: CycleReport) -> None:
@@ -210,9 +293,16 @@ class Cycle:
         with _recorded(self.store, report):
             try:
                 for stage in chosen:
+                    self._check_stop()
+                    log.debug("stage %s: %s", stage.name, stage.does)
+                    began = time.monotonic()
                     stage.run(self, report)
                     report.stages.append(stage.name)
+                    log.debug("stage %s done in %.2fs", stage.name, time.monotonic() - began)
                 report.ok = not report.problems()
+            except _StopRequested:
+                report.stopped = True
+                log.info("cycle: stopping on request; what the stages stored is kept, the next cycle resumes")
             except SalesforceError as exc:
                 report.error = f"Salesforce: {exc}"
             except (SyncAborted, NoGoodRules) as exc:
@@ -225,6 +315,28 @@ class Cycle:
                 report.seconds = time.monotonic() - started
                 log.info(report.summary())
         return report
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM or SIGINT sets the event a `Cycle` watches, so the cycle ends at its next safe point within
+    seconds (Docker sends SIGKILL 10 s after SIGTERM). A second signal ends the process at once. Main thread
+    only; the handlers before are restored on the way out."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: stopping at the next safe point (a page stored, or a stage's end); a second "
+                 "signal stops at once", signal.Signals(signum).name)
+        stop.set()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    before = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 @dataclass(frozen=True)

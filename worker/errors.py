@@ -5,6 +5,10 @@ exits 1.
     HealthbeatError                  anything Healthbeat refuses or cannot do, in words for the operator
      ├── ConfigError                 a setting is missing or malformed (exit 2)
      ├── StoreLocked                 another worker holds the database's lock (exit 3)
+     ├── StoreBusy                   the worker held the database's write lock for longer than a command waits
+     ├── StoreUnusable               the database file cannot be used as it is: names it and the way out (exit 2)
+     │    ├── SchemaTooNew           a newer Healthbeat wrote it: upgrade before writing to it
+     │    └── StoreDamaged           not a SQLite database, or damaged: restore a backup
      ├── RuleFileError               a rule file cannot be used; every problem has file, line and field
      │                               (defined in `worker.rulefile`, beside the problems it carries)
      ├── NoGoodRules                 no rules have loaded cleanly yet, so the cycle cannot score or alert
@@ -39,6 +43,24 @@ class StoreLocked(HealthbeatError):
     """Another worker holds the database: two workers never share one store."""
 
     exit_status = 3
+
+
+class StoreBusy(HealthbeatError):
+    """A command beside the running worker waited for the database's write lock and gave up: try again."""
+
+
+class StoreUnusable(HealthbeatError):
+    """The database file cannot be opened or created as configured (a missing or read-only folder...)."""
+
+    exit_status = 2
+
+
+class SchemaTooNew(StoreUnusable):
+    """The database's schema is newer than this Healthbeat's: writing to it could lose what the newer one keeps."""
+
+
+class StoreDamaged(StoreUnusable):
+    """The file at HEALTHBEAT_DB is not a SQLite database, or SQLite found it damaged."""
 
 
 class NoGoodRules(HealthbeatError):

@@ -14,34 +14,62 @@ from rich.console import Console
 from rich.progress import TaskID
 from rich.table import Table
 
-from worker.logs import configure_logging
+from worker.cli.common import (
+    DbOption,
+    DryRunOption,
+    RulesOption,
+    VerboseOption,
+    app,
+    cli_settings,
+    err,
+    open_store,
+    setup_logging,
+)
+from worker.config import Settings, shipped_rules
 from worker.rulebook.in_force import RuleBook, load_rules
 
 if TYPE_CHECKING:
     from worker.cycle import CycleReport
-
-from worker.cli.common import DbOption, DryRunOption, RulesOption, VerboseOption, app, cli_settings, err, open_store
+    from worker.store import Store
 
 
 def _run_stages(stages: tuple[str, ...] | None, db: Path | None, rules_dir: Path | None, dry_run: bool,
                 verbose: bool) -> CycleReport:
-    from worker.cycle import Cycle, build_clients
+    """The stages named (every stage by default) as one cycle. The cycle's own summary line (logged) says
+    what failed and why: it is not printed again."""
+    from worker.cycle import Cycle, build_clients, stop_on_signals
 
-    configure_logging(verbose)
+    setup_logging(verbose)
     settings = cli_settings(db, rules_dir)
-    clients = build_clients(settings)
-    with open_store(settings) as store, _progress() as progress:
-        report = Cycle(store, settings, RuleBook(settings.rules_dir), clients, dry_run=dry_run,
-                       progress=progress).run(stages)
-        clients.close()
+    with stop_on_signals() as stop:
+        clients = build_clients(settings, stop=stop)
+        try:
+            with _store(settings, dry_run) as store, _progress() as progress:
+                report = Cycle(store, settings, RuleBook(settings.rules_dir), clients, dry_run=dry_run,
+                               progress=progress, stop=stop).run(stages)
+        finally:
+            clients.close()
     if stages == ("sync",) and report.sync is not None:
         _print_sync_table(report.sync.table())
     if not report.ok:
-        typer.echo(report.summary(), err=True)
-        for problem in report.problems():
-            typer.echo(f"  {problem}", err=True)
         raise typer.Exit(1)
     return report
+
+
+@contextmanager
+def _store(settings: Settings, dry_run: bool) -> Iterator[Store]:
+    """The worker's store, under its lock; for a dry run, an in-memory copy of it (as `rules preview` uses),
+    so that evaluating alerts, planning write-backs and recording the cycle leave the database as it was."""
+    if not dry_run:
+        with open_store(settings) as store:
+            yield store
+        return
+    from worker.rulebook.preview import snapshot
+
+    with open_store(settings, lock=False) as live:
+        copy = snapshot(live)
+    with copy:
+        yield copy
 
 
 @contextmanager
@@ -69,22 +97,27 @@ def _print_sync_table(rows: list[dict[str, Any]]) -> None:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row["stream"], str(row["read"]), str(row["deleted"]), str(row["quarantined"]),
-                      str(row["api_calls"]), f"{row['seconds']:.1f}", row["failed"])
+                      str(row["api_calls"]), f"{row['seconds']:.2f}", row["failed"])
     Console(stderr=True).print(table)
 
 
 @app.command()
 def run(once: Annotated[bool, typer.Option("--once", help="Run one full cycle and exit (for cron and "
                                                           "Kubernetes jobs); non-zero exit if it failed.")] = False,
-        db: DbOption = None, rules_dir: RulesOption = None, dry_run: DryRunOption = False,
+        db: DbOption = None, rules_dir: RulesOption = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help=(
+            "Write nothing to Salesforce and send nothing to Slack. With --once, change nothing in the database "
+            "either (the cycle runs on a copy of it); without, the worker keeps its state in the database."))]
+        = False,
         verbose: VerboseOption = False) -> None:
-    """Run the worker: a cycle every HEALTHBEAT_INTERVAL (default 15m), until stopped."""
+    """Run the worker: a cycle every HEALTHBEAT_INTERVAL (default 15m), until SIGTERM or SIGINT, which end the
+    running cycle at its next safe point (a page stored, a stage's end), keeping what it did."""
     if once:
         _run_stages(None, db, rules_dir, dry_run, verbose)  # the whole FULL_CYCLE, prune included
         return
     from worker.service.scheduler import run_forever
 
-    configure_logging(verbose)
+    setup_logging(verbose)
     settings = cli_settings(db, rules_dir)
     raise typer.Exit(run_forever(settings, dry_run=dry_run))
 
@@ -101,7 +134,7 @@ def score(db: DbOption = None, rules_dir: RulesOption = None, verbose: VerboseOp
     """Score every account from what the store holds (no network)."""
     from worker.scoring.engine import score_accounts
 
-    configure_logging(verbose)
+    setup_logging(verbose)
     settings = cli_settings(db, rules_dir)
     rulebook = RuleBook(settings.rules_dir)
     if rulebook.reload() and rulebook.scorecard is None:
@@ -134,16 +167,21 @@ def demo(db: Annotated[Path, typer.Option("--db", help="Where to leave the demo'
          accounts: Annotated[int, typer.Option(help="How many accounts the sandbox world holds.")] = 30,
          seed: Annotated[int, typer.Option(help="Seed of the deterministic world.")] = 7,
          rules_dir: RulesOption = None, verbose: VerboseOption = False) -> None:
-    """Start local sandboxes of Salesforce, Zendesk and Slack, run two cycles around a change, and show it."""
+    """Start local sandboxes of Salesforce, Zendesk and Slack, run three cycles (a backfill, one after three weeks
+    of change, one with nothing new), and show what each wrote and sent."""
     from worker.demo.show import run_demo
 
-    configure_logging(verbose, quiet_below=logging.WARNING if not verbose else logging.DEBUG)
-    rules = cli_settings(rules_dir=rules_dir).rules_dir
+    setup_logging(verbose, quiet_below=logging.WARNING)
+    settings = cli_settings(rules_dir=rules_dir)
+    rules = settings.rules_dir
+    if "rules_dir" not in settings.model_fields_set and not rules.is_dir():
+        rules = shipped_rules()  # outside a clone, with no rules of one's own: the ones Healthbeat ships
     _, _, problems = load_rules(rules)
     if problems:
         for problem in problems:
             typer.echo(problem, err=True)
-        typer.echo(f"The demo needs the rule files: run it from the repository's root, or give --rules-dir "
-                   f"(looked in {rules.resolve()}).", err=True)
+        typer.echo(f"The demo needs valid rule files: correct them, or leave out --rules-dir and "
+                   f"HEALTHBEAT_RULES_DIR to run it on the rules Healthbeat ships (looked in {rules.resolve()}).",
+                   err=True)
         raise typer.Exit(2)
     raise typer.Exit(run_demo(db, accounts=accounts, seed=seed, rules_dir=rules))

@@ -59,19 +59,13 @@ def db_migrate(db: DbOption = None) -> None:
 @db_app.command("backup")
 def db_backup(target: Annotated[Path, typer.Argument(help="Where to write the copy (must not exist).")],
               db: DbOption = None) -> None:
-    """A consistent copy through SQLite's online backup, safe while the worker runs."""
-    import sqlite3
-
+    """A consistent copy through SQLite's online backup, safe while the worker runs; readable by its owner only."""
     settings = cli_settings(db)
     if target.exists():
         err.print(error_text(f"{target} exists; choose a new file"))
         raise typer.Exit(2)
     with open_store(settings, lock=False) as store:
-        destination = sqlite3.connect(target)
-        try:
-            store.conn.backup(destination)
-        finally:
-            destination.close()
+        store.backup(target)
     typer.echo(f"backed up {settings.db} to {target}")
 
 

@@ -24,8 +24,8 @@ from worker.cli.common import (
     emit,
     err,
     open_store,
+    setup_logging,
 )
-from worker.logs import configure_logging
 from worker.rulebook.in_force import RuleBook
 from worker.scoring import overrides
 from worker.scoring.latest import BANDS, read_scores, scored_owners, scored_segments
@@ -176,7 +176,7 @@ def backtest(
     from worker.clock import system_clock
     from worker.config import parse_duration
 
-    configure_logging(verbose)
+    setup_logging(verbose)
     if fmt not in ("table", "json"):
         err.print(error_text(f"--format must be table or json, not {fmt!r}"))
         raise typer.Exit(2)

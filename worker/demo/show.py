@@ -28,7 +28,7 @@ from worker.cycle import Cycle, CycleReport, build_clients
 from worker.demo.harness import DEMO_MARKER, Sandboxes, pick_changes, sandbox_environment, start_sandboxes
 from worker.rulebook.in_force import RuleBook
 from worker.scoring.latest import read_scores
-from worker.store import Store
+from worker.store import Store, lock_file
 from worker.terminal import scores_table
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,10 @@ def _prepare_db(db: Path, console: Console) -> bool:
     if not is_demo:
         console.print(f"[red]{db} exists and is not a Healthbeat demo database; choose another --db.[/red]")
         return False
-    for suffix in ("", "-wal", "-shm", ".lock"):
+    lock = lock_file(db)
+    for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
+    lock.unlink(missing_ok=True)
     return True
 
 

@@ -50,6 +50,7 @@ SLACK_SCOPES: Final[Mapping[str, str]] = {
     "im:write": "open a DM with the owner",
     "im:history": "find a DM nudge already posted before a crash, so it is never sent twice",
     "channels:history": "find a channel nudge already posted before a crash, so it is never sent twice",
+    "groups:history": "the same in a private fallback channel (without it, such nudges stay unconfirmed)",
 }
 """Bot token scopes the worker needs, and what for."""
 CHANNEL_NAME_SCOPE: Final = ("channels:read", "find the fallback channel's id from its name")
@@ -141,7 +142,20 @@ def _settings(settings: Settings) -> list[Check]:
                 f"usage files {'from ' + str(settings.usage_dir) if settings.usage_dir else 'off'}"]
     return [Check("settings", True, f"Salesforce at {settings.salesforce_login_url} "
                                     f"(API {settings.salesforce_api_version}); {', '.join(optional)}; "
-                                    f"a cycle every {_duration(settings.interval)}")]
+                                    f"a cycle every {_duration(settings.interval)}; {_ca_bundle_in_use(settings)}")]
+
+
+def _ca_bundle_in_use(settings: Settings) -> str:
+    """Which CA certificates the Salesforce login trusts, and which setting chose them: the first question when
+    a private CA (or a TLS-inspecting proxy) makes a login fail verification."""
+    if settings.ca_bundle:
+        named = [name for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+                 if os.environ.get(name) == settings.ca_bundle]
+        source = named[0] if named else "REQUESTS_CA_BUNDLE or SSL_CERT_FILE in .env"
+        return f"CA bundle {settings.ca_bundle} (from {source})"
+    from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+    return f"CA bundle {DEFAULT_CA_BUNDLE_PATH} (the default: REQUESTS_CA_BUNDLE and SSL_CERT_FILE are not set)"
 
 
 def _duration(span: timedelta) -> str:
@@ -190,7 +204,11 @@ def _existing_database(path: Path, fix: str) -> Check:
                    if "schema_migrations" in tables else 0)
     except sqlite3.Error as exc:
         message = str(exc)
-        hint = ("another process holds a write lock on it right now; try again" if "locked" in message else fix)
+        damaged = isinstance(exc, sqlite3.DatabaseError) and (exc.sqlite_errorcode & 0xFF) in (
+            sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+        hint = ("another process holds a write lock on it right now; try again" if "locked" in message
+                else "restore the latest backup (made with `healthbeat db backup FILE`) in its place, or point "
+                     "HEALTHBEAT_DB at a new file" if damaged else fix)
         return Check("database", False, f"{path} is not writable as a SQLite database: {message}", hint)
     finally:
         conn.close()
@@ -255,7 +273,8 @@ def _salesforce(settings: Settings) -> list[Check]:
         except SalesforceError as exc:
             return [Check(names[0], False, str(exc),
                           "check SALESFORCE_LOGIN_URL (your My Domain URL), the network, and "
-                          "REQUESTS_CA_BUNDLE if a private CA signs the certificate"),
+                          "REQUESTS_CA_BUNDLE if a private CA signs the certificate (in use: "
+                          f"{_ca_bundle_in_use(settings)})"),
                     *(_skipped(name, "not checked: the login failed") for name in names[1:])]
         checks = [Check(names[0], True, f"logged in to {client.instance_url} as client "
                                         f"{settings.salesforce_client_id} (client-credentials flow)")]

@@ -2,22 +2,21 @@
 
 APScheduler 3 with `coalesce=True, max_instances=1` and a misfire grace: a cycle that overruns its interval
 is never run twice at once, and missed runs after a pause collapse into one. The worker owns its signal
-handling: a stop request lets the current cycle finish its step and then exits.
+handling: a stop request ends the running cycle at its next safe point (a page stored, or a stage's end),
+within seconds, and the worker exits 0 with what the cycle had done kept.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from datetime import UTC, datetime
-from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from worker.config import Settings
-from worker.cycle import Cycle, build_clients
-from worker.errors import ConfigError, HealthServerError, StoreLocked
+from worker.cycle import Clients, Cycle, build_clients, stop_on_signals
+from worker.errors import HealthServerError
 from worker.rulebook.in_force import RuleBook
 from worker.service.http import HealthServer, HealthState
 from worker.service.metrics import Metrics, observe_cycle, read_store_facts
@@ -28,15 +27,21 @@ log = logging.getLogger(__name__)
 
 
 def run_forever(settings: Settings, *, dry_run: bool = False) -> int:
-    try:
-        clients = build_clients(settings)
-        store = Store(settings.db, lock=True)
-    except (ConfigError, StoreLocked) as exc:
-        log.error("%s", exc)
-        return 2
-    stop = threading.Event()
+    """Serve until SIGTERM or SIGINT; 0 once stopped. A setting, the database or the HTTP port that cannot be
+    used raises its `HealthbeatError` before anything runs (the CLI names it and exits with its status)."""
+    with stop_on_signals() as stop:
+        clients = build_clients(settings, stop=stop)
+        try:
+            store = Store(settings.db, lock=True)
+        except BaseException:
+            clients.close()
+            raise
+        return _serve(settings, store, clients, stop, dry_run=dry_run)
+
+
+def _serve(settings: Settings, store: Store, clients: Clients, stop: threading.Event, *, dry_run: bool) -> int:
     rulebook = RuleBook(settings.rules_dir)
-    cycle = Cycle(store, settings, rulebook, clients, dry_run=dry_run)
+    cycle = Cycle(store, settings, rulebook, clients, dry_run=dry_run, stop=stop)
     metrics = Metrics()
     health = HealthState(settings.interval)
     health.record_store(read_store_facts(store))
@@ -45,12 +50,11 @@ def run_forever(settings: Settings, *, dry_run: bool = False) -> int:
     server.routes.add("POST", "/slack/actions", actions.handle)
     try:
         server.start()
-    except HealthServerError as exc:
-        log.error("%s", exc)
+    except HealthServerError:
         actions.close()
         clients.close()
         store.close()
-        return 2
+        raise
 
     def one_cycle() -> None:
         if stop.is_set():
@@ -65,12 +69,6 @@ def run_forever(settings: Settings, *, dry_run: bool = False) -> int:
         facts = observe_cycle(metrics, report, store, clients=clients, rulebook=rulebook)
         health.record_cycle(report, facts, rulebook)
 
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s: finishing the current step, then stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     scheduler = BackgroundScheduler(job_defaults={
         "coalesce": True, "max_instances": 1,
         "misfire_grace_time": int(settings.interval.total_seconds())})

@@ -15,7 +15,7 @@ import operator
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import Any
 import sqlite_utils
 
 from worker.clock import system_clock
-from worker.errors import StoreLocked
+from worker.errors import HealthbeatError, SchemaTooNew, StoreBusy, StoreDamaged, StoreLocked, StoreUnusable
 from worker.store.schema import ACCOUNT_INDEX, MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -52,19 +52,34 @@ class Quarantined:
 class Store:
     """A thin owner of the sqlite-utils database: migrations, transactions and the worker's lock."""
 
-    def __init__(self, path: Path | str, *, lock: bool = False, readonly: bool = False) -> None:
+    def __init__(self, path: Path | str, *, lock: bool = False, readonly: bool = False, reading: bool = False,
+                 busy_timeout: float = 5.0) -> None:
+        """`lock`: this is the worker (one per database file, however it is named). `reading`: a command that only
+        reads, so a database a newer Healthbeat wrote may still be read. `busy_timeout`: how long a write waits
+        for another connection's write to end, in seconds."""
         self.path = Path(path)
         self.on_disk = str(path) != ":memory:"
         self._savepoints = itertools.count(1)
-        if self.on_disk and not readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._open(lock=lock, readonly=readonly, reading=reading, busy_timeout=busy_timeout)
+        except BaseException as exc:
+            self.close()
+            refusal = store_error(exc, self.path)
+            if refusal is None:
+                raise
+            raise refusal from None
+
+    def _open(self, *, lock: bool, readonly: bool, reading: bool, busy_timeout: float) -> None:
+        if self.on_disk and not readonly:
+            self._create_file()
         if lock:
             self._acquire_lock()
-        target = f"{self.path.resolve().as_uri()}?mode=ro" if readonly else str(path)
-        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=readonly)
+        target = f"{self.path.resolve().as_uri()}?mode=ro" if readonly else str(self.path)
+        conn = self._conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=readonly)
         self.db = sqlite_utils.Database(conn)
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         if readonly:
             return
         if self.on_disk:
@@ -77,10 +92,18 @@ class Store:
             conn.execute("PRAGMA wal_autocheckpoint = 10000")
             conn.execute("PRAGMA cache_size = -65536")
         conn.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+        if not self._migrate(reading=reading):
+            return
         if lock and not self._has_account_index():  # only the worker's own: a command beside it only reads
             log.info("store: building the activities' account index (a first backfill stopped before it)")
             self._build_account_index()
+
+    def _create_file(self) -> None:
+        """A new database is its owner's alone (0600): it holds customer emails and ticket text. SQLite gives
+        the -wal and -shm files it creates beside it the database file's own permissions."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
     @classmethod
     def open_readonly(cls, path: Path | str) -> Store:
@@ -91,7 +114,7 @@ class Store:
     def _acquire_lock(self) -> None:
         import fcntl
 
-        lock_path = self.path.with_name(self.path.name + ".lock")
+        lock_path = lock_file(self.path)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -102,7 +125,8 @@ class Store:
         self._lock_fd = fd
 
     def close(self) -> None:
-        self.db.conn.close()
+        if self._conn is not None:
+            self._conn.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -116,6 +140,28 @@ class Store:
     @property
     def conn(self) -> sqlite3.Connection:
         return self.db.conn
+
+    def backup(self, target: Path) -> None:
+        """A consistent copy through SQLite's online backup, safe while the worker writes: a new file, its
+        owner's alone like the database. A target that exists, or a folder that does not, is refused."""
+        target = Path(target)
+        if not target.parent.is_dir():
+            raise StoreUnusable(f"cannot back up to {target}: the folder {target.parent} does not exist")
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise StoreUnusable(f"cannot back up to {target}: it exists; choose a new file") from None
+        except OSError as exc:
+            raise StoreUnusable(f"cannot back up to {target}: {exc.strerror}") from None
+        try:
+            destination = sqlite3.connect(target)
+            try:
+                self.conn.backup(destination)
+            finally:
+                destination.close()
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -144,10 +190,20 @@ class Store:
             raise
         conn.execute("COMMIT")
 
-    def _migrate(self) -> None:
+    def _migrate(self, *, reading: bool) -> bool:
+        """Apply the migrations this database lacks; False for a newer schema that a reader leaves alone."""
         self.conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                           "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
         applied = {row[0] for row in self.conn.execute("SELECT version FROM schema_migrations")}
+        newest = max(applied, default=0)
+        if newest > len(MIGRATIONS):
+            if not reading:
+                raise SchemaTooNew(f"{self.path} has schema version {newest}, newer than this Healthbeat's "
+                                   f"({len(MIGRATIONS)}): upgrade Healthbeat before running a command that writes "
+                                   f"to it (commands that only read still work)")
+            log.warning("store: %s has schema version %d, newer than this Healthbeat's (%d): reading it as it is",
+                        self.path, newest, len(MIGRATIONS))
+            return False
         for version, script in enumerate(MIGRATIONS, start=1):
             if version in applied:
                 continue
@@ -156,6 +212,7 @@ class Store:
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, iso(system_clock())))
             log.info("store: applied migration %d", version)
+        return True
 
     @contextmanager
     def account_index_deferred(self) -> Iterator[bool]:
@@ -249,6 +306,48 @@ class Store:
         self.conn.executemany("INSERT INTO quarantine (source, stream, source_id, reason, raw, seen_at) "
                               "VALUES (?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
+
+
+def lock_file(path: Path) -> Path:
+    """The worker's lock beside the database file itself, whatever path names it (a symlink, `..`, a relative
+    path): two names for one file must not let two workers in."""
+    real = Path(os.path.realpath(path))
+    return real.with_name(real.name + ".lock")
+
+
+def store_error(exc: BaseException, path: Path | str | None, *, opened: bool = False) -> HealthbeatError | None:
+    """What an error from SQLite or the file system means for the operator, in one line naming the file and
+    the way out; None for anything else (a bug, to be seen whole). `opened`: the database at `path` was open
+    when the error came, so a file SQLite cannot open is another one (a backup's target, say)."""
+    where = f"{path}" if path is not None else "the database (HEALTHBEAT_DB)"
+    if isinstance(exc, sqlite3.DatabaseError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in str(exc) \
+                or "not a database" in str(exc):
+            return StoreDamaged(f"{where} is not a usable SQLite database ({exc}): restore the latest backup "
+                                f"(made with `healthbeat db backup FILE`) in its place, or point HEALTHBEAT_DB at "
+                                f"a new file")
+        if primary == sqlite3.SQLITE_BUSY:
+            return StoreBusy(f"{where} stayed busy with the worker's writes for longer than this command waits "
+                             f"({exc}); try again in a minute")
+        if primary == sqlite3.SQLITE_CANTOPEN and opened:
+            return StoreUnusable(f"SQLite cannot open a file this command names ({exc}): its folder must exist "
+                                 f"and be writable by this user")
+        if primary == sqlite3.SQLITE_CANTOPEN:
+            return StoreUnusable(f"cannot open {where} ({exc}): its folder must exist and be writable by this "
+                                 f"user (SQLite keeps its -wal and -shm files beside it); check HEALTHBEAT_DB")
+        if primary == sqlite3.SQLITE_READONLY:
+            return StoreUnusable(f"{where} is read-only for this user ({exc}): the file and its folder must be "
+                                 f"writable; check HEALTHBEAT_DB")
+        if primary == sqlite3.SQLITE_FULL:
+            return StoreUnusable(f"{where}: the disk is full ({exc})")
+        return None
+    if isinstance(exc, OSError) and not isinstance(exc, BlockingIOError):
+        culprit = exc.filename or where
+        return StoreUnusable(f"cannot create or open {where}: {exc.strerror or exc} ({culprit}); HEALTHBEAT_DB "
+                             f"must name a file in a folder this user can write")
+    return None
 
 
 def _values(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
