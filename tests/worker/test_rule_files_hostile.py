@@ -396,3 +396,12 @@ def test_a_value_its_yaml_tag_cannot_read_is_a_problem_with_its_line(rules_dir: 
     [problem] = _problems(lambda: load_alert_rules(rules_dir))
 
     assert (problem.line, problem.message) == (3, f"not valid YAML: {message}")
+
+
+def test_a_named_pipe_among_the_rule_tests_is_told_apart_without_blocking(tmp_path: Path) -> None:
+    from worker.rulebook.alert_tests import rule_test_kind
+
+    pipe = tmp_path / "blocking.yaml"
+    os.mkfifo(pipe)
+
+    assert rule_test_kind(pipe) == "alerts"  # its loader then names the problem

@@ -27,6 +27,7 @@ from worker.errors import ConfigError, HealthbeatError
 from worker.logs import add_secrets, configure_logging
 from worker.rulefile import RuleFileError
 from worker.store import Store, store_error
+from worker.terminal import clean
 
 WORKER_COMMANDS: Final = frozenset({"run", "sync", "score", "writeback", "notify", "db migrate", "db prune"})
 """The commands that are a worker: they run stages or maintain the whole store, and take the database's worker
@@ -116,9 +117,9 @@ def report_error(exc: HealthbeatError) -> None:
         for problem in exc.problems:
             typer.echo(str(problem), err=True)
     elif isinstance(exc, ConfigError):
-        err.print(f"[red]Configuration:[/red] {escape(str(exc))}", soft_wrap=True)
+        err.print(f"[red]Configuration:[/red] {escape(clean(str(exc)))}", soft_wrap=True)
     else:
-        err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        err.print(f"[red]{escape(clean(str(exc)))}[/red]", soft_wrap=True)
 
 
 app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True,
@@ -177,7 +178,7 @@ FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv.
 
 def check_format(fmt: str) -> None:
     if fmt not in ("table", "json", "csv"):
-        err.print(f"[red]--format must be table, json or csv, not {fmt!r}[/red]")
+        err.print(f"[red]--format must be table, json or csv, not {escape(clean(repr(fmt)))}[/red]")
         raise typer.Exit(2)
 
 

@@ -35,7 +35,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from worker.alerting.engine import step_rule
 from worker.alerting.rules import SAMPLE_CONTEXT, AlertRule, load_alert_rules
 from worker.config import Duration
-from worker.rulefile import LoadedFile, RuleFileError, raise_problems, read_yaml, validate
+from worker.rulefile import LoadedFile, RuleFileError, raise_problems, read_rule_bytes, read_yaml, validate
 from worker.store import iso
 
 Nudge = Literal["fire", "resolve", "baseline", "none"]
@@ -143,8 +143,8 @@ def rule_test_kind(path: Path) -> TestKind:
     """Which rules a test file tests, by its content: a top-level `scorecard_tests:` key makes it a scorecard test
     file; any other file is an alert-rule test file (whose loader says what is wrong with it, if anything)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, ValueError):
+        text = read_rule_bytes(path).decode("utf-8")  # never blocks on a pipe, never reads a huge file
+    except (RuleFileError, ValueError):
         return "alerts"
     return "scorecard" if _SCORECARD_TESTS.search(text) else "alerts"
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def iso(moment: datetime) -> str:
     """The store's one timestamp form: UTC, second precision, `Z` suffix, so text order is time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"  # years zero-padded
 
 
 def parse_iso(text: str) -> datetime:
