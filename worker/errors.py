@@ -7,6 +7,7 @@ exits 1.
      ├── StoreLocked                 another worker holds the database's lock (exit 3)
      ├── StoreBusy                   the worker held the database's write lock for longer than a command waits
      ├── StoreUnusable               the database file cannot be used as it is: names it and the way out (exit 2)
+     │    ├── NoDatabase             a command that reads was given a database that does not exist
      │    ├── SchemaTooNew           a newer Healthbeat wrote it: upgrade before writing to it
      │    └── StoreDamaged           not a SQLite database, or damaged: restore a backup
      ├── RuleFileError               a rule file cannot be used; every problem has file, line and field
@@ -53,6 +54,10 @@ class StoreUnusable(HealthbeatError):
     """The database file cannot be opened or created as configured (a missing or read-only folder...)."""
 
     exit_status = 2
+
+
+class NoDatabase(StoreUnusable):
+    """A command that only reads was pointed at a database that does not exist (a typo in --db, most likely)."""
 
 
 class SchemaTooNew(StoreUnusable):

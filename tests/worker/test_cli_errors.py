@@ -35,3 +35,13 @@ def test_a_malformed_setting_exits_2_under_configuration(tmp_path: Path) -> None
 
     assert result.returncode == 2
     assert "Configuration:" in result.stderr and "HEALTHBEAT_RETENTION_TEXT" in result.stderr
+
+
+def test_a_read_command_on_a_database_that_does_not_exist_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "hb.db"
+
+    result = healthbeat("scores", "--db", str(missing), env={"HEALTHBEAT_RULES_DIR": RULES_DIR}, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "no database at" in result.stderr and str(missing) in result.stderr
+    assert not missing.parent.exists()

@@ -127,6 +127,7 @@ def test_explain_lists_every_measure_and_their_contributions_add_up_to_the_score
 def test_explain_names_an_unknown_account_clearly(
         world: World, sandboxes: Sandboxes, usage_dir: Path, tmp_path: Path) -> None:
     env = _env(sandboxes, usage_dir, tmp_path)
+    healthbeat("run", "--once", env=env, cwd=tmp_path)  # a store that holds accounts, none of them this one
 
     result = healthbeat("explain", "No Such Corp", env=env, cwd=tmp_path)
 

@@ -23,7 +23,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from worker.config import Settings, load_settings
-from worker.errors import ConfigError, HealthbeatError
+from worker.errors import ConfigError, HealthbeatError, NoDatabase
 from worker.logs import add_secrets, configure_logging
 from worker.rulefile import RuleFileError
 from worker.store import Store, store_error
@@ -155,6 +155,9 @@ def open_store(settings: Settings, *, lock: bool = True) -> Store:
     a running worker, waiting up to `BUSY_WAIT` for the worker's write to end."""
     _database.set(settings.db)
     if not lock:
+        if not settings.db.exists():  # reading must never leave an empty database (or folder) behind
+            raise NoDatabase(f"no database at {settings.db}: check --db or HEALTHBEAT_DB, or run a cycle first "
+                             "(healthbeat run --once)")
         return Store(settings.db, reading=True, busy_timeout=BUSY_WAIT)
     if _is_worker.get():
         return Store(settings.db, lock=True)
