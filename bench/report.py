@@ -17,6 +17,7 @@ PARSE_RATIO_GOAL = 2.0
 CYCLE_GOAL_SECONDS = 2.0
 RESCORE_GOAL_SECONDS = 15.0
 SENTIMENT_RATE_GOAL = 0.90
+ZENDESK_CALLS_SLACK = 1.02  # event pages start at the last one's end_time, so each repeats an event or so
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,15 @@ def judge(results: dict[str, Any]) -> list[Verdict]:
                             f"{p6.get('band_before')} → {p6.get('band_after')}, "
                             f"{'nudged' if p6.get('reached_slack') else 'NOT nudged'} in "
                             f"{p6.get('cycle_seconds', 0):.1f} s", bool(p6.get("reached_slack"))))
+    z1 = results.get("zendesk")
+    if z1:
+        pages = z1["calls_total"] <= z1["expected_total"] * ZENDESK_CALLS_SLACK and not z1["calls"].get(
+            "ticket comments")
+        verdicts.append(Verdict("Z1", "Zendesk backfill calls ≈ tickets/1,000 + events/1,000 + organizations/100 "
+                                "+ users/100 + 2", f"{z1['calls_total']:,} for {z1['world']['tickets']:,} tickets "
+                                f"(expected {z1['expected_total']:,})", pages))
+        verdicts.append(Verdict("Z1", "no 429 from the account's limits", f"{z1['rate_limited']} 429s",
+                                z1["rate_limited"] == 0 and not z1["failed_streams"]))
     return verdicts
 
 
@@ -116,6 +126,8 @@ def render(results: dict[str, Any]) -> str:
              "## Goals", "", _row("#", "goal", "measured", "met"), _row("---", "---", "---", "---")]
     lines += [_row(v.goal, v.what, v.measured, "yes" if v.met else "**no**") for v in judge(results)]
     lines += ["", *_p1(results), "", *_cycles(results), "", *_p3(results), "", *_p4(results), "", *_p5(results), ""]
+    if results.get("zendesk"):
+        lines += [*_z1(results), ""]
     return "\n".join(lines)
 
 
@@ -237,3 +249,28 @@ def write_report(results: dict[str, Any], path: Path, notes: Path | None = None)
     if notes is not None and notes.exists():
         text += "\n" + notes.read_text(encoding="utf-8")
     path.write_text(text, encoding="utf-8")
+
+
+def _z1(results: dict[str, Any]) -> list[str]:
+    z = results["zendesk"]
+    w, spec = z["world"], z["spec"]
+    before = z["per_ticket_calls"]
+    expected = ", ".join(f"{k} {v:,}" for k, v in sorted(z["expected"].items()))
+    return ["## Z1: a year of Zendesk tickets, backfilled against the account's rate limits", "",
+            f"World: {w['tickets']:,} tickets over the last year, {w['events']:,} ticket events (creations, "
+            "comments, solves, and the closes the standard automation made 4 days after each solve), "
+            f"{w['organizations']:,} organizations, {w['users']:,} users. The sandbox enforces the account's "
+            f"{spec['api_limit']} requests a minute on every endpoint and 10 a minute on each export; the client "
+            "runs at its defaults (100 a minute in all, exports 10). Sandbox and worker share a simulated clock "
+            "(real time plus every wait) and one process: `bench/zendesk.py`.", "",
+            _row("sync", "calls", "simulated minutes", "of which waiting", "real s", "CPU s", "429s"),
+            _row(*["---"] * 7),
+            _row("ticket export + ticket event export", f"{z['calls_total']:,}",
+                 f"{z['simulated_seconds'] / 60:.1f}", f"{z['waited_seconds'] / 60:.1f}", f"{z['real_seconds']:.1f}",
+                 f"{z['cpu_seconds']:.1f}", z["rate_limited"]),
+            _row("one comments call per ticket (before; computed)", f"{before:,}",
+                 f"≥ {before / spec['api_limit']:.0f}", "", "", "", ""), "",
+            "Calls by kind: " + ", ".join(f"{k} {v:,}" for k, v in sorted(z["calls"].items())) +
+            f"; expected {expected}. Stored {z['tickets_stored']:,} tickets and {z['comments_stored']:,} comments "
+            f"({z['mapped']:,} activities mapped to accounts). The way before needs the account's whole limit for "
+            "that long (at least), leaving the customer's other integrations nothing."]

@@ -17,7 +17,7 @@ from bench.report import judge, render, stream_calls
 from bench.run import Scale, run
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
-TINY = Scale("tiny", sync_accounts=(15, 30), score_accounts=150, texts=200, naive_cap=10)
+TINY = Scale("tiny", sync_accounts=(15, 30), score_accounts=150, texts=200, naive_cap=10, zendesk_tickets=3000)
 STAGES = {"sync", "score", "evaluate", "writeback", "notify"}
 
 
@@ -83,8 +83,16 @@ def test_sentiment_scores_each_text_once(results: dict[str, Any]) -> None:
     assert p5["scored_second"] == 0 and p5["left_unscored"] == 0
 
 
+def test_a_zendesk_backfill_costs_pages_of_the_exports_not_a_call_per_ticket(results: dict[str, Any]) -> None:
+    z1 = results["zendesk"]
+    assert z1["calls_total"] == z1["expected_total"] and "ticket comments" not in z1["calls"]
+    assert z1["rate_limited"] == 0 and z1["failed_streams"] == {}
+    assert z1["tickets_stored"] == TINY.zendesk_tickets and z1["comments_stored"] == 2 * TINY.zendesk_tickets
+    assert z1["simulated_seconds"] >= 60 and z1["waits"] >= 1  # 15 export requests: more than 10 a minute
+
+
 def test_report_judges_every_goal(results: dict[str, Any]) -> None:
     goals = {v.goal for v in judge({**results, "command": "test"})}
-    assert goals == {"P1", "P2", "P3", "P4", "P5", "P6"}
+    assert goals == {"P1", "P2", "P3", "P4", "P5", "P6", "Z1"}
     text = render({**results, "command": "test"})
     assert "## Goals" in text and "P6" in text

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     zendesk_api_token: SecretStr | None = Field(default=None, validation_alias="ZENDESK_API_TOKEN")
     zendesk_requests_per_minute: int = Field(default=10, ge=1,
                                              validation_alias="HEALTHBEAT_ZENDESK_REQUESTS_PER_MINUTE")
+    zendesk_api_requests_per_minute: int = Field(default=100, ge=1,
+                                                 validation_alias="HEALTHBEAT_ZENDESK_API_REQUESTS_PER_MINUTE")
     zendesk_backfill: Duration = Field(default=timedelta(days=365), validation_alias="HEALTHBEAT_ZENDESK_BACKFILL")
 
     slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")

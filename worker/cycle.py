@@ -68,7 +68,8 @@ def build_clients(settings: Settings, *, stop: threading.Event | None = None) ->
         assert settings.zendesk_url and settings.zendesk_email and settings.zendesk_api_token
         zendesk = ZendeskClient(settings.zendesk_url, settings.zendesk_email,
                                 settings.zendesk_api_token.get_secret_value(),
-                                requests_per_minute=settings.zendesk_requests_per_minute, sleep=sleep)
+                                requests_per_minute=settings.zendesk_requests_per_minute,
+                                api_requests_per_minute=settings.zendesk_api_requests_per_minute, sleep=sleep)
     slack = None
     if settings.slack_configured:
         assert settings.slack_bot_token is not None

@@ -20,18 +20,32 @@ Nothing from httpx or tenacity leaves this module. Callers get the records of
 
 Retry policy, in one place (``_raise_for_status`` and ``_wait``): 429 waits exactly ``Retry-After``
 seconds; 5xx, timeouts and connection errors back off exponentially with jitter; every wait
-goes through the injectable ``sleep`` and the whole is bounded by ``max_attempts``. The
-incremental export is additionally paced on the client side to ``requests_per_minute``, so a
-long export never has to be told off with a 429 in the first place.
+goes through the injectable ``sleep`` and the whole is bounded by ``max_attempts``.
+
+Pacing, so that a long backfill never has to be told off with a 429 in the first place, and leaves
+the account's other integrations their share (developer.zendesk.com/api-reference/introduction/
+rate-limits/: the per-minute limit, 200 to 700 by plan, is one for the whole account):
+
+- every request fits one client-side budget, ``api_requests_per_minute`` (100 by default, half the
+  smallest plan's limit);
+- the incremental exports (tickets and ticket events) fit ``requests_per_minute`` on top (Zendesk
+  allows them 10 a minute);
+- when an answer's ``X-Rate-Limit-Remaining`` says the account has less than a tenth of its
+  ``X-Rate-Limit`` left this minute, the next request waits the minute out instead of taking the
+  customer's last requests.
+
+Comments come in bulk from the ticket event export (``ticket_event_pages``), a thousand events a
+call; ``ticket_comments`` reads one ticket's, for repairs only.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -46,6 +60,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from connectors.zendesk.events import TicketMetrics, comments_of_event, parse_metric_set
 from connectors.zendesk.records import (
     BadRecord,
     ZendeskComment,
@@ -60,6 +75,7 @@ from connectors.zendesk.records import (
 )
 
 __all__ = [
+    "EventPage",
     "TicketPage",
     "ZendeskAuthError",
     "ZendeskClient",
@@ -75,12 +91,15 @@ _log = logging.getLogger(__name__)
 _R = TypeVar("_R")
 
 _EXPORT_PATH = "/api/v2/incremental/tickets/cursor.json"
+_EVENTS_PATH = "/api/v2/incremental/ticket_events.json"
 _SHOW_MANY_CHUNK = 100  # Zendesk's limit on ids per users/show_many call
 _PAGE_SIZE = 100  # Zendesk's ceiling for cursor pagination
 _START_TIME_MIN_AGE = 65.0  # Zendesk wants start_time >= 60 s old; 5 s more for clock skew
 _DEFAULT_RETRY_AFTER = 60.0  # a 429 without Retry-After: wait out Zendesk's one-minute window
 _MAX_RETRY_AFTER = 300.0  # longer than this, stop and let the next cycle resume
 _PACING_MARGIN = 0.5  # seconds added to each paced wait, for the gap between our clock and Zendesk's
+_ACCOUNT_RESERVE = 0.1  # share of the account's per-minute limit left to the customer's other integrations
+_ACCOUNT_WINDOW = 60.0  # Zendesk's limits are per minute: after one, what the account spent is spent no more
 
 
 class ZendeskError(Exception):
@@ -136,6 +155,26 @@ class TicketPage:
     tickets: list[ZendeskTicket | BadRecord]
     after_cursor: str | None
     end_of_stream: bool
+    metrics: Mapping[int, TicketMetrics] = field(default_factory=dict)
+    """The page's tickets' metric sets by ticket id (its true ``solved_at``); a ticket may lack one."""
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of the ticket event export: the comments its events made, and where to resume.
+
+    Store ``next_start`` together with the page's comments, in one transaction, and start the next
+    export there: it is the page's ``end_time``, so that second's events come again (Zendesk's
+    time-based exports repeat the items at a page's edge; storing by comment id absorbs them).
+    ``comments`` holds ``BadRecord`` items for comments or events that failed to parse;
+    ``unread_tickets`` the tickets whose events named a comment without giving its text.
+    """
+
+    comments: list[ZendeskComment | BadRecord]
+    unread_tickets: frozenset[int]
+    events: int
+    next_start: datetime
+    end_of_stream: bool
 
 
 class _Transient(Exception):
@@ -162,9 +201,10 @@ class _Pacer:
     """
 
     def __init__(self, limit: int, clock: Callable[[], float], sleep: Callable[[float], None],
-                 window: float = 60.0) -> None:
+                 window: float = 60.0, *, name: str = "requests_per_minute", what: str = "requests") -> None:
         if limit < 1:
-            raise ValueError(f"requests_per_minute must be at least 1, got {limit}")
+            raise ValueError(f"{name} must be at least 1, got {limit}")
+        self._what = what
         self._limit = limit
         self._clock = clock
         self._sleep = sleep
@@ -178,7 +218,7 @@ class _Pacer:
         if len(self._sent) >= self._limit:
             delay = min(self._window, self._sent[0] + self._window + _PACING_MARGIN - now)
             if delay > 0:
-                _log.debug("pacing the Zendesk export: waiting %.1f s", delay)
+                _log.debug("pacing Zendesk %s to %d a minute: waiting %.1f s", self._what, self._limit, delay)
                 self._sleep(delay)
             self._sent.popleft()
             now = self._clock()
@@ -188,13 +228,15 @@ class _Pacer:
 class ZendeskClient:
     """Reads tickets, comments, organizations and users from one Zendesk account.
 
-    ``sleep`` and ``clock`` (Unix seconds) are injectable so that tests drive retries,
-    pacing and the ``start_time`` clamp with a fake clock and never really wait.
+    ``requests_per_minute`` paces the incremental exports, ``api_requests_per_minute`` every request
+    (see the module docstring). ``sleep`` and ``clock`` (Unix seconds) are injectable so that tests
+    drive retries, pacing and the ``start_time`` clamp with a fake clock and never really wait.
     ``calls`` counts HTTP requests sent, retries included.
     """
 
     def __init__(self, base_url: str, email: str, api_token: str, *, requests_per_minute: int = 10,
-                 timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep, max_attempts: int = 5,
+                 api_requests_per_minute: int = 100, timeout: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep, max_attempts: int = 5,
                  transport: httpx.BaseTransport | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if not base_url.startswith(("http://", "https://")):
@@ -207,7 +249,9 @@ class ZendeskClient:
         self._sleep = sleep
         self._clock = clock
         self._max_attempts = max_attempts
-        self._pacer = _Pacer(requests_per_minute, clock, sleep)
+        self._export_pacer = _Pacer(requests_per_minute, clock, sleep, what="exports")
+        self._pacer = _Pacer(api_requests_per_minute, clock, sleep, name="api_requests_per_minute")
+        self._account_pause_until: float | None = None
         self._backoff = wait_exponential_jitter(max=30.0, jitter=1.0)  # 1, 2, 4… s, +0–1 s
         self._http = httpx.Client(
             base_url=self._base_url,
@@ -239,13 +283,17 @@ class ZendeskClient:
         """Export changed tickets page by page, until Zendesk says the stream is at its end.
 
         Resumes from ``cursor`` when given, else from ``start_time`` (moved back to at least
-        a minute ago, as Zendesk requires). If Zendesk refuses a cursor, the export restarts
-        once from ``start_time`` with a warning; tickets already yielded in this run are not
-        yielded again unless they changed since (a ticket updated during the export comes
-        again, later, in its newer version: upserting in order keeps the latest).
+        a minute ago, as Zendesk requires). If Zendesk refuses a cursor (expired or invalid:
+        400 or 422), the export restarts once from ``start_time`` with a warning, so a caller
+        with a cursor passes the time to restart from, not its first backfill's; tickets
+        already yielded in this run are not yielded again unless they changed since (a ticket
+        updated during the export comes again, later, in its newer version: upserting in order
+        keeps the latest). Each page carries its tickets' metric sets (``include=metric_sets``).
         """
         seen: dict[int, datetime] = {}
-        params: dict[str, str] = {"cursor": cursor} if cursor else self._start_params(start_time)
+        include = {"include": "metric_sets"}
+        params: dict[str, str] = {"cursor": cursor, **include} if cursor else {**self._start_params(start_time),
+                                                                               **include}
         fell_back = False
         while True:
             try:
@@ -259,7 +307,7 @@ class ZendeskClient:
                 _log.warning("Zendesk rejected the export cursor (%s); restarting the export from %s",
                              exc.description or exc.error, start_time.isoformat())
                 fell_back = True
-                params = self._start_params(start_time)
+                params = {**self._start_params(start_time), **include}
                 continue
             page = self._ticket_page(body, seen)
             yield page
@@ -269,10 +317,31 @@ class ZendeskClient:
                 raise ZendeskUnavailable(
                     f"Zendesk at {self._base_url} returned no new cursor before the end of the stream "
                     f"(cursor {page.after_cursor!r}); stopping rather than reading the same page forever")
-            params = {"cursor": page.after_cursor}
+            params = {"cursor": page.after_cursor, **include}
+
+    def ticket_event_pages(self, *, start_time: datetime) -> Iterator[EventPage]:
+        """Export the comments made since ``start_time``, a page of up to 1,000 ticket events a call.
+
+        Time-based (``start_time``, ``end_time``, ``end_of_stream``): resume a later export from the
+        last page's ``next_start``. ``start_time`` is moved back to at least a minute ago, as
+        Zendesk requires; and the export stops, to go on next time, before a page would start
+        less than a minute ago. A comment repeated at a page's edge is yielded once per run.
+        """
+        params = {**self._start_params(start_time), "include": "comment_events"}
+        seen: set[int] = set()
+        while True:
+            start = int(params["start_time"])
+            page = self._event_page(self._get(_EVENTS_PATH, params, paced=True), start, seen)
+            yield page
+            if page.end_of_stream or page.next_start.timestamp() > self._clock() - _START_TIME_MIN_AGE:
+                return
+            params = {"start_time": str(int(page.next_start.timestamp())), "include": "comment_events"}
 
     def ticket_comments(self, ticket_id: int) -> list[ZendeskComment]:
-        """All comments of one ticket, oldest first; malformed ones are logged and skipped."""
+        """All comments of one ticket, oldest first; malformed ones are logged and skipped.
+
+        One call (or more) per ticket: for repairing a ticket whose events were missed, never for
+        reading comments in bulk (``ticket_event_pages`` does that, a thousand events a call)."""
         comments: list[ZendeskComment] = []
         for raw in self._paginate(f"/api/v2/tickets/{ticket_id}/comments.json", "comments"):
             try:
@@ -332,7 +401,49 @@ class ZendeskClient:
                     continue  # this version was already yielded in this run
                 seen[item.id] = item.updated_at
             tickets.append(item)
-        return TicketPage(tickets=tickets, after_cursor=after_cursor, end_of_stream=end_of_stream)
+        metrics: dict[int, TicketMetrics] = {}
+        raw_metrics = body.get("metric_sets")
+        for raw in raw_metrics if isinstance(raw_metrics, list) else []:
+            try:
+                found = parse_metric_set(_as_mapping(raw))
+            except ZendeskRecordError as exc:  # the ticket still counts; its solve time falls back
+                _log.warning("skipping a malformed Zendesk metric set: %s", exc)
+                continue
+            metrics[found.ticket_id] = found
+        return TicketPage(tickets=tickets, after_cursor=after_cursor, end_of_stream=end_of_stream, metrics=metrics)
+
+    def _event_page(self, body: Mapping[str, Any], start: int, seen: set[int]) -> EventPage:
+        end_of_stream, end_time = body.get("end_of_stream"), body.get("end_time")
+        if not isinstance(end_of_stream, bool) or not (
+                end_time is None or (isinstance(end_time, int) and not isinstance(end_time, bool))):
+            raise ZendeskUnavailable(f"Zendesk at {self._base_url} sent a ticket event page in an unknown shape")
+        events = _list_field(body, "ticket_events", self._base_url)
+        comments: list[ZendeskComment | BadRecord] = []
+        unread: set[int] = set()
+        for raw in events:
+            try:
+                found = comments_of_event(_as_mapping(raw))
+            except ZendeskRecordError as exc:
+                comments.append(BadRecord(kind="ticket_event", raw=raw if isinstance(raw, Mapping)
+                                          else {"value": raw}, reason=str(exc)))
+                continue
+            if found.unread:
+                unread.add(found.ticket_id)
+            for item in found.comments:
+                key = item.id if isinstance(item, ZendeskComment) else item.raw.get("id")
+                if isinstance(key, int):
+                    if key in seen:
+                        continue  # repeated at the edge of the previous page
+                    seen.add(key)
+                comments.append(item)
+        end = start if end_time is None else max(end_time, start)
+        if end == start and events and not end_of_stream:
+            # A whole page in the second it started from: the next start must move on, or read it forever.
+            _log.warning("Zendesk sent a full page of ticket events all at %s; going on from the next second "
+                         "(events of that second beyond the page are not read)", datetime.fromtimestamp(start, UTC))
+            end = start + 1
+        return EventPage(comments=comments, unread_tickets=frozenset(unread), events=len(events),
+                         next_start=datetime.fromtimestamp(end, UTC), end_of_stream=end_of_stream)
 
     def _paginate(self, path: str, field: str) -> Iterator[Any]:
         """Zendesk cursor pagination: follow ``meta.after_cursor`` while ``meta.has_more``."""
@@ -368,7 +479,9 @@ class ZendeskClient:
 
     def _attempt(self, path: str, params: dict[str, str], paced: bool) -> dict[str, Any]:
         if paced:
-            self._pacer.wait()
+            self._export_pacer.wait()
+        self._pacer.wait()
+        self._wait_for_the_account()
         self.calls += 1
         where = f"Zendesk at {self._base_url} ({path})"
         try:
@@ -379,6 +492,7 @@ class ZendeskClient:
             raise _Transient(f"{where} could not be reached: {type(exc).__name__}") from None
         except httpx.HTTPError as exc:
             raise ZendeskUnavailable(f"{where} failed: {type(exc).__name__}: {exc}") from None
+        self._note_account_limit(response)
         self._raise_for_status(response, where)
         try:
             body = response.json()
@@ -388,6 +502,30 @@ class ZendeskClient:
             raise _Transient(f"{where} answered HTTP {response.status_code} without a JSON object",
                              status=response.status_code)
         return body
+
+    def _wait_for_the_account(self) -> None:
+        if self._account_pause_until is None:
+            return
+        delay = self._account_pause_until - self._clock()
+        self._account_pause_until = None
+        if delay > 0:
+            self._sleep(min(delay, _ACCOUNT_WINDOW))
+
+    def _note_account_limit(self, response: httpx.Response) -> None:
+        """Read Zendesk's account-wide count (``X-Rate-Limit``, ``X-Rate-Limit-Remaining``); when the account
+        has less than its reserve left this minute, the next request waits the minute out.
+
+        A 429 is left to its ``Retry-After``: that is Zendesk's own word on how long to wait."""
+        if response.status_code == 429:
+            return
+        limit, remaining = _header_int(response, "X-Rate-Limit"), _header_int(response, "X-Rate-Limit-Remaining")
+        if limit is None or remaining is None or limit < 1:
+            return
+        reserve = max(1, math.ceil(limit * _ACCOUNT_RESERVE))
+        if remaining < reserve:
+            _log.info("Zendesk says the account has %d of its %d requests a minute left (shared with its other "
+                      "integrations); waiting %.0f s before the next request", remaining, limit, _ACCOUNT_WINDOW)
+            self._account_pause_until = self._clock() + _ACCOUNT_WINDOW
 
     def _raise_for_status(self, response: httpx.Response, where: str) -> None:
         """Class a failed answer as retriable (_Transient) or final (a ZendeskError), by status."""
@@ -465,6 +603,14 @@ def _error_words(response: httpx.Response) -> tuple[str, str]:
     if isinstance(error, dict):  # some endpoints nest: {"error": {"title": ..., "message": ...}}
         error, description = error.get("title", ""), error.get("message", description)
     return str(error or ""), str(description or "")
+
+
+def _header_int(response: httpx.Response, name: str) -> int | None:
+    value = response.headers.get(name)
+    try:
+        return None if value is None else int(value.strip())
+    except ValueError:
+        return None
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -387,7 +387,7 @@ def test_a_zendesk_429_waits_exactly_retry_after_and_nothing_is_lost(faulted: St
 
 def test_a_zendesk_503_is_retried_and_nothing_is_lost(faulted: Stack, clean: Clean) -> None:
     def fault(stack: Stack) -> None:
-        stack.sandboxes.zendesk.fail_next(503, path_contains="comments")
+        stack.sandboxes.zendesk.fail_next(503, path_contains="ticket_events")
 
     played = play(faulted, changes=_changes(clean), backfill=fault)
 

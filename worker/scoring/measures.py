@@ -187,6 +187,8 @@ _REPLY_HOURS = f"""SELECT a.account_id, 24 * (julianday((
     FROM activities a WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.kind = 'email' AND a.direction = 'in'
       AND a.occurred_at > :window_start LIMIT -1"""
 
+# A ticket's `closed_at` is when it was resolved: a Case's ClosedDate, a Zendesk ticket's metric `solved_at`. Not
+# Zendesk's close, which an automation makes days after the solve (4 by default) and which moves `updated_at`.
 _RESOLUTION_DAYS = f"""SELECT a.account_id, julianday(a.closed_at) - julianday(a.occurred_at) AS value
     FROM activities a WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.kind = 'ticket' AND a.closed_at IS NOT NULL
       AND a.closed_at > :window_start AND a.closed_at <= :as_of"""

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import gc
 import logging
+import re
 import sqlite3
 import time
 from collections import Counter
@@ -112,16 +113,21 @@ def _number(r: dict[str, Any], field: str) -> float | None:
         raise ValueError(f"{field} is not a number: {_shown(value)}") from None
 
 
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+
+
 def _day(r: dict[str, Any], field: str) -> str | None:
     """A Date field (`2024-05-01`): the scorer and the backtest read its first ten characters as a day."""
     value = r.get(field)
     if value is None or value == "":
         return None
     try:
-        date.fromisoformat(value[:10])
+        if not isinstance(value, str) or not _DAY.match(value):  # Salesforce sends a Date as YYYY-MM-DD, only
+            raise ValueError
+        date.fromisoformat(value)
     except (TypeError, ValueError):
         raise ValueError(f"{field} is not a date: {_shown(value)}") from None
-    return str(value)
+    return value
 
 
 def _deleted(record: dict[str, Any]) -> int:
