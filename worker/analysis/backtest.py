@@ -13,7 +13,8 @@ store holds present state that would leak the outcome into a past score, and the
   closing after that day as still open (which feeds `days_to_renewal` and a segment's ARR);
 - CSM overrides are today's judgement: ignored, the backtest judges the computed score.
 What it cannot undo is said in the result's notes: a ticket reopened and solved again keeps only its
-latest solve time, and account fields such as contracted seats hold today's value. All of this happens on an in-memory copy of the store: the live tables are never touched.
+latest solve time, and account fields such as contracted seats hold today's value. All of this happens on
+an in-memory copy of the store: the live tables are never touched.
 """
 
 from __future__ import annotations
