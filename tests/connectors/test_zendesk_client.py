@@ -29,6 +29,7 @@ from connectors.zendesk.records import (
     parse_ticket,
 )
 from connectors.zendesk.sandbox import ZendeskSandbox
+from tests.fake_time import FakeTime
 
 EMAIL = "agent@example.com"
 TOKEN = "s3cret-zendesk-token"
@@ -36,23 +37,6 @@ NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 MAY = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 LONG_AGO = datetime(2024, 1, 1, tzinfo=UTC)
 
-
-class FakeTime:
-    """One clock for the client (Unix seconds) and the sandbox (datetime); sleeping advances it."""
-
-    def __init__(self) -> None:
-        self.now = NOW.timestamp()
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.now, UTC)
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import pytest
 from connectors.zendesk.client import ZendeskClient
 from connectors.zendesk.records import BadRecord, ZendeskComment, ZendeskTicket
 from connectors.zendesk.sandbox import ZendeskSandbox
+from tests.fake_time import FakeTime
 
 EMAIL = "agent@example.com"
 TOKEN = "sandbox-token"
@@ -40,26 +41,6 @@ LONG_AGO = datetime(2024, 1, 1, tzinfo=UTC)
 EVENTS = "/api/v2/incremental/ticket_events.json"
 TICKETS = "/api/v2/incremental/tickets/cursor.json"
 
-
-class FakeTime:
-    """One clock for the client (Unix seconds) and the sandbox (datetime); sleeping advances it."""
-
-    def __init__(self) -> None:
-        self.now = NOW.timestamp()
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.now, UTC)
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta).total_seconds()
 
 
 @dataclass(frozen=True)

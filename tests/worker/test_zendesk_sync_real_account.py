@@ -19,6 +19,7 @@ import pytest
 
 from connectors.zendesk.client import ZendeskClient
 from connectors.zendesk.sandbox import ZendeskSandbox
+from tests.fake_time import FakeTime
 from worker.scoring.measures import LIBRARY
 from worker.store import MIGRATIONS, Store, iso, parse_iso
 from worker.store import database as store_module
@@ -32,26 +33,6 @@ ACME = "001000000000001AAA"
 EVENTS = "/api/v2/incremental/ticket_events.json"
 TICKETS = "/api/v2/incremental/tickets/cursor.json"
 
-
-class FakeTime:
-    """One clock for the sandbox, the client (Unix seconds) and the sync; sleeping advances it."""
-
-    def __init__(self) -> None:
-        self.now = NOW.timestamp()
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.now, UTC)
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta).total_seconds()
 
 
 @dataclass
