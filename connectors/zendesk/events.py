@@ -15,10 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from connectors.zendesk.records import BadRecord, ZendeskComment, ZendeskRecordError, parse_comment
+from connectors.zendesk.records import (
+    BadRecord,
+    ZendeskComment,
+    ZendeskRecordError,
+    optional_timestamp,
+    parse_comment,
+)
 
 __all__ = ["EventComments", "TicketMetrics", "comments_of_event", "parse_metric_set"]
 
@@ -33,7 +39,7 @@ class TicketMetrics:
 
 def parse_metric_set(raw: Mapping[str, Any]) -> TicketMetrics:
     """Build the metrics of one ticket from a sideloaded metric set."""
-    return TicketMetrics(ticket_id=_positive_id(raw, "ticket_id"), solved_at=_optional_time(raw, "solved_at"))
+    return TicketMetrics(ticket_id=_positive_id(raw, "ticket_id"), solved_at=optional_timestamp(raw, "solved_at"))
 
 
 @dataclass(frozen=True)
@@ -82,26 +88,6 @@ def _positive_id(raw: Mapping[str, Any], field: str) -> int:
     return value
 
 
-def _optional_time(raw: Mapping[str, Any], field: str) -> datetime | None:
-    """An ISO 8601 time with a zone, in the years 1000 to 9999 (what the store can sort as text), or None."""
-    value = raw.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ZendeskRecordError(f"field {field!r} must be an ISO 8601 timestamp or null, got {_shown(value)}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ZendeskRecordError(f"field {field!r} is not an ISO 8601 timestamp: {_shown(value)}") from None
-    if parsed.tzinfo is None:
-        raise ZendeskRecordError(f"field {field!r} has no time zone: {_shown(value)}")
-    try:
-        utc = parsed.astimezone(UTC)
-    except OverflowError:
-        utc = None
-    if utc is None or utc.year < 1000:
-        raise ZendeskRecordError(f"field {field!r} is outside the years 1000 to 9999: {_shown(value)}")
-    return utc
 
 
 def _shown(value: Any) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "ZendeskRecordError",
     "ZendeskTicket",
     "ZendeskUser",
+    "optional_timestamp",
     "parse_comment",
     "parse_organization",
     "parse_ticket",
@@ -212,6 +213,11 @@ def _optional_text(raw: Mapping[str, Any], field: str) -> str | None:
     if not isinstance(value, str):
         raise ZendeskRecordError(f"field {field!r} must be text or null, got {_shown(value)}")
     return _unicode(value)
+
+
+def optional_timestamp(raw: Mapping[str, Any], field: str) -> datetime | None:
+    """A timestamp field that may be null (a metric's `solved_at` before the ticket is solved)."""
+    return None if raw.get(field) is None else _timestamp(raw, field)
 
 
 def _timestamp(raw: Mapping[str, Any], field: str) -> datetime:
