@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from bench.generate import LoadedWorld, WorldSpec, load_sandboxes, owner_id, stir_trouble
+from bench.zendesk import call_kind
 
 SANDBOX_API_LIMIT = 10_000_000  # an org's daily limit grows with licences; the suite measures calls itself
 
@@ -169,7 +170,7 @@ class _Child:
             salesforce[_salesforce_kind(call.path, call.query)] += 1
             if call.record_count:
                 salesforce["composite records"] += call.record_count
-        zendesk = Counter(_zendesk_kind(call.path) for call in self.zendesk.calls)
+        zendesk = Counter(call_kind(call.path) for call in self.zendesk.calls)
         slack = Counter(call.method for call in self.slack.calls)
         return {"salesforce": dict(salesforce), "zendesk": dict(zendesk), "slack": dict(slack)}
 
@@ -240,19 +241,3 @@ def _salesforce_kind(path: str, query: str) -> str:
             return f"query {sobject}"
         return "query_more"
     return parts[-1] if parts else "?"
-
-
-def _zendesk_kind(path: str) -> str:
-    if "/incremental/ticket_events" in path:
-        return "incremental ticket events"
-    if "/incremental/tickets" in path:
-        return "incremental tickets"
-    if path.endswith("/comments.json"):
-        return "ticket comments"
-    if "/organizations" in path:
-        return "organizations"
-    if path.endswith("/users/me.json"):
-        return "users/me"
-    if "/users/show_many" in path:
-        return "users/show_many"
-    return path

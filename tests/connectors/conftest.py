@@ -1,4 +1,5 @@
-"""Shared fixtures for connector tests. Salesforce fixtures are prefixed ``sf_``."""
+"""Shared fixtures for connector tests. Salesforce fixtures are prefixed ``sf_``; Zendesk's come from
+`tests.connectors.zendesk_fixtures`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import pytest
 
 from connectors.salesforce.client import SalesforceClient, SalesforceCredentials
 from connectors.salesforce.sandbox import SalesforceSandbox
+from tests.connectors.zendesk_fixtures import fake_time, make_client, make_sandbox
+
+__all__ = ["fake_time", "make_client", "make_sandbox"]  # Zendesk fixtures, registered for every connector test
 
 
 class SfClock:

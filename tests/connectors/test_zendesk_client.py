@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -29,64 +26,17 @@ from connectors.zendesk.records import (
     parse_ticket,
 )
 from connectors.zendesk.sandbox import ZendeskSandbox
+from tests.connectors.zendesk_fixtures import EMAIL, TOKEN, ClientFactory, Customer, SandboxFactory
 from tests.fake_time import FakeTime
 
-EMAIL = "agent@example.com"
-TOKEN = "s3cret-zendesk-token"
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 MAY = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 LONG_AGO = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-
-@dataclass(frozen=True)
-class Customer:
-    org_id: int
-    user_id: int
-
-
-SandboxFactory = Callable[..., ZendeskSandbox]
-ClientFactory = Callable[..., ZendeskClient]
-
-
-@pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-def make_sandbox(fake_time: FakeTime) -> Iterator[SandboxFactory]:
-    started: list[ZendeskSandbox] = []
-
-    def make(**options: Any) -> ZendeskSandbox:
-        sandbox = ZendeskSandbox(email=EMAIL, api_token=TOKEN, clock=fake_time.datetime, **options)
-        sandbox.start()
-        started.append(sandbox)
-        return sandbox
-
-    yield make
-    for sandbox in started:
-        sandbox.stop()
-
-
 @pytest.fixture
 def sandbox(make_sandbox: SandboxFactory) -> ZendeskSandbox:
     return make_sandbox(page_size=3)
-
-
-@pytest.fixture
-def make_client(fake_time: FakeTime) -> Iterator[ClientFactory]:
-    clients: list[ZendeskClient] = []
-
-    def make(sandbox: ZendeskSandbox, *, token: str = TOKEN, **options: Any) -> ZendeskClient:
-        client = ZendeskClient(sandbox.url, EMAIL, token, sleep=fake_time.sleep, clock=fake_time.time,
-                               **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 @pytest.fixture

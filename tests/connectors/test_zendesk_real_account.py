@@ -20,8 +20,7 @@ sandbox and the client: a wait advances it, so no test really waits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,46 +30,14 @@ import pytest
 from connectors.zendesk.client import ZendeskClient
 from connectors.zendesk.records import BadRecord, ZendeskComment, ZendeskTicket
 from connectors.zendesk.sandbox import ZendeskSandbox
+from tests.connectors.zendesk_fixtures import EMAIL, TOKEN, ClientFactory, Customer, SandboxFactory
 from tests.fake_time import FakeTime
 
-EMAIL = "agent@example.com"
-TOKEN = "sandbox-token"
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 MAY = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 LONG_AGO = datetime(2024, 1, 1, tzinfo=UTC)
 EVENTS = "/api/v2/incremental/ticket_events.json"
 TICKETS = "/api/v2/incremental/tickets/cursor.json"
-
-
-
-@dataclass(frozen=True)
-class Customer:
-    org_id: int
-    user_id: int
-
-
-SandboxFactory = Callable[..., ZendeskSandbox]
-ClientFactory = Callable[..., ZendeskClient]
-
-
-@pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-def make_sandbox(fake_time: FakeTime) -> Iterator[SandboxFactory]:
-    started: list[ZendeskSandbox] = []
-
-    def make(**options: Any) -> ZendeskSandbox:
-        sandbox = ZendeskSandbox(email=EMAIL, api_token=TOKEN, clock=fake_time.datetime, **options)
-        sandbox.start()
-        started.append(sandbox)
-        return sandbox
-
-    yield make
-    for sandbox in started:
-        sandbox.stop()
 
 
 @pytest.fixture
@@ -82,20 +49,6 @@ def sandbox(make_sandbox: SandboxFactory) -> ZendeskSandbox:
 def api(sandbox: ZendeskSandbox) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=sandbox.url, auth=(f"{EMAIL}/token", TOKEN)) as client:
         yield client
-
-
-@pytest.fixture
-def make_client(fake_time: FakeTime) -> Iterator[ClientFactory]:
-    clients: list[ZendeskClient] = []
-
-    def make(sandbox: ZendeskSandbox, **options: Any) -> ZendeskClient:
-        client = ZendeskClient(sandbox.url, EMAIL, TOKEN, sleep=fake_time.sleep, clock=fake_time.time, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 @pytest.fixture
