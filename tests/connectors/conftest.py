@@ -13,9 +13,10 @@ import pytest
 
 from connectors.salesforce.client import SalesforceClient, SalesforceCredentials
 from connectors.salesforce.sandbox import SalesforceSandbox
-from tests.connectors.zendesk_fixtures import fake_time, make_client, make_sandbox
+from tests.connectors.zendesk_fixtures import api, customer, fake_time, make_client, make_sandbox
 
-__all__ = ["fake_time", "make_client", "make_sandbox"]  # Zendesk fixtures, registered for every connector test
+# The Zendesk fixtures, registered for every connector test.
+__all__ = ["api", "customer", "fake_time", "make_client", "make_sandbox"]
 
 
 class SfClock:

@@ -20,7 +20,6 @@ sandbox and the client: a wait advances it, so no test really waits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,18 +42,6 @@ TICKETS = "/api/v2/incremental/tickets/cursor.json"
 @pytest.fixture
 def sandbox(make_sandbox: SandboxFactory) -> ZendeskSandbox:
     return make_sandbox()
-
-
-@pytest.fixture
-def api(sandbox: ZendeskSandbox) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox.url, auth=(f"{EMAIL}/token", TOKEN)) as client:
-        yield client
-
-
-@pytest.fixture
-def customer(sandbox: ZendeskSandbox) -> Customer:
-    org_id = sandbox.add_organization("Acme", external_id="001000000000001AAA", domain_names=["acme.com"])
-    return Customer(org_id, sandbox.add_user("Jo Customer", "jo@acme.com", organization_id=org_id))
 
 
 def statuses(sandbox: ZendeskSandbox) -> list[int]:

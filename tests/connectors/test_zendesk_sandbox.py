@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,9 +12,8 @@ import httpx
 import pytest
 
 from connectors.zendesk.sandbox import ZendeskSandbox
+from tests.connectors.zendesk_fixtures import EMAIL, TOKEN, Customer
 
-EMAIL = "agent@example.com"
-TOKEN = "sandbox-token"
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 MAY = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 EXPORT = "/api/v2/incremental/tickets/cursor.json"
@@ -34,12 +32,6 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-@dataclass(frozen=True)
-class Customer:
-    org_id: int
-    user_id: int
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -49,18 +41,6 @@ def clock() -> Clock:
 def sandbox(clock: Clock) -> Iterator[ZendeskSandbox]:
     with ZendeskSandbox(email=EMAIL, api_token=TOKEN, page_size=2, clock=clock) as sb:
         yield sb
-
-
-@pytest.fixture
-def api(sandbox: ZendeskSandbox) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox.url, auth=(f"{EMAIL}/token", TOKEN)) as client:
-        yield client
-
-
-@pytest.fixture
-def customer(sandbox: ZendeskSandbox) -> Customer:
-    org_id = sandbox.add_organization("Acme", external_id="001000000000001AAA", domain_names=["acme.com"])
-    return Customer(org_id, sandbox.add_user("Jo Customer", "jo@acme.com", organization_id=org_id))
 
 
 def add_tickets(sandbox: ZendeskSandbox, customer: Customer, count: int, *, at: datetime = MAY) -> list[int]:
@@ -80,7 +60,7 @@ def export_all(api: httpx.Client, start_time: datetime) -> tuple[list[dict[str, 
 # -- lifecycle ------------------------------------------------------------------------------
 
 def test_stop_releases_the_port_even_with_a_kept_alive_connection(clock: Clock) -> None:
-    sandbox = ZendeskSandbox(clock=clock)
+    sandbox = ZendeskSandbox(email=EMAIL, api_token=TOKEN, clock=clock)
     sandbox.start()
     port = int(sandbox.url.rsplit(":", 1)[1])
     client = httpx.Client(base_url=sandbox.url, auth=(f"{EMAIL}/token", TOKEN))
@@ -205,7 +185,7 @@ def test_ticket_json_has_zendesk_fields_and_utc_iso_timestamps(
 
 def test_export_beyond_the_per_minute_limit_is_429_with_retry_after(
         clock: Clock, customer: Customer) -> None:
-    with ZendeskSandbox(incremental_requests_per_minute=2, clock=clock) as sandbox, \
+    with ZendeskSandbox(email=EMAIL, api_token=TOKEN, incremental_requests_per_minute=2, clock=clock) as sandbox, \
             httpx.Client(base_url=sandbox.url, auth=(f"{EMAIL}/token", TOKEN)) as api:
         params = {"start_time": int(MAY.timestamp())}
         assert [api.get(EXPORT, params=params).status_code for _ in range(2)] == [200, 200]

@@ -1,6 +1,6 @@
 """The Zendesk account a connector test talks to: a sandbox and clients on one fake clock, and the names the
 tests use for them. Registered as fixtures in `tests/connectors/conftest.py`; each test module chooses its
-own `sandbox` (its page size) and `customer`."""
+own `sandbox` (its page size and clock), which `api` and `customer` then use."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from connectors.zendesk.client import ZendeskClient
@@ -60,3 +61,16 @@ def make_client(fake_time: FakeTime) -> Iterator[ClientFactory]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def api(sandbox: ZendeskSandbox) -> Iterator[httpx.Client]:
+    """Raw HTTP to the module's sandbox, authenticated as Zendesk API tokens are (`{email}/token:{token}`)."""
+    with httpx.Client(base_url=sandbox.url, auth=(f"{EMAIL}/token", TOKEN)) as client:
+        yield client
+
+
+@pytest.fixture
+def customer(sandbox: ZendeskSandbox) -> Customer:
+    org_id = sandbox.add_organization("Acme", external_id="001000000000001AAA", domain_names=["acme.com"])
+    return Customer(org_id, sandbox.add_user("Jo Customer", "jo@acme.com", organization_id=org_id))

@@ -15,7 +15,7 @@ import pytest
 from connectors.slack.client import SlackClient
 from connectors.slack.sandbox import SlackSandbox
 from worker.alerting.message import NudgeKey, NudgePayload
-from worker.delivery.notify import EVENT_TYPE, MAX_ATTEMPTS, send_nudges
+from worker.delivery.notify import EVENT_TYPE, MAX_ATTEMPTS, NotifyReport, send_nudges
 from worker.service.http import HealthState
 from worker.service.metrics import Metrics, read_store_facts
 from worker.store import Store, iso, outbox
@@ -127,27 +127,27 @@ def test_a_message_slack_refuses_as_too_long_is_cut_to_fit_with_a_pointer_to_exp
         assert len(posted.text) <= 3000
 
 
-def test_a_nudge_out_of_attempts_is_dead_and_named_not_dropped_silently(store: Store) -> None:
+def _last_attempt_fails(store: Store, *, created_at: datetime = NOW) -> tuple[str, NotifyReport]:
+    """A nudge on its last attempt, to a channel Slack refuses (archived): the attempt that kills it."""
     with SlackSandbox(scopes=MANIFEST_SCOPES) as sandbox:
         channel = sandbox.add_channel("cs-alerts", archived=True)
         key = _owe(store, ACME, destination=f"channel:{channel}")
         with store.transaction() as conn:
-            conn.execute("UPDATE outbox SET attempts = ? WHERE dedup_key = ?", (MAX_ATTEMPTS - 1, key))
+            conn.execute("UPDATE outbox SET attempts = ?, created_at = ? WHERE dedup_key = ?",
+                         (MAX_ATTEMPTS - 1, iso(created_at), key))
+        return key, send_nudges(store, _client(sandbox), NOW, fallback_channel=None)
 
-        report = send_nudges(store, _client(sandbox), NOW, fallback_channel=None)
 
-        assert _row(store, key)["status"] == "dead"
-        assert report.dead == ["Account AAA"]
-        assert "is_archived" in str(_row(store, key)["last_error"])
+def test_a_nudge_out_of_attempts_is_dead_and_named_not_dropped_silently(store: Store) -> None:
+    key, report = _last_attempt_fails(store)
+
+    assert _row(store, key)["status"] == "dead"
+    assert report.dead == ["Account AAA"]
+    assert "is_archived" in str(_row(store, key)["last_error"])
 
 
 def test_a_dead_nudge_counts_in_the_metrics(store: Store) -> None:
-    with SlackSandbox(scopes=MANIFEST_SCOPES) as sandbox:
-        channel = sandbox.add_channel("cs-alerts", archived=True)
-        key = _owe(store, ACME, destination=f"channel:{channel}")
-        with store.transaction() as conn:
-            conn.execute("UPDATE outbox SET attempts = ? WHERE dedup_key = ?", (MAX_ATTEMPTS - 1, key))
-        send_nudges(store, _client(sandbox), NOW, fallback_channel=None)
+    _last_attempt_fails(store)
 
     metrics = Metrics()
     metrics.set_store_facts(read_store_facts(store))
@@ -156,13 +156,7 @@ def test_a_dead_nudge_counts_in_the_metrics(store: Store) -> None:
 
 
 def test_a_dead_nudge_turns_healthz_degraded_naming_its_account(store: Store) -> None:
-    with SlackSandbox(scopes=MANIFEST_SCOPES) as sandbox:
-        channel = sandbox.add_channel("cs-alerts", archived=True)
-        key = _owe(store, ACME, destination=f"channel:{channel}")
-        with store.transaction() as conn:
-            conn.execute("UPDATE outbox SET attempts = ?, created_at = ? WHERE dedup_key = ?",
-                         (MAX_ATTEMPTS - 1, iso(datetime.now(UTC)), key))
-        send_nudges(store, _client(sandbox), NOW, fallback_channel=None)
+    _last_attempt_fails(store, created_at=datetime.now(UTC))  # /healthz names the nudges of the last week
     state = HealthState(timedelta(minutes=15))
 
     state.record_store(replace(read_store_facts(store), last_success=datetime.now(UTC)))  # a running worker
