@@ -61,6 +61,10 @@ class Settings(BaseSettings):
                                          validation_alias="HEALTHBEAT_SALESFORCE_OVERLAP")
     salesforce_api_share: float = Field(default=0.5, gt=0, le=1,
                                         validation_alias="HEALTHBEAT_SALESFORCE_API_SHARE")
+    # The scorecard's longest window (180 days) plus the backtest's default period (365) and horizon (90),
+    # rounded up: the history that the churn model and `backtest --tune` learn from.
+    salesforce_backfill: Duration = Field(default=timedelta(days=730),
+                                          validation_alias="HEALTHBEAT_SALESFORCE_BACKFILL")
 
     zendesk_url: str | None = Field(default=None, validation_alias="ZENDESK_URL")
     zendesk_email: str | None = Field(default=None, validation_alias="ZENDESK_EMAIL")

@@ -244,6 +244,7 @@ class Cycle:
                                    zendesk=self.clients.zendesk, usage_dir=settings.usage_dir,
                                    salesforce_overlap=settings.salesforce_overlap,
                                    salesforce_api_share=settings.salesforce_api_share,
+                                   salesforce_backfill=settings.salesforce_backfill,
                                    zendesk_backfill=settings.zendesk_backfill, progress=watch)
         except _StopRequested:
             report.sync = watch.partial()

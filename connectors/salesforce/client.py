@@ -6,17 +6,23 @@ Every failure that leaves this module is one of::
 
     SalesforceError                 anything Salesforce refused that fits no subclass (base class)
     ├── SalesforceAuthError         credentials refused, or a fresh session refused again
-    ├── SalesforceLimitError        REQUEST_LIMIT_EXCEEDED: not transient; stop, keep progress, resume later
+    ├── SalesforceLimitError        REQUEST_LIMIT_EXCEEDED for the daily limit: stop, keep progress, resume later
     ├── SalesforceQueryError        MALFORMED_QUERY, INVALID_FIELD, INVALID_TYPE, unknown sObject...
+    │   └── SalesforceQueryTimeout  QUERY_TIMEOUT, or no first page within the read timeout: ask for less
     └── SalesforceUnavailable       5xx, timeouts, connection failures, once the retry policy gave up
+        └── SalesforceBusy          REQUEST_LIMIT_EXCEEDED for too many concurrent requests: back off briefly
 
 Messages name Salesforce and the login URL, the operation and Salesforce's error code, and
 never the client secret or the access token. Behaviour the worker relies on:
 
 - a 401 ``INVALID_SESSION_ID`` re-authenticates once and repeats that call (mid-way through
   paging too: cursors outlive sessions);
-- transient failures are retried under :data:`TRANSIENT_RETRY` with an injectable sleep;
-  ``REQUEST_LIMIT_EXCEEDED`` never is;
+- transient failures are retried under :data:`TRANSIENT_RETRY` with an injectable sleep; so is
+  ``REQUEST_LIMIT_EXCEEDED`` when its message names a concurrency limit (``ConcurrentRequests``,
+  ``ConcurrentPerOrgLongTxn``), never when it is the daily limit (``TotalRequests``);
+- a query that Salesforce stops (``QUERY_TIMEOUT``, after about two minutes) or whose first page does not
+  come within the read timeout is :class:`SalesforceQueryTimeout`, not retried: the same query would time
+  out again, and the caller asks for less (a narrower window);
 - ``Sforce-Limit-Info`` from every response (errors included) updates :attr:`SalesforceClient.api_usage`;
 - updates go in sObject Collections of at most 200 with ``allOrNone: false`` and the result
   list must match the request one to one, or the call fails loudly.
@@ -54,11 +60,13 @@ __all__ = [
     "ApiUsage",
     "RetryPolicy",
     "SalesforceAuthError",
+    "SalesforceBusy",
     "SalesforceClient",
     "SalesforceCredentials",
     "SalesforceError",
     "SalesforceLimitError",
     "SalesforceQueryError",
+    "SalesforceQueryTimeout",
     "SalesforceUnavailable",
     "WriteResult",
 ]
@@ -158,8 +166,18 @@ class SalesforceQueryError(SalesforceError):
     """Salesforce refused a query or describe: bad SOQL, unknown field or unknown sObject."""
 
 
+class SalesforceQueryTimeout(SalesforceQueryError):
+    """Salesforce stopped the query (``QUERY_TIMEOUT``) or sent no first page within the read timeout: the
+    same query would fail the same way, so it is not retried; ask for fewer records (a narrower window)."""
+
+
 class SalesforceUnavailable(SalesforceError):
     """Salesforce could not be reached or answered 5xx, still after the retry policy's attempts."""
+
+
+class SalesforceBusy(SalesforceUnavailable):
+    """``REQUEST_LIMIT_EXCEEDED`` for too many concurrent (long) requests, not the daily limit: it passes
+    within seconds, so it is retried with back-off like any transient failure."""
 
 
 # --- the client --------------------------------------------------------------------------
@@ -172,7 +190,7 @@ class SalesforceClient:
         self,
         credentials: SalesforceCredentials,
         *,
-        timeout: float = 30.0,
+        timeout: float = 120.0,
         retry_sleep: Callable[[float], None] = time.sleep,
         max_attempts: int = TRANSIENT_RETRY.max_attempts,
         describe_ttl: float = 3600.0,
@@ -195,6 +213,7 @@ class SalesforceClient:
         self._http.hooks["response"].append(self._observe)
         self._sf: Salesforce | None = None
         self._fields: dict[str, dict[str, str]] = {}
+        self._updateable: dict[str, frozenset[str]] = {}
         self._described_at = time.monotonic()
         self.describe_ttl = describe_ttl
 
@@ -250,14 +269,22 @@ class SalesforceClient:
             body = self._call("describe", lambda sf: self._describe(sf, sobject))
             try:
                 self._fields[key] = {str(f["name"]): str(f["type"]) for f in body["fields"]}
-            except (KeyError, TypeError):
+                self._updateable[key] = frozenset(str(f["name"]) for f in body["fields"] if f.get("updateable"))
+            except (KeyError, TypeError, AttributeError):
                 raise SalesforceError(f"Salesforce describe of {sobject} returned no field list") from None
         return dict(self._fields[key])
+
+    def updateable_fields(self, sobject: str) -> frozenset[str]:
+        """The fields of ``sobject`` the integration user may write (describe's ``updateable``): field-level
+        security can make a field read-only for that user alone, and writing one fails the whole record."""
+        self.describe_fields(sobject)
+        return self._updateable[sobject.lower()]
 
     def forget_fields(self) -> None:
         """Describe again at the next use (a field was added or removed, or the cache is old); the sibling
         too, so that both sessions plan the same queries."""
         self._fields.clear()
+        self._updateable.clear()
         self._described_at = time.monotonic()
         if self._sibling is not None:
             self._sibling.forget_fields()
@@ -281,7 +308,7 @@ class SalesforceClient:
 
         A query locator (``nextRecordsUrl``) belongs to the user, not the session: the first page may be
         asked for on a :meth:`sibling` session and the rest on this one."""
-        page = self._call("query", lambda sf: sf.query(soql, include_deleted=include_deleted, **self._kwargs()))
+        page = self._call("query", functools.partial(self._first_page, soql=soql, include_deleted=include_deleted))
         if not isinstance(page, dict):
             raise SalesforceError("Salesforce returned a query page that is not a JSON object")
         return page
@@ -404,6 +431,15 @@ class SalesforceClient:
             object_pairs_hook=None,
         )
 
+    def _first_page(self, sf: Salesforce, soql: str, include_deleted: bool) -> Any:
+        try:
+            return sf.query(soql, include_deleted=include_deleted, **self._kwargs())
+        except requests.exceptions.ReadTimeout:
+            raise SalesforceQueryTimeout(
+                f"Salesforce sent no first page of a query within {self._timeout:g} s (the read timeout)",
+                error_code="QUERY_TIMEOUT",
+            ) from None
+
     def _query_more(self, sf: Salesforce, url: str) -> Any:
         return sf.query_more(url, identifier_is_url=True, **self._kwargs())
 
@@ -476,9 +512,11 @@ class SalesforceClient:
         except tenacity.RetryError as exc:
             last = exc.last_attempt.exception()
             status = last.status if isinstance(last, SalesforceError) else None
-            raise SalesforceUnavailable(
+            kind = SalesforceBusy if isinstance(last, SalesforceBusy) else SalesforceUnavailable
+            raise kind(
                 f"Salesforce {operation} failed after {policy.max_attempts} attempts: {last}",
                 status=status,
+                error_code=last.error_code if isinstance(last, SalesforceError) else None,
             ) from None
 
 
@@ -494,12 +532,20 @@ def _translate(exc: Exception, operation: str) -> SalesforceError:
     text = f"Salesforce {operation} failed: HTTP {exc.status} {code or ''}: {message}".replace(" :", ":")
     if exc.status >= 500:
         return SalesforceUnavailable(text, status=exc.status, error_code=code)
+    if code == "REQUEST_LIMIT_EXCEEDED" and "concurrent" in message.lower():
+        return SalesforceBusy(
+            f"Salesforce refused {operation}: too many concurrent requests in the org ({message}); backing off",
+            status=exc.status,
+            error_code=code,
+        )
     if code == "REQUEST_LIMIT_EXCEEDED":
         return SalesforceLimitError(
             f"Salesforce daily API request limit reached during {operation} ({message}); stopping until it resets",
             status=exc.status,
             error_code=code,
         )
+    if code == "QUERY_TIMEOUT":
+        return SalesforceQueryTimeout(text, status=exc.status, error_code=code)
     if code in _QUERY_ERROR_CODES:
         return SalesforceQueryError(text, status=exc.status, error_code=code)
     return SalesforceError(text, status=exc.status, error_code=code)

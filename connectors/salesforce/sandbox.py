@@ -28,13 +28,9 @@ Usage::
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import re
-import secrets
 import shutil
 import socket
 import ssl
@@ -54,6 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 import trustme
 
 from connectors.salesforce.ids import is_salesforce_id, make_id, to_18
+from connectors.salesforce.sandbox_oauth import ConnectedApp, answer_token_request
 from connectors.salesforce.schema import (
     FieldValueError,
     Schema,
@@ -72,8 +69,6 @@ MAX_OPEN_CURSORS: Final = 10
 """Salesforce keeps a user's ten newest query cursors; older ``nextRecordsUrl`` locators die."""
 _DATA_PATH = re.compile(r"^/services/data/v(?P<version>\d+\.\d)(?P<rest>/.*)?$")
 _LOCATOR = re.compile(r"^(?P<locator>01g[0-9A-Za-z]{15})-(?P<offset>\d+)$")
-_ORG_ID: Final = make_id("00D", 1)
-_INTEGRATION_USER_ID: Final = make_id("005", 0, pod="0I")
 _STAMP_FIELDS: Final = ("LastModifiedDate", "SystemModstamp")
 _INDEXED_FIELD: Final = "SystemModstamp"
 _ROLLED_BACK: Final = "Record rolled back because not all records were valid and the request was using AllOrNone header"
@@ -141,20 +136,22 @@ class SalesforceSandbox:
         *,
         client_id: str = "sandbox-client",
         client_secret: str = "sandbox-secret",  # noqa: S107 - the sandbox's own test credential
+        app: ConnectedApp | None = None,
         api_version: str = "59.0",
         batch_size: int = 2000,
         daily_api_limit: int = 15000,
         clock: Callable[[], datetime] | None = None,
         missing_fields: Mapping[str, set[str]] | None = None,
+        read_only_fields: Mapping[str, set[str]] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self.client_id = client_id
-        self.client_secret = client_secret
+        self.app = app if app is not None else ConnectedApp(client_id, client_secret)
+        """How the org lets the worker log in (:mod:`connectors.salesforce.sandbox_oauth`)."""
         self.api_version = api_version
         self.batch_size = batch_size
         self.daily_api_limit = daily_api_limit
-        self.schema: Schema = build_schema(missing_fields)
+        self.schema: Schema = build_schema(missing_fields, read_only_fields)
         self._clock = clock or _now
         self._lock = threading.RLock()
         self._data: dict[str, dict[str, dict[str, Any]]] = {o.name: {} for o in self.schema}
@@ -337,6 +334,14 @@ class SalesforceSandbox:
         with self._lock:
             self._drops.append(_Fault(path_contains, times))
 
+    @property
+    def client_id(self) -> str:
+        return self.app.client_id
+
+    @property
+    def client_secret(self) -> str:
+        return self.app.client_secret
+
     def expire_sessions(self) -> None:
         """Invalidate every issued token: the next data call gets 401 ``INVALID_SESSION_ID``."""
         with self._lock:
@@ -422,6 +427,10 @@ class SalesforceSandbox:
             return rows
         return [r for r in rows if not r["IsDeleted"]]
 
+    def _issue(self, access_token: str) -> None:
+        with self._lock:
+            self._tokens.add(access_token)
+
     def _take_fault(self, faults: list[_Fault], path: str) -> _Fault | None:
         with self._lock:
             for fault in faults:
@@ -491,36 +500,9 @@ class _Api:
     # --- OAuth ---------------------------------------------------------------------------
 
     def token(self, method: str, body: bytes) -> _Response:
-        if method != "POST":
-            return _Response(405, {"error": "invalid_request", "error_description": "must use HTTP POST"})
-        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
-        grant_type = form.get("grant_type")
-        if grant_type is None:
-            return _Response(400, {"error": "invalid_request", "error_description": "grant_type is required"})
-        if grant_type != "client_credentials":
-            return _Response(400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"})
-        if form.get("client_id") != self.sb.client_id:
-            return _Response(400, {"error": "invalid_client_id", "error_description": "client identifier invalid"})
-        if not hmac.compare_digest(form.get("client_secret", ""), self.sb.client_secret):
-            return _Response(400, {"error": "invalid_client", "error_description": "invalid client credentials"})
-        access_token = f"{_ORG_ID[:15]}!{secrets.token_urlsafe(48)}"
-        issued_at = str(int(self.sb._clock().timestamp() * 1000))
-        identity = f"{self.sb.url}/id/{_ORG_ID}/{_INTEGRATION_USER_ID}"
-        digest = hmac.new(self.sb.client_secret.encode(), (identity + issued_at).encode(), hashlib.sha256)
-        with self.sb._lock:
-            self.sb._tokens.add(access_token)
-        return _Response(
-            200,
-            {
-                "access_token": access_token,
-                "instance_url": self.sb.url,
-                "id": identity,
-                "token_type": "Bearer",
-                "issued_at": issued_at,
-                "signature": base64.b64encode(digest.digest()).decode(),
-                "scope": "api",
-            },
-        )
+        status, answer = answer_token_request(self.sb.app, method, body, instance_url=self.sb.url,
+                                              now=self.sb._clock, issue=self.sb._issue)
+        return _Response(status, answer)
 
     # --- data API routes -----------------------------------------------------------------
 

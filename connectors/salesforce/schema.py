@@ -12,6 +12,7 @@ Values are kept the way Salesforce's JSON carries them: strings, floats for ``do
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Set
@@ -438,11 +439,15 @@ def _standard_objects() -> list[SObjectSpec]:
     return [account, user, event, task, email, case, opportunity]
 
 
-def build_schema(missing_fields: Mapping[str, Set[str]] | None = None) -> Schema:
+def build_schema(missing_fields: Mapping[str, Set[str]] | None = None,
+                 read_only_fields: Mapping[str, Set[str]] | None = None) -> Schema:
     """The sandbox org, minus ``missing_fields`` (object name → field names; ``{"*"}`` drops the object).
 
     Tests use the removals to play an org where a custom field was never deployed or where a
     feature (Email-to-Case's ``EmailMessage``) is not enabled. ``Id`` cannot be removed.
+    ``read_only_fields`` (object name → field names) are fields the integration user's profile and permission
+    sets grant Read but not Edit (field-level security): describe reports them ``updateable: false`` and an
+    update that sets one fails that record with ``INVALID_FIELD_FOR_INSERT_UPDATE``.
     """
     missing = {name.lower(): {f.lower() for f in names} for name, names in (missing_fields or {}).items()}
     known = {o.name.lower(): o for o in _standard_objects()}
@@ -455,12 +460,21 @@ def build_schema(missing_fields: Mapping[str, Set[str]] | None = None) -> Schema
             raise KeyError(f"missing_fields names unknown {spec.name} fields: {sorted(unknown)}")
         if "id" in names:
             raise ValueError("Id cannot be removed; drop the whole object with '*'")
+    read_only = {name.lower(): {f.lower() for f in names} for name, names in (read_only_fields or {}).items()}
+    for name, names in read_only.items():
+        if name not in known:
+            raise KeyError(f"read_only_fields names an unknown sObject: {name!r}")
+        unknown = names - {f.lower() for f in known[name].fields}
+        if unknown:
+            raise KeyError(f"read_only_fields names unknown {known[name].name} fields: {sorted(unknown)}")
     objects = []
     for name, spec in known.items():
         removed = missing.get(name, set())
         if WHOLE_OBJECT in removed:
             continue
-        kept = {n: f for n, f in spec.fields.items() if n.lower() not in removed}
+        locked = read_only.get(name, set())
+        kept = {n: (dataclasses.replace(f, updateable=False) if n.lower() in locked else f)
+                for n, f in spec.fields.items() if n.lower() not in removed}
         objects.append(SObjectSpec(name=spec.name, key_prefix=spec.key_prefix, fields=kept, label=spec.label))
     return Schema(objects)
 

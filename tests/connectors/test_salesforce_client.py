@@ -11,11 +11,13 @@ import pytest
 from connectors.salesforce.client import (
     ApiUsage,
     SalesforceAuthError,
+    SalesforceBusy,
     SalesforceClient,
     SalesforceCredentials,
     SalesforceError,
     SalesforceLimitError,
     SalesforceQueryError,
+    SalesforceQueryTimeout,
     SalesforceUnavailable,
     WriteResult,
     _plain,
@@ -230,14 +232,39 @@ def test_persistent_server_errors_end_in_unavailable_after_the_bounded_attempts(
     assert len(sf_sleeps) == 2
 
 
-def test_timeouts_are_retried(
+def test_a_later_page_that_times_out_is_retried(
+    make_sf_sandbox: MakeSandbox, make_sf_client: MakeClient, sf_sleeps: list[float]
+) -> None:
+    sandbox = make_sf_sandbox(batch_size=1)
+    client = make_sf_client(sandbox, timeout=0.3)
+    sandbox.insert("Account", {"Name": "Acme"})
+    sandbox.insert("Account", {"Name": "Globex"})
+    sandbox.stall_next(1.0, path_contains="/query/01g")  # the locator's page, not the query itself
+    assert [r["Name"] for r in client.query("SELECT Name FROM Account ORDER BY Name")] == ["Acme", "Globex"]
+    assert len(sf_sleeps) == 1  # the stalled call is logged only once its late answer is written
+
+
+def test_a_first_page_that_times_out_is_a_query_timeout_and_not_asked_again(
     sf_sandbox: SalesforceSandbox, make_sf_client: MakeClient, sf_sleeps: list[float]
 ) -> None:
+    """Salesforce answers a query's first page once it has found and sorted every record: a query that
+    takes longer than the read timeout would take as long again, so the caller asks for less instead."""
     client = make_sf_client(sf_sandbox, timeout=0.3)
-    sf_sandbox.insert("Account", {"Name": "Acme"})
     sf_sandbox.stall_next(1.0, path_contains="/query")
-    assert [r["Name"] for r in client.query("SELECT Name FROM Account")] == ["Acme"]
-    assert len(sf_sleeps) == 1  # the stalled call is logged only once its late answer is written
+    with pytest.raises(SalesforceQueryTimeout, match=r"within 0\.3 s") as caught:
+        list(client.query("SELECT Name FROM Account"))
+    assert caught.value.error_code == "QUERY_TIMEOUT"
+    assert sf_sleeps == []
+
+
+def test_query_timeout_from_salesforce_is_a_query_timeout_and_not_retried(
+    sf_client: SalesforceClient, sf_sandbox: SalesforceSandbox, sf_sleeps: list[float]
+) -> None:
+    sf_sandbox.fail_next(400, "QUERY_TIMEOUT", "Your query request was running for too long.", path_contains="/query")
+    with pytest.raises(SalesforceQueryTimeout, match="running for too long"):
+        list(sf_client.query("SELECT Id FROM Account"))
+    assert data_calls(sf_sandbox) == [400]
+    assert sf_sleeps == []
 
 
 def test_dropped_connections_are_retried(
@@ -260,6 +287,30 @@ def test_request_limit_exceeded_is_a_limit_error_and_never_retried(
     assert data_calls(sandbox) == [200, 403]
     assert sf_sleeps == []
     assert client.api_usage == ApiUsage(used=1, limit=1)
+
+
+@pytest.mark.parametrize("message", ["ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
+                                     "ConcurrentPerOrgLongTxn Limit exceeded."])
+def test_request_limit_exceeded_for_concurrent_requests_is_retried_after_a_pause(
+    sf_client: SalesforceClient, sf_sandbox: SalesforceSandbox, sf_sleeps: list[float], message: str
+) -> None:
+    """Salesforce answers REQUEST_LIMIT_EXCEEDED both for the daily limit ("TotalRequests Limit exceeded.") and
+    for too many concurrent long requests; only the second passes within seconds."""
+    sf_sandbox.fail_next(403, "REQUEST_LIMIT_EXCEEDED", message, path_contains="/query")
+    assert list(sf_client.query("SELECT Id FROM Account")) == []
+    assert data_calls(sf_sandbox) == [403, 200]
+    assert len(sf_sleeps) == 1
+
+
+def test_concurrent_limit_that_does_not_pass_is_busy_not_the_daily_limit(
+    sf_client: SalesforceClient, sf_sandbox: SalesforceSandbox, sf_sleeps: list[float]
+) -> None:
+    sf_sandbox.fail_next(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded.",
+                         path_contains="/query", times=10)
+    with pytest.raises(SalesforceBusy, match="concurrent requests") as caught:
+        list(sf_client.query("SELECT Id FROM Account"))
+    assert not isinstance(caught.value, SalesforceLimitError)
+    assert len(sf_sleeps) == 3  # the retry policy's four attempts
 
 
 def test_api_usage_follows_sforce_limit_info(sf_client: SalesforceClient) -> None:
@@ -297,6 +348,16 @@ def test_describe_fields_maps_names_to_salesforce_types_and_is_cached(
     assert fields["Health_Override_Until__c"] == "date" and fields["Id"] == "id"
     assert again == fields
     assert data_calls(sf_sandbox, "/describe") == [200]
+
+
+def test_updateable_fields_leave_out_what_field_security_makes_read_only(
+    make_sf_sandbox: MakeSandbox, make_sf_client: MakeClient
+) -> None:
+    client = make_sf_client(make_sf_sandbox(read_only_fields={"Account": {"Churn_Risk__c"}}))
+    updateable = client.updateable_fields("Account")
+    assert "Health_Score__c" in updateable
+    assert "Churn_Risk__c" not in updateable and "Churn_Risk__c" in client.describe_fields("Account")
+    assert "SystemModstamp" not in updateable
 
 
 def test_missing_custom_field_is_named_by_missing_fields(

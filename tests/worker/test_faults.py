@@ -264,10 +264,11 @@ def test_a_503_that_outlasts_the_retries_fails_one_stream_and_the_next_cycle_res
     assert_nothing_lost_or_duplicated(faulted, clean, provisional_writes=True)
 
 
-def test_a_query_that_times_out_is_retried_and_nothing_is_lost(faulted: Stack, clean: Clean) -> None:
+def test_a_query_page_that_times_out_is_retried_and_nothing_is_lost(faulted: Stack, clean: Clean) -> None:
     def fault(stack: Stack) -> None:
         stack.salesforce_timeout(0.5)
-        stack.sandboxes.salesforce.stall_next(1.5, path_contains="/queryAll")
+        stack.sandboxes.salesforce.batch_size = PAGE
+        stack.sandboxes.salesforce.stall_next(1.5, path_contains=QUERY_PAGE + "01g")  # a locator page
 
     def patient(stack: Stack) -> None:
         stack.salesforce_timeout(30.0)

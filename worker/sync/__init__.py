@@ -27,11 +27,13 @@ __all__ = ["SyncAborted", "SyncReport", "sync_all"]
 
 def sync_all(store: Store, now: datetime, *, salesforce: SalesforceClient, zendesk: ZendeskClient | None,
              usage_dir: Path | None, salesforce_overlap: timedelta, salesforce_api_share: float,
-             zendesk_backfill: timedelta, progress: Callable[[str, int], None] | None = None) -> SyncReport:
+             zendesk_backfill: timedelta, salesforce_backfill: timedelta = timedelta(days=730),
+             progress: Callable[[str, int], None] | None = None) -> SyncReport:
     """Every source in turn; a source that is not configured (None) is skipped. `progress(stream, records so
     far)` after each page, for a terminal's sake."""
     report = SyncReport(progress=progress)
-    sync_salesforce(store, salesforce, now, report, overlap=salesforce_overlap, api_share=salesforce_api_share)
+    sync_salesforce(store, salesforce, now, report, overlap=salesforce_overlap, api_share=salesforce_api_share,
+                    backfill=salesforce_backfill)
     if zendesk is not None:
         sync_zendesk(store, zendesk, now, report, backfill=zendesk_backfill)
     else:

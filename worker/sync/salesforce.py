@@ -252,7 +252,7 @@ def build_soql(stream: SalesforceStream, fields: Sequence[str], cursor: Cursor |
 
 
 def sync_salesforce(store: Store, client: SalesforceClient, now: datetime, report: SyncReport, *,
-                    overlap: timedelta, api_share: float) -> None:
+                    overlap: timedelta, api_share: float, backfill: timedelta = timedelta(days=730)) -> None:
     """Every Salesforce stream in turn, each re-reading `overlap` before its cursor, until this cycle has used
     `api_share` of the org's daily API limit."""
     try:
