@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,6 +151,7 @@ class SlackClient:
         clock: Callable[[], float] = time.monotonic,
         post_interval: float = 1.0,
         pace: Callable[[float], None] = time.sleep,
+        ca_bundle: str | None = None,
     ) -> None:
         if not base_url.endswith("/"):
             base_url += "/"
@@ -161,7 +163,9 @@ class SlackClient:
         self._pace = pace  # the waits between posts to one channel; `sleep` is for retries
         self._post_interval = post_interval
         self._last_post: dict[str, float] = {}
-        self._web = WebClient(token=token, base_url=base_url, timeout=timeout,
+        # urllib trusts the system store and ignores REQUESTS_CA_BUNDLE: a private CA is given explicitly
+        context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
+        self._web = WebClient(token=token, base_url=base_url, timeout=timeout, ssl=context,
                               retry_handlers=_retry_handlers(max_retries, max_retry_wait, sleep))
         self._users: dict[str, tuple[float, str | None]] = {}
         self._dms: dict[str, tuple[float, str]] = {}

@@ -61,6 +61,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from connectors.sandboxes.local_ca import LocalCA
+
 TEAM_ID = "T0HBSANDBX"
 BOT_USER_ID = "U0HBBOT0001"
 BOT_ID = "B0HBBOT0001"
@@ -197,8 +199,13 @@ class SlackSandbox:
         clock: Callable[[], float] = time.time,
         post_burst: int = 3,
         rate_clock: Callable[[], float] = time.monotonic,
+        tls: bool = False,
     ) -> None:
         self.token = token
+        self._tls = tls
+        self._ca: LocalCA | None = None
+        self.ca_cert_path = ""
+        """With ``tls``: the PEM file of the CA that signed the sandbox's certificate, for clients to trust."""
         self.post_burst = post_burst
         self._rate_clock = rate_clock
         self._post_levels: dict[str, tuple[float, float]] = {}  # channel -> (bucket level, when measured)
@@ -229,6 +236,10 @@ class SlackSandbox:
             return
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
+        if self._tls:
+            self._ca = LocalCA()
+            self._ca.serve_tls(self._server)
+            self.ca_cert_path = self._ca.cert_path
         # A short poll interval makes stop() quick (shutdown waits for the loop's next poll).
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name="slack-sandbox", daemon=True)
@@ -243,6 +254,9 @@ class SlackSandbox:
             server.server_close()
         if thread is not None:
             thread.join(timeout=5)
+        if self._ca is not None:
+            self._ca.close()
+            self._ca = None
 
     def __enter__(self) -> SlackSandbox:
         self.start()
@@ -258,7 +272,7 @@ class SlackSandbox:
         if self._server is None:
             raise RuntimeError("SlackSandbox is not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/api/"
+        return f"{'https' if self._tls else 'http'}://{host!s}:{port}/api/"
 
     # -- arranging the workspace -----------------------------------------------------------------------
 

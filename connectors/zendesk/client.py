@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -238,7 +239,7 @@ class ZendeskClient:
                  api_requests_per_minute: int = 100, timeout: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep, max_attempts: int = 5,
                  transport: httpx.BaseTransport | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, ca_bundle: str | None = None) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"Zendesk URL must start with https:// (or http:// for a sandbox): {base_url!r}")
         if max_attempts < 1:
@@ -258,6 +259,8 @@ class ZendeskClient:
             auth=httpx.BasicAuth(f"{email}/token", api_token),
             timeout=timeout,
             transport=transport,
+            # httpx trusts certifi's bundle and ignores REQUESTS_CA_BUNDLE: a private CA is given explicitly
+            verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
             headers={"Accept": "application/json", "User-Agent": "healthbeat-zendesk/0.1"},
         )
         self.calls = 0
@@ -488,6 +491,13 @@ class ZendeskClient:
             response = self._http.get(path, params=params)
         except httpx.TimeoutException:
             raise _Transient(f"{where} did not answer within {self._timeout:g} s") from None
+        except httpx.ConnectError as exc:
+            refused = _certificate_refusal(exc)
+            if refused is not None:  # not transient: retrying cannot help
+                raise ZendeskError(f"{where} failed TLS verification ({refused.verify_message}); set "
+                                   "REQUESTS_CA_BUNDLE to the PEM file of the CA to trust if it uses a private "
+                                   "CA") from None
+            raise _Transient(f"{where} could not be reached: {type(exc).__name__}") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             raise _Transient(f"{where} could not be reached: {type(exc).__name__}") from None
         except httpx.HTTPError as exc:
@@ -629,3 +639,16 @@ def _retry_after(response: httpx.Response) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _certificate_refusal(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a connection error, if that is what it was (httpx wraps
+    httpcore's error, which wraps ssl's)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None

@@ -70,6 +70,8 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from connectors.sandboxes.local_ca import LocalCA
+
 __all__ = ["ApiCall", "ZendeskSandbox"]
 
 TICKET_STATUSES = ("new", "open", "pending", "hold", "solved", "closed")
@@ -209,7 +211,7 @@ class ZendeskSandbox:
     def __init__(self, *, email: str = "agent@example.com", api_token: str = "sandbox-token",  # noqa: S107 - a fixture
                  page_size: int = 1000, incremental_requests_per_minute: int = 10,
                  api_requests_per_minute: int = 200, close_solved_after: timedelta | None = timedelta(days=4),
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, tls: bool = False) -> None:
         if not 1 <= page_size <= _INCREMENTAL_MAX_PAGE:
             raise ValueError(f"page_size must be between 1 and {_INCREMENTAL_MAX_PAGE}, got {page_size}")
         if incremental_requests_per_minute < 1 or api_requests_per_minute < 1:
@@ -239,6 +241,10 @@ class ZendeskSandbox:
         self._faults: list[_Fault] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._tls = tls
+        self._ca: LocalCA | None = None
+        self.ca_cert_path = ""
+        """With ``tls``: the PEM file of the CA that signed the sandbox's certificate, for clients to trust."""
         self.calls: list[ApiCall] = []
         self.agent_id = self.add_user("Sandbox Agent", email, role="admin")
         """The user the API credentials belong to (what ``users/me`` returns)."""
@@ -247,16 +253,21 @@ class ZendeskSandbox:
 
     @property
     def url(self) -> str:
-        """The base URL to give the client as ZENDESK_URL, e.g. ``http://127.0.0.1:54321``."""
+        """The base URL to give the client as ZENDESK_URL, e.g. ``http://127.0.0.1:54321`` (``https://`` with
+        ``tls``)."""
         if self._server is None:
             raise RuntimeError("ZendeskSandbox is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> None:
         """Bind a free loopback port and serve from a daemon thread."""
         if self._server is not None:
             raise RuntimeError("ZendeskSandbox is already started")
         self._server = _Server(self)
+        if self._tls:
+            self._ca = LocalCA()
+            self._ca.serve_tls(self._server)
+            self.ca_cert_path = self._ca.cert_path
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name="zendesk-sandbox", daemon=True)
         self._thread.start()
@@ -271,6 +282,9 @@ class ZendeskSandbox:
         server.server_close()
         thread.join(timeout=5)
         self._server = self._thread = None
+        if self._ca is not None:
+            self._ca.close()
+            self._ca = None
 
     def __enter__(self) -> ZendeskSandbox:
         self.start()
