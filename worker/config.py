@@ -11,12 +11,18 @@ import shutil
 from datetime import timedelta
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
+
+if TYPE_CHECKING:
+    from connectors.salesforce.client import SalesforceCredentials
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -37,6 +43,11 @@ def parse_duration(value: object) -> timedelta:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
+SHARED_LOGIN_URL: Final = "https://login.salesforce.com"
+"""Where the JWT bearer flow logs in when SALESFORCE_LOGIN_URL is not set (the client-credentials flow has no
+default: it needs the org's own My Domain URL)."""
+MAX_KEY_FILE: Final = 64 * 1024  # an RSA key in PEM is a few KiB: anything larger is not one
+
 
 class Settings(BaseSettings):
     """Everything the worker needs to know about its deployment."""
@@ -50,11 +61,13 @@ class Settings(BaseSettings):
     interval: Duration = Field(default=timedelta(minutes=15), validation_alias="HEALTHBEAT_INTERVAL")
     http_port: int = Field(default=8080, ge=0, le=65535, validation_alias="HEALTHBEAT_HTTP_PORT")
 
-    salesforce_login_url: str = Field(default="https://login.salesforce.com",
-                                      validation_alias="SALESFORCE_LOGIN_URL")
+    # As given: `salesforce_login_url` is the URL in use (the JWT bearer flow has a default, client credentials none).
+    salesforce_login_url_given: str | None = Field(default=None, validation_alias="SALESFORCE_LOGIN_URL")
     salesforce_client_id: str | None = Field(default=None, validation_alias="SALESFORCE_CLIENT_ID")
     salesforce_client_secret: SecretStr | None = Field(default=None,
                                                        validation_alias="SALESFORCE_CLIENT_SECRET")
+    salesforce_username: str | None = Field(default=None, validation_alias="SALESFORCE_USERNAME")
+    salesforce_private_key_file: Path | None = Field(default=None, validation_alias="SALESFORCE_PRIVATE_KEY_FILE")
     salesforce_api_version: str = Field(default="59.0", pattern=r"^\d{2,3}\.0$",
                                         validation_alias="SALESFORCE_API_VERSION")
     salesforce_overlap: Duration = Field(default=timedelta(minutes=5),
@@ -89,7 +102,7 @@ class Settings(BaseSettings):
     ca_bundle: str | None = Field(default=None,
                                   validation_alias=AliasChoices("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"))
 
-    @field_validator("salesforce_login_url", "zendesk_url", "slack_api_url", mode="before")
+    @field_validator("salesforce_login_url_given", "zendesk_url", "slack_api_url", mode="before")
     @classmethod
     def _url(cls, value: object) -> object:
         if value is None or value == "":
@@ -98,8 +111,8 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a URL like https://example.com, got {value!r}")
         return value
 
-    @field_validator("zendesk_email", "slack_fallback_channel", "salesforce_client_id", "usage_dir", "ca_bundle",
-                     mode="before")
+    @field_validator("zendesk_email", "slack_fallback_channel", "salesforce_client_id", "salesforce_username",
+                     "salesforce_private_key_file", "usage_dir", "ca_bundle", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -129,20 +142,126 @@ class Settings(BaseSettings):
     def slack_configured(self) -> bool:
         return self.slack_bot_token is not None and bool(self.slack_bot_token.get_secret_value())
 
+    @property
+    def salesforce_login_url(self) -> str:
+        """The login URL in use: SALESFORCE_LOGIN_URL, else (only the JWT bearer flow may do without it)
+        Salesforce's shared login host."""
+        return self.salesforce_login_url_given or SHARED_LOGIN_URL
+
+    @property
+    def salesforce_flow(self) -> Literal["client_credentials", "jwt_bearer"]:
+        """The rule the README states: a username or a private key file means the JWT bearer flow; otherwise
+        the client-credentials flow."""
+        return "jwt_bearer" if self.salesforce_username or self.salesforce_private_key_file else "client_credentials"
+
     def secret_values(self) -> list[str]:
-        """Every credential's plain value, so logging can mask each one wherever it appears."""
+        """Every credential's plain value, so logging can mask each one wherever it appears (the private key's
+        text whole and line by line, should a library ever quote part of it)."""
         secrets = (self.salesforce_client_secret, self.zendesk_api_token, self.slack_bot_token,
                    self.slack_signing_secret)
-        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        try:
+            key = self.salesforce_private_key() if self.salesforce_private_key_file else None
+        except ConfigError:
+            key = None
+        if key:
+            values += [key, *(line for line in key.splitlines() if len(line) >= 16 and not line.startswith("-----"))]
+        return values
 
     def require_salesforce(self) -> None:
-        """Salesforce is the one required source: name every missing setting at once."""
-        missing = [name for name, value in (("SALESFORCE_CLIENT_ID", self.salesforce_client_id),
-                                            ("SALESFORCE_CLIENT_SECRET", self.salesforce_client_secret))
-                   if not value]
+        """Salesforce is the one required source: name every setting missing for the login flow in use, refuse
+        settings of both flows at once, a private key that cannot be used, and (client credentials) a login URL
+        that is not the org's My Domain."""
+        from connectors.salesforce.client import lightning_host_problem, my_domain_problem
+
+        secret = self.salesforce_client_secret is not None and bool(self.salesforce_client_secret.get_secret_value())
+        jwt_given = [name for name, value in (("SALESFORCE_USERNAME", self.salesforce_username),
+                                              ("SALESFORCE_PRIVATE_KEY_FILE", self.salesforce_private_key_file))
+                     if value]
+        if secret and jwt_given:
+            raise ConfigError(f"Salesforce has settings of two login flows: SALESFORCE_CLIENT_SECRET (client-"
+                              f"credentials flow) and {_and(jwt_given)} (JWT bearer flow); remove "
+                              f"SALESFORCE_CLIENT_SECRET to log in with the JWT bearer flow, or remove "
+                              f"{_and(jwt_given)} to log in with client credentials")
+        if self.salesforce_flow == "jwt_bearer":
+            missing = [name for name, value in (("SALESFORCE_CLIENT_ID", self.salesforce_client_id),
+                                                ("SALESFORCE_USERNAME", self.salesforce_username),
+                                                ("SALESFORCE_PRIVATE_KEY_FILE", self.salesforce_private_key_file))
+                       if not value]
+            if missing:
+                raise ConfigError(f"Salesforce's JWT bearer login is not configured: set {_and(missing)} (the "
+                                  "connected app's consumer key, the integration user's username, and the private "
+                                  "key whose certificate the connected app holds)")
+            self.salesforce_private_key()
+            lightning = lightning_host_problem(self.salesforce_login_url)
+            if lightning is not None:
+                raise ConfigError(lightning)
+            return
+        missing = [f"{name} ({meaning})" for name, value, meaning in (
+            ("SALESFORCE_LOGIN_URL", self.salesforce_login_url_given,
+             "your org's My Domain URL, e.g. https://acme.my.salesforce.com"),
+            ("SALESFORCE_CLIENT_ID", self.salesforce_client_id, "the External Client App's consumer key"),
+            ("SALESFORCE_CLIENT_SECRET", secret, "its consumer secret")) if not value]
         if missing:
-            raise ConfigError(f"Salesforce is not configured: set {' and '.join(missing)} "
-                              f"(an External Client App's consumer key and secret, client-credentials flow)")
+            other = ("; or, for the JWT bearer flow, SALESFORCE_CLIENT_ID, SALESFORCE_USERNAME and "
+                     "SALESFORCE_PRIVATE_KEY_FILE") if not secret else ""
+            raise ConfigError(f"Salesforce is not configured for the client-credentials flow: set {_and(missing)}"
+                              f"{other}")
+        problem = my_domain_problem(self.salesforce_login_url)
+        if problem is not None:
+            raise ConfigError(problem)
+
+    def salesforce_private_key(self) -> str:
+        """The text of SALESFORCE_PRIVATE_KEY_FILE once it proves to be an unencrypted PEM RSA private key; a
+        `ConfigError` naming the setting and the path (never the file's contents) when it is not."""
+        path = self.salesforce_private_key_file
+        if path is None:
+            raise ConfigError("SALESFORCE_PRIVATE_KEY_FILE is not set")
+        where = f"SALESFORCE_PRIVATE_KEY_FILE {path}"
+        if not path.exists():
+            raise ConfigError(f"{where} does not exist: give the private key file whose certificate the connected "
+                              "app holds")
+        if not path.is_file():  # a folder, a pipe or a device is never a key (and a pipe would block the read)
+            raise ConfigError(f"{where} is not a file: give the private key file (PEM)")
+        try:
+            with path.open("rb") as file:
+                data = file.read(MAX_KEY_FILE + 1)
+        except OSError as exc:
+            raise ConfigError(f"{where} cannot be read ({exc.strerror or exc}): make it readable by the worker's "
+                              "user (and by no one else: chmod 600)") from None
+        if b"CERTIFICATE-----" in data and b"PRIVATE KEY-----" not in data:
+            raise ConfigError(f"{where} holds a certificate, not the private key: the certificate goes to the "
+                              "connected app, the key stays here")
+        try:
+            key = serialization.load_pem_private_key(data, password=None) if len(data) <= MAX_KEY_FILE else None
+        except TypeError:  # cryptography's word for a key that needs a passphrase
+            raise ConfigError(f"{where} is encrypted with a passphrase: give it unencrypted (openssl rsa -in "
+                              "encrypted.key -out private.key) and readable by the worker's user alone") from None
+        except (ValueError, UnsupportedAlgorithm):
+            key = None
+        if key is None:
+            raise ConfigError(f"{where} is not a PEM private key (-----BEGIN PRIVATE KEY----- or -----BEGIN RSA "
+                              "PRIVATE KEY-----)")
+        if not isinstance(key, RSAPrivateKey):
+            raise ConfigError(f"{where} is not an RSA key: Salesforce's JWT bearer flow signs with RS256 (make one "
+                              "with openssl req -x509 -newkey rsa:2048 ...)")
+        return data.decode("ascii")
+
+    def salesforce_credentials(self) -> SalesforceCredentials:
+        """The credentials of the login flow in use, once `require_salesforce` found them complete."""
+        from connectors.salesforce.client import SalesforceCredentials
+
+        self.require_salesforce()
+        assert self.salesforce_client_id  # checked just above
+        if self.salesforce_flow == "jwt_bearer":
+            return SalesforceCredentials(self.salesforce_login_url, self.salesforce_client_id,
+                                         api_version=self.salesforce_api_version, ca_bundle=self.ca_bundle,
+                                         username=self.salesforce_username,
+                                         private_key=self.salesforce_private_key())
+        assert self.salesforce_client_secret is not None
+        return SalesforceCredentials(self.salesforce_login_url, self.salesforce_client_id,
+                                     self.salesforce_client_secret.get_secret_value(),
+                                     api_version=self.salesforce_api_version, ca_bundle=self.ca_bundle)
 
     def partial_sources(self) -> list[str]:
         """Optional sources that are half configured: almost always a typo worth refusing to start for."""
@@ -153,6 +272,10 @@ class Settings(BaseSettings):
             missing = ", ".join(k for k, v in zendesk.items() if not v)
             problems.append(f"Zendesk is partly configured: also set {missing} (or unset all three)")
         return problems
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _setting_name(first: str) -> str:

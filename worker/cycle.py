@@ -19,7 +19,7 @@ from datetime import datetime
 from types import FrameType
 from typing import Any
 
-from connectors.salesforce.client import SalesforceClient, SalesforceCredentials, SalesforceError
+from connectors.salesforce.client import SalesforceClient, SalesforceError
 from connectors.slack.client import SlackClient
 from connectors.zendesk.client import ZendeskClient
 from worker.alerting.engine import AlertReport, evaluate_alerts
@@ -56,24 +56,22 @@ def build_clients(settings: Settings, *, stop: threading.Event | None = None) ->
     """The clients for these settings. With `stop`, their waits (Zendesk's pacing of its export, a minute at a
     time; Salesforce's retry back-off) end as soon as a stop is requested, and the cycle ends there: no
     transaction is open while a client waits."""
-    settings.require_salesforce()
-    assert settings.salesforce_client_id and settings.salesforce_client_secret  # checked just above
+    credentials = settings.salesforce_credentials()  # the flow its settings choose; ConfigError if incomplete
     sleep = _sleep_unless_stopped(stop) if stop is not None else time.sleep
-    salesforce = SalesforceClient(SalesforceCredentials(
-        login_url=settings.salesforce_login_url, client_id=settings.salesforce_client_id,
-        client_secret=settings.salesforce_client_secret.get_secret_value(),
-        api_version=settings.salesforce_api_version, ca_bundle=settings.ca_bundle), retry_sleep=sleep)
+    salesforce = SalesforceClient(credentials, retry_sleep=sleep)
     zendesk = None
     if settings.zendesk_configured:
         assert settings.zendesk_url and settings.zendesk_email and settings.zendesk_api_token
         zendesk = ZendeskClient(settings.zendesk_url, settings.zendesk_email,
                                 settings.zendesk_api_token.get_secret_value(),
                                 requests_per_minute=settings.zendesk_requests_per_minute,
-                                api_requests_per_minute=settings.zendesk_api_requests_per_minute, sleep=sleep)
+                                api_requests_per_minute=settings.zendesk_api_requests_per_minute, sleep=sleep,
+                                ca_bundle=settings.ca_bundle)
     slack = None
     if settings.slack_configured:
         assert settings.slack_bot_token is not None
-        slack = SlackClient(settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
+        slack = SlackClient(settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
+                            ca_bundle=settings.ca_bundle)
     return Clients(salesforce, zendesk, slack)
 
 
@@ -125,6 +123,9 @@ class CycleReport:
             parts.append(f"alerts fired {self.alerts.fired}, resolved {self.alerts.resolved}")
         if self.writeback:
             parts.append(f"wrote back {self.writeback.sent} ({self.writeback.failed} failed)")
+            if self.writeback.read_only_fields:
+                parts.append("read-only for the integration user, not written: "
+                             + ", ".join(self.writeback.read_only_fields))
         if self.notify:
             parts.append(f"nudges sent {self.notify.sent} ({self.notify.failed} failed, "
                          f"{self.notify.waiting} waiting)")
@@ -273,7 +274,11 @@ class Cycle:
             log.warning("writeback: Salesforce's daily API limit was reached during sync; the writes wait "
                         "in the outbox for the next cycle")
             return
-        report.writeback = push_scores(self.store, self.clients.salesforce, self.clock(), dry_run=self.dry_run)
+        # a stop request ends the wait before retrying locked records: those rows are in flight, and the next
+        # cycle checks them against Salesforce before sending anything again
+        sleep = _sleep_unless_stopped(self.stop) if self.stop is not None else time.sleep
+        report.writeback = push_scores(self.store, self.clients.salesforce, self.clock(), dry_run=self.dry_run,
+                                       sleep=sleep)
 
     def notify(self, report: CycleReport) -> None:
         _, alerts = self.rulebook.require()

@@ -2,6 +2,13 @@
 
 It wraps simple-salesforce (and requests for the OAuth call) so that the rest of Healthbeat
 sees plain dicts, small dataclasses and one exception tree, never the libraries' objects.
+
+Two OAuth 2.0 server-to-server flows log in (:attr:`SalesforceCredentials.flow`): client credentials (a
+client secret; only at the org's My Domain URL, so the generic ``login.salesforce.com`` and
+``test.salesforce.com`` are refused before any connection) and the JWT bearer flow (an RS256 assertion
+signed with the private key whose certificate the connected app holds, for a pre-authorized username).
+The assertion is built here with PyJWT: simple-salesforce's own JWT login posts to
+``https://{domain}.salesforce.com`` and nowhere else.
 Every failure that leaves this module is one of::
 
     SalesforceError                 anything Salesforce refused that fits no subclass (base class)
@@ -13,7 +20,7 @@ Every failure that leaves this module is one of::
         └── SalesforceBusy          REQUEST_LIMIT_EXCEEDED for too many concurrent requests: back off briefly
 
 Messages name Salesforce and the login URL, the operation and Salesforce's error code, and
-never the client secret or the access token. Behaviour the worker relies on:
+never the client secret, the private key or the access token. Behaviour the worker relies on:
 
 - a 401 ``INVALID_SESSION_ID`` re-authenticates once and repeats that call (mid-way through
   paging too: cursors outlive sessions);
@@ -43,11 +50,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import jwt
 import requests
 import tenacity
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError as _LibError
 from simple_salesforce.exceptions import SalesforceExpiredSession as _LibExpiredSession
@@ -56,8 +66,12 @@ from connectors.salesforce.ids import to_18
 
 __all__ = [
     "COLLECTION_LIMIT",
+    "GENERIC_LOGIN_HOSTS",
+    "JWT_BEARER_GRANT",
+    "MY_DOMAIN_FORM",
     "TRANSIENT_RETRY",
     "ApiUsage",
+    "LoginFlow",
     "RetryPolicy",
     "SalesforceAuthError",
     "SalesforceBusy",
@@ -69,6 +83,8 @@ __all__ = [
     "SalesforceQueryTimeout",
     "SalesforceUnavailable",
     "WriteResult",
+    "jwt_audience",
+    "my_domain_problem",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +104,14 @@ _QUERY_ERROR_CODES: Final = frozenset(
         "NOT_FOUND",
     }
 )
+JWT_BEARER_GRANT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+GENERIC_LOGIN_HOSTS: Final = frozenset({"login.salesforce.com", "test.salesforce.com"})
+"""Salesforce's shared login hosts: the JWT bearer flow works there, the client-credentials flow does not."""
+MY_DOMAIN_FORM: Final = ("https://MyDomainName.my.salesforce.com (a sandbox org: "
+                         "https://MyDomainName--SandboxName.sandbox.my.salesforce.com)")
+JWT_LIFETIME: Final = 150
+"""Seconds from signing to a JWT assertion's ``exp``: Salesforce wants it within three minutes; the half minute
+to spare absorbs a clock a little ahead of Salesforce's."""
 _LIMIT_INFO = re.compile(r"api-usage=(?P<used>\d+)/(?P<limit>\d+)")
 _SOBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -95,15 +119,70 @@ _SOBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # --- values ------------------------------------------------------------------------------
 
 
+LoginFlow = Literal["client_credentials", "jwt_bearer"]
+
+
 @dataclass(frozen=True)
 class SalesforceCredentials:
-    """Where and how to log in (OAuth 2.0 client-credentials flow)."""
+    """Where and how to log in: with ``client_secret``, the OAuth 2.0 client-credentials flow; with ``username``
+    and ``private_key`` (PEM text, never a path: the caller decides where keys live), the JWT bearer flow."""
 
     login_url: str
     client_id: str
-    client_secret: str = field(repr=False)
+    client_secret: str = field(default="", repr=False)
     api_version: str = "59.0"
     ca_bundle: str | None = None  # PEM file to trust; None = the system's trust store
+    username: str | None = None
+    private_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.private_key and self.client_secret:
+            raise ValueError("give a client secret (client-credentials flow) or a private key (JWT bearer flow), "
+                             "not both")
+        if self.private_key and not self.username:
+            raise ValueError("the JWT bearer flow needs the username to log in as")
+
+    @property
+    def flow(self) -> LoginFlow:
+        """The flow these credentials log in with: a private key means the JWT bearer flow."""
+        return "jwt_bearer" if self.private_key else "client_credentials"
+
+    @property
+    def flow_name(self) -> str:
+        """The flow in words, as Salesforce's documentation names it."""
+        return "JWT bearer flow" if self.flow == "jwt_bearer" else "client-credentials flow"
+
+
+def my_domain_problem(login_url: str) -> str | None:
+    """Why the client-credentials flow cannot log in at ``login_url`` (Salesforce refuses it on the shared login
+    hosts), or None when it may."""
+    host = (urlsplit(login_url).hostname or "").lower()
+    lightning = lightning_host_problem(login_url)
+    if lightning is not None:
+        return lightning
+    if host not in GENERIC_LOGIN_HOSTS:
+        return None
+    return (f"{login_url} is Salesforce's shared login host, where the client-credentials flow is not supported: "
+            f"set SALESFORCE_LOGIN_URL to your org's My Domain URL, {MY_DOMAIN_FORM}; Setup → My Domain shows it")
+
+
+def lightning_host_problem(login_url: str) -> str | None:
+    """The address of Lightning Experience pages (``acme.lightning.force.com``), copied from the browser, is not
+    where Salesforce logs an integration in: say which address is, for either flow."""
+    host = (urlsplit(login_url).hostname or "").lower()
+    if not host.endswith(".lightning.force.com"):
+        return None
+    name = host.removesuffix(".lightning.force.com")
+    return (f"{login_url} is the address of Salesforce's pages in the browser, not a login URL: set "
+            f"SALESFORCE_LOGIN_URL to your org's My Domain URL, https://{name}.my.salesforce.com")
+
+
+def jwt_audience(login_url: str) -> str:
+    """The ``aud`` of a JWT bearer assertion: Salesforce documents ``https://login.salesforce.com``, and
+    ``https://test.salesforce.com`` for a sandbox org, whichever host (My Domain or shared) receives it."""
+    host = (urlsplit(login_url).hostname or "").lower()
+    sandbox = host == "test.salesforce.com" or host.endswith(".sandbox.my.salesforce.com")
+    return "https://test.salesforce.com" if sandbox else "https://login.salesforce.com"
 
 
 @dataclass(frozen=True)
@@ -212,6 +291,7 @@ class SalesforceClient:
         self._http.verify = self._verify
         self._http.hooks["response"].append(self._observe)
         self._sf: Salesforce | None = None
+        self._signing_key: RSAPrivateKey | None = None
         self._fields: dict[str, dict[str, str]] = {}
         self._updateable: dict[str, frozenset[str]] = {}
         self._described_at = time.monotonic()
@@ -248,7 +328,7 @@ class SalesforceClient:
     # --- public operations ---------------------------------------------------------------
 
     def connect(self) -> None:
-        """Obtain an access token (client-credentials flow) and open a session on the instance.
+        """Obtain an access token (client-credentials or JWT bearer flow) and open a session on the instance.
 
         Each connect also forgets the API usage figure (a new day may have reset it) and, once they are older
         than `describe_ttl`, the described fields (an admin may add one): the next calls report both afresh."""
@@ -389,14 +469,18 @@ class SalesforceClient:
     def _authenticate(self) -> None:
         creds = self.credentials
         where = f"Salesforce at {creds.login_url}"
+        if creds.flow == "jwt_bearer":
+            form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._assertion()}
+        else:
+            problem = my_domain_problem(creds.login_url)
+            if problem is not None:
+                raise SalesforceAuthError(f"cannot log in to {where} with the client-credentials flow: {problem}")
+            form = {"grant_type": "client_credentials", "client_id": creds.client_id,
+                    "client_secret": creds.client_secret}
         try:
             response = self._http.post(
                 creds.login_url.rstrip("/") + "/services/oauth2/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": creds.client_id,
-                    "client_secret": creds.client_secret,
-                },
+                data=form,
                 timeout=self._timeout,
                 verify=self._verify,
             )
@@ -410,15 +494,14 @@ class SalesforceClient:
         token = body.get("access_token") if isinstance(body, dict) else None
         instance_url = body.get("instance_url") if isinstance(body, dict) else None
         if response.status_code != 200 or not isinstance(token, str) or not isinstance(instance_url, str):
-            error = body.get("error", "") if isinstance(body, dict) else ""
-            description = body.get("error_description", "") if isinstance(body, dict) else ""
+            error = str(body.get("error", "")) if isinstance(body, dict) else ""
+            description = str(body.get("error_description", "")) if isinstance(body, dict) else ""
+            who = f" as {creds.username}" if creds.flow == "jwt_bearer" else ""
             raise SalesforceAuthError(
-                f"{where} refused the client credentials "
-                f"(HTTP {response.status_code} {error}: {description}); "
-                "check SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET and the connected app's "
-                "client-credentials setting",
+                f"{where} refused the {creds.flow_name} login{who} "
+                f"(HTTP {response.status_code} {error}: {description}); {_login_hint(creds, error, description)}",
                 status=response.status_code,
-                error_code=str(error) or None,
+                error_code=error or None,
             )
         self.instance_url = instance_url.rstrip("/")
         self._sf = Salesforce(
@@ -430,6 +513,16 @@ class SalesforceClient:
             # slower (measured: BENCHMARKS.md, 'Figures behind the code')
             object_pairs_hook=None,
         )
+
+    def _assertion(self) -> str:
+        """A fresh JWT bearer assertion, signed now: each login (a re-login after an expired session too)
+        signs its own, since one expires minutes after it is made."""
+        creds = self.credentials
+        if self._signing_key is None:
+            self._signing_key = _signing_key(creds.private_key or "")
+        claims = {"iss": creds.client_id, "sub": creds.username, "aud": jwt_audience(creds.login_url),
+                  "exp": int(time.time()) + JWT_LIFETIME}
+        return jwt.encode(claims, self._signing_key, algorithm="RS256")
 
     def _first_page(self, sf: Salesforce, soql: str, include_deleted: bool) -> Any:
         try:
@@ -521,6 +614,46 @@ class SalesforceClient:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _signing_key(pem: str) -> RSAPrivateKey:
+    """The RSA private key in ``pem``; anything else is an auth error that never quotes the text."""
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):  # not PEM, damaged, or encrypted
+        key = None
+    if not isinstance(key, RSAPrivateKey):
+        raise SalesforceAuthError("the private key for the JWT bearer flow is not an unencrypted PEM RSA private key "
+                                  "(Salesforce verifies RS256 signatures against the connected app's certificate)")
+    return key
+
+
+def _login_hint(creds: SalesforceCredentials, error: str, description: str) -> str:
+    """What to check when Salesforce refuses a login, by flow and by Salesforce's error."""
+    described = description.lower()
+    if creds.flow == "client_credentials":
+        if error == "invalid_grant" and "client credentials user" in described:
+            return "give the External Client App a Run As user in its client-credentials policy"
+        if error == "invalid_grant":
+            return (f"check SALESFORCE_LOGIN_URL: the client-credentials flow works only at your org's My Domain "
+                    f"URL, {MY_DOMAIN_FORM}")
+        return ("check SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET and the connected app's "
+                "client-credentials setting")
+    if error in ("invalid_client_id", "invalid_client"):
+        return "check SALESFORCE_CLIENT_ID (the connected app's consumer key)"
+    if error == "invalid_app_access" or "approved" in described:
+        return (f"pre-authorize {creds.username} (SALESFORCE_USERNAME): in the connected app's policies choose "
+                "'Admin approved users are pre-authorized' and add the user's profile or a permission set of theirs")
+    if "audience" in described:
+        return (f"the assertion's audience was {jwt_audience(creds.login_url)}: a sandbox org logs in at "
+                "https://test.salesforce.com or its My Domain URL ending .sandbox.my.salesforce.com "
+                "(SALESFORCE_LOGIN_URL)")
+    if "expired" in described:
+        return "the assertion had expired when Salesforce read it: check this machine's clock (NTP)"
+    if error == "invalid_grant":
+        return ("check that SALESFORCE_PRIVATE_KEY_FILE is the private key of the certificate uploaded to the "
+                "connected app (Use digital signatures), and this machine's clock")
+    return "check SALESFORCE_CLIENT_ID, SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY_FILE"
 
 
 def _translate(exc: Exception, operation: str) -> SalesforceError:

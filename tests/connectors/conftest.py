@@ -13,6 +13,8 @@ import pytest
 
 from connectors.salesforce.client import SalesforceClient, SalesforceCredentials
 from connectors.salesforce.sandbox import SalesforceSandbox
+from connectors.salesforce.sandbox_oauth import ConnectedApp
+from tests.connectors.salesforce_keys import SigningIdentity, make_signing_identity
 from tests.connectors.zendesk_fixtures import api, customer, fake_time, make_client, make_sandbox
 
 # The Zendesk fixtures, registered for every connector test.
@@ -75,6 +77,32 @@ def sf_credentials_for(sandbox: SalesforceSandbox, **overrides: Any) -> Salesfor
 @pytest.fixture
 def sf_credentials(sf_sandbox: SalesforceSandbox) -> SalesforceCredentials:
     return sf_credentials_for(sf_sandbox)
+
+
+SF_USERNAME = "healthbeat-integration@acme.example"
+"""The integration user the JWT bearer tests log in as (pre-authorized in `sf_jwt_app`)."""
+
+
+@pytest.fixture(scope="session")
+def sf_signing_identity() -> SigningIdentity:
+    """The connected app's key and certificate, made once a session (an RSA key takes a moment)."""
+    return make_signing_identity()
+
+
+@pytest.fixture
+def sf_jwt_app(sf_signing_identity: SigningIdentity) -> ConnectedApp:
+    """A connected app set up for the JWT bearer flow: the certificate uploaded, the integration user
+    pre-authorized. Tests change its fields to play a misconfigured org."""
+    return ConnectedApp(certificate=sf_signing_identity.certificate, preauthorized_users=frozenset({SF_USERNAME}))
+
+
+def sf_jwt_credentials_for(sandbox: SalesforceSandbox, identity: SigningIdentity,
+                           **overrides: Any) -> SalesforceCredentials:
+    """JWT bearer credentials for ``sandbox``: its consumer key, `SF_USERNAME` and the identity's private key."""
+    values: dict[str, Any] = {"login_url": sandbox.url, "client_id": sandbox.client_id, "username": SF_USERNAME,
+                              "private_key": identity.private_key, "ca_bundle": sandbox.ca_cert_path}
+    values.update(overrides)
+    return SalesforceCredentials(**values)
 
 
 @pytest.fixture

@@ -11,7 +11,10 @@ import pytest
 from connectors.salesforce.sandbox import SalesforceSandbox
 from connectors.sandboxes.world import World
 from connectors.slack.sandbox import SlackSandbox
+from tests.connectors.salesforce_keys import SigningIdentity, make_signing_identity
+from tests.worker.test_cli import healthbeat
 from worker.config import Settings, load_settings
+from worker.cycle import Cycle
 from worker.demo.harness import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
@@ -57,7 +60,9 @@ def _pointed_at(env: dict[str, object], salesforce: SalesforceSandbox) -> dict[s
 
 # -- all green ------------------------------------------------------------------------------------------------
 
-def test_every_check_passes_on_the_demo_setup(world: World, settings: Settings) -> None:
+def test_every_check_passes_on_the_demo_setup(world: World, settings: Settings, cycle: Cycle) -> None:
+    cycle.run(("sync",))  # the emails check reads the synced activity
+
     checks = run_doctor(settings)
 
     assert [c.name for c in checks if not c.ok] == []
@@ -69,8 +74,9 @@ def test_the_demo_setup_checks_every_system(world: World, settings: Settings) ->
     names = {c.name for c in run_doctor(settings)}
 
     assert names == {"settings", "database", "rule files", "Salesforce login", "Salesforce API usage",
-                     "Salesforce fields (written)", "Salesforce fields (CSM overrides)", "Zendesk",
-                     "Slack token and scopes", "Slack fallback channel", "usage files"}
+                     "Salesforce fields (written)", "Salesforce fields (CSM overrides)", "Salesforce field access",
+                     "Salesforce emails", "Zendesk", "Slack token and scopes", "Slack fallback channel",
+                     "usage files"}
 
 
 def test_unconfigured_optional_sources_are_skipped_not_failed(env: dict[str, object]) -> None:
@@ -78,7 +84,8 @@ def test_unconfigured_optional_sources_are_skipped_not_failed(env: dict[str, obj
                      USAGE_DIR=None)
 
     assert _failed(checks) == set()
-    assert {name for name, c in checks.items() if c.skipped} == {"Zendesk", "Slack", "usage files"}
+    assert {name for name, c in checks.items() if c.skipped} == {"Zendesk", "Slack", "usage files",
+                                                                  "Salesforce emails"}  # no database yet
     assert "SLACK_BOT_TOKEN is not set" in checks["Slack"].detail
 
 
@@ -265,3 +272,81 @@ def test_format_marks_each_check_and_shows_the_fix_under_a_failure() -> None:
 
     assert text.splitlines() == ["✓ database: fine", "✗ Slack: token refused", "    fix: set it",
                                  "- Zendesk: skipped: not set", "1 of 3 checks failed: Slack"]
+
+
+# -- the login flow, over the command line ------------------------------------------------------------------
+
+JWT_USER = "healthbeat-integration@acme.example"
+
+
+@pytest.fixture(scope="module")
+def identity() -> SigningIdentity:
+    return make_signing_identity()
+
+
+def _jwt_environment(env: dict[str, object], salesforce: SalesforceSandbox, identity: SigningIdentity,
+                     folder: Path) -> dict[str, object]:
+    """The sandbox org's app set up for the JWT bearer flow, and the settings of a deployment that uses it."""
+    salesforce.app.certificate = identity.certificate
+    salesforce.app.preauthorized_users = frozenset({JWT_USER})
+    settings = {**env, "SALESFORCE_USERNAME": JWT_USER, "SALESFORCE_PRIVATE_KEY_FILE": identity.write_key(folder),
+                "SLACK_FALLBACK_CHANNEL": ""}  # no world here, so no channel to find
+    del settings["SALESFORCE_CLIENT_SECRET"]
+    return settings
+
+
+def test_doctor_logs_in_with_the_jwt_bearer_flow_and_says_so(env: dict[str, object], sandboxes: Sandboxes,
+                                                            identity: SigningIdentity, tmp_path: Path) -> None:
+    result = healthbeat("doctor", env=_jwt_environment(env, sandboxes.salesforce, identity, tmp_path), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"with the JWT bearer flow as {JWT_USER}" in result.stdout
+    assert f"✓ Salesforce login: logged in to {sandboxes.salesforce.url} as {JWT_USER} (JWT bearer flow" \
+        in result.stdout
+    assert not [line for line in identity.key_body_lines() if line in result.stdout + result.stderr]
+
+
+def test_doctor_refuses_a_shared_login_host_for_client_credentials_without_connecting(
+        env: dict[str, object], sandboxes: Sandboxes, tmp_path: Path) -> None:
+    before = len(sandboxes.salesforce.calls)
+
+    result = healthbeat("doctor", env={**env, "SALESFORCE_LOGIN_URL": "https://login.salesforce.com"}, cwd=tmp_path)
+
+    assert result.returncode == 1
+    settings_line = next(line for line in result.stdout.splitlines() if line.startswith("✗ settings"))
+    assert "My Domain" in settings_line and "https://MyDomainName.my.salesforce.com" in settings_line
+    assert "✗ Salesforce login: not attempted with the client-credentials flow" in result.stdout
+    assert len(sandboxes.salesforce.calls) == before
+
+
+def test_doctor_names_what_the_jwt_flow_in_use_lacks(env: dict[str, object]) -> None:
+    checks = _doctor(env, SALESFORCE_CLIENT_SECRET=None, SALESFORCE_USERNAME=JWT_USER)
+
+    assert {"settings", "Salesforce login"} <= _failed(checks)
+    login = checks["Salesforce login"].detail
+    assert login.startswith(f"not attempted with the JWT bearer flow as {JWT_USER}")
+    assert "set SALESFORCE_PRIVATE_KEY_FILE (" in login
+
+
+def test_doctor_explains_a_refused_jwt_login_with_the_settings_to_check(
+        env: dict[str, object], sandboxes: Sandboxes, identity: SigningIdentity, tmp_path: Path) -> None:
+    settings = _jwt_environment(env, sandboxes.salesforce, identity, tmp_path)
+    sandboxes.salesforce.app.preauthorized_users = frozenset()
+
+    checks = _doctor(settings)
+
+    assert "Salesforce login" in _failed(checks)
+    assert "user hasn't approved this consumer" in checks["Salesforce login"].detail
+    assert "SALESFORCE_USERNAME" in checks["Salesforce login"].fix
+
+
+def test_a_client_credentials_login_refused_with_invalid_grant_points_the_fix_at_the_login_url(
+        env: dict[str, object], sandboxes: Sandboxes) -> None:
+    sandboxes.salesforce.app.generic_host = True  # the org answers as login.salesforce.com does
+
+    checks = _doctor(env)
+
+    login = checks["Salesforce login"]
+    assert not login.ok and "request not supported on this domain" in login.detail
+    assert login.fix.startswith("set SALESFORCE_LOGIN_URL to your org's My Domain URL")
+    assert "SALESFORCE_CLIENT_SECRET" not in login.detail + login.fix

@@ -196,6 +196,7 @@ def test_a_second_worker_naming_the_database_through_a_symlink_is_refused(worker
 # -- a database that cannot be used ---------------------------------------------------------------------------
 
 FAKE_SALESFORCE = {"SALESFORCE_CLIENT_ID": "id", "SALESFORCE_CLIENT_SECRET": "secret",
+                   "SALESFORCE_LOGIN_URL": "https://acme.my.salesforce.com",
                    "HEALTHBEAT_RULES_DIR": RULES_DIR}
 """Enough settings for a command to reach the database (no network is asked before it)."""
 

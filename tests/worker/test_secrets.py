@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from connectors.sandboxes.world import World
+from tests.connectors.salesforce_keys import make_signing_identity
 from tests.worker.test_cli import RULES_DIR
+from worker.config import load_settings
 from worker.demo.harness import (
     SANDBOX_CLIENT_SECRET,
     SANDBOX_SLACK_TOKEN,
@@ -20,6 +24,7 @@ from worker.demo.harness import (
 from worker.logs import RedactingFilter
 
 SIGNING_SECRET = "0123456789abcdef-signing-secret"
+JWT_USER = "healthbeat-integration@acme.example"
 
 
 def test_a_verbose_cycle_leaves_no_secret_in_its_logs_or_its_database(
@@ -67,3 +72,39 @@ def test_secrets_read_from_a_dotenv_file_are_masked_too(tmp_path: Path) -> None:
 
     assert result.returncode == 2 and "HEALTHBEAT_INTERVAL" in result.stderr
     assert "dotenv-only-token-123" not in result.stderr + result.stdout
+
+
+def test_a_jwt_cycle_leaves_no_private_key_in_its_logs_or_its_database(
+        world: World, sandboxes: Sandboxes, usage_dir: Path, tmp_path: Path) -> None:
+    identity = make_signing_identity()
+    sandboxes.salesforce.app.certificate = identity.certificate
+    sandboxes.salesforce.app.preauthorized_users = frozenset({JWT_USER})
+    settings = sandbox_environment(sandboxes, tmp_path / "hb.db", usage_dir, RULES_DIR)
+    del settings["SALESFORCE_CLIENT_SECRET"]
+    env = {**os.environ, **{k: str(v) for k, v in settings.items()}, "SALESFORCE_USERNAME": JWT_USER,
+           "SALESFORCE_PRIVATE_KEY_FILE": str(identity.write_key(tmp_path))}
+
+    run = subprocess.run([sys.executable, "-c", "from worker.cli import main; main()", "run", "--once", "-v"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, check=False, timeout=120)
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("hb.db*") if p.is_file())
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    logs = run.stdout + run.stderr
+    for line in identity.key_body_lines():
+        assert line not in logs, f"{line[:6]}… in the logs"
+        assert line.encode() not in stored, f"{line[:6]}… in the database"
+
+
+def test_the_private_key_is_masked_wherever_a_line_of_it_appears(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    identity = make_signing_identity()
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(SALESFORCE_CLIENT_ID="consumer-key", SALESFORCE_USERNAME=JWT_USER,
+                             SALESFORCE_PRIVATE_KEY_FILE=identity.write_key(tmp_path))
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "signing failed near %s", (
+        identity.key_body_lines()[3],), None)
+
+    RedactingFilter(settings.secret_values()).filter(record)
+
+    assert record.getMessage() == "signing failed near ***"
+    assert identity.private_key not in repr(settings) and identity.private_key not in str(settings)

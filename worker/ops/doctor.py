@@ -2,7 +2,9 @@
 
 Each check stands alone (a refused Salesforce login does not hide a wrong Slack token) and talks to each
 system through the same clients the worker uses, once, without retrying: a diagnosis should be quick and
-say what is wrong now. Doctor changes nothing: it opens the database without migrating it and writes no
+say what is wrong now. A check fails (exit status 1), passes, is skipped, or passes with a warning: something
+that works but probably not as the deployment intends (an org whose emails never reach Salesforce). Doctor
+changes nothing: it opens the database without migrating it (read-only to look at the data) and writes no
 record anywhere. Secrets are never printed: the clients keep them out of their messages, and every detail
 also passes through the log redactor with the configured secrets.
 """
@@ -14,12 +16,14 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 from connectors.salesforce.client import (
+    MY_DOMAIN_FORM,
     SalesforceAuthError,
     SalesforceClient,
     SalesforceCredentials,
@@ -28,12 +32,14 @@ from connectors.salesforce.client import (
 from connectors.slack.client import SlackAuthError, SlackClient, SlackError
 from connectors.usage.reader import list_usage_files
 from connectors.zendesk.client import ZendeskAuthError, ZendeskClient, ZendeskError
+from worker.clock import Clock, system_clock
 from worker.config import Settings, load_settings
+from worker.delivery.writeback import DEFAULT_FIELDS
 from worker.errors import ConfigError
 from worker.logs import RedactingFilter
-from worker.ops.salesforce_fields import ACCOUNT_FIELDS, CustomField
+from worker.ops.salesforce_fields import ACCOUNT_FIELDS, PERMISSION_SET, CustomField
 from worker.rulebook.in_force import load_rules
-from worker.store import MIGRATIONS
+from worker.store import MIGRATIONS, iso
 
 __all__ = ["SLACK_SCOPES", "Check", "checks_from_environment", "field_problems", "format_checks", "run_doctor"]
 
@@ -56,6 +62,11 @@ SLACK_SCOPES: Final[Mapping[str, str]] = {
 CHANNEL_NAME_SCOPE: Final = ("channels:read", "find the fallback channel's id from its name")
 _CHANNEL_ID: Final = re.compile(r"^[CGD][A-Z0-9]{2,}$")  # given as an id, the channel needs no lookup
 
+EMAIL_CAPTURE_WINDOW: Final = timedelta(days=30)
+EMAIL_CAPTURE_MIN_ACTIVITY: Final = 10
+"""Meetings and calls from Salesforce in the window, with not one email, before doctor suspects Einstein Activity
+Capture: fewer say too little (a new or quiet org)."""
+
 FIELDS_HINT: Final = ("create them in Setup → Object Manager → Account → Fields & Relationships "
                       "(`healthbeat salesforce fields` prints the steps; `--package DIR` writes a Metadata API "
                       "package), and make each visible to the integration user (field-level security)")
@@ -63,13 +74,15 @@ FIELDS_HINT: Final = ("create them in Setup → Object Manager → Account → F
 
 @dataclass(frozen=True)
 class Check:
-    """One precondition: its name, whether it holds, what was found, and how to fix it if not."""
+    """One precondition: its name, whether it holds, what was found, and how to fix it if not. A warning holds
+    (the worker runs) but is shown with its fix, since the data is probably not what the deployment expects."""
 
     name: str
     ok: bool
     detail: str
     fix: str = ""
     skipped: bool = False
+    warning: bool = False
 
 
 def _skipped(name: str, detail: str) -> Check:
@@ -88,12 +101,14 @@ def checks_from_environment(**overrides: Any) -> list[Check]:
     return run_doctor(settings)
 
 
-def run_doctor(settings: Settings) -> list[Check]:
-    """Every check, in the order an operator would fix things: settings, database, rules, then each system."""
+def run_doctor(settings: Settings, *, clock: Clock = system_clock) -> list[Check]:
+    """Every check, in the order an operator would fix things: settings, database, rules, then each system.
+    `clock` says what "recent" means to the checks that look at the data."""
     redact = RedactingFilter(settings.secret_values()).redact
     steps: list[tuple[str, Callable[[Settings], list[Check]]]] = [
         ("settings", _settings), ("database", _database), ("rule files", _rules),
-        ("Salesforce login", _salesforce), ("Zendesk", _zendesk), ("Slack", _slack), ("usage files", _usage),
+        ("Salesforce login", _salesforce), ("Salesforce emails", partial(_email_capture, clock=clock)),
+        ("Zendesk", _zendesk), ("Slack", _slack), ("usage files", _usage),
     ]
     checks: list[Check] = []
     for name, step in steps:
@@ -103,26 +118,28 @@ def run_doctor(settings: Settings) -> list[Check]:
             log.debug("doctor: %s failed", name, exc_info=True)
             found = [Check(name, False, f"the check itself failed: {type(exc).__name__}: {exc}",
                            "run with --verbose and report this as a bug")]
-        checks += [Check(c.name, c.ok, redact(c.detail), redact(c.fix), c.skipped) for c in found]
+        checks += [replace(c, detail=redact(c.detail), fix=redact(c.fix)) for c in found]
     return checks
 
 
 def format_checks(checks: Sequence[Check]) -> str:
-    """One line per check (✓ holds, ✗ fails, - skipped), the fix under each failure, and a summary line."""
+    """One line per check (✓ holds, ✗ fails, - skipped, ! holds with a warning), the fix under each failure and
+    warning, and a summary line."""
     lines = []
     for check in checks:
-        mark = "-" if check.skipped else ("✓" if check.ok else "✗")
+        mark = "-" if check.skipped else "✗" if not check.ok else "!" if check.warning else "✓"
         detail = check.detail.replace("\n", "\n    ")
         lines.append(f"{mark} {check.name}: {detail}")
-        if not check.ok and check.fix:
+        if (not check.ok or check.warning) and check.fix:
             lines.append(f"    fix: {check.fix}")
     failed = [c.name for c in checks if not c.ok]
     if failed:
         lines.append(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}")
     else:
-        lines.append(f"All {len(checks)} checks passed"
-                     + (f" ({sum(c.skipped for c in checks)} skipped)" if any(c.skipped for c in checks) else "")
-                     + ".")
+        notes = [f"{sum(c.skipped for c in checks)} skipped"] if any(c.skipped for c in checks) else []
+        warned = sum(c.warning for c in checks)
+        notes += [f"{_count(warned, 'warning')}: {', '.join(c.name for c in checks if c.warning)}"] if warned else []
+        lines.append(f"All {len(checks)} checks passed" + (f" ({'; '.join(notes)})" if notes else "") + ".")
     return "\n".join(lines)
 
 
@@ -136,13 +153,20 @@ def _settings(settings: Settings) -> list[Check]:
         problems.insert(0, str(exc))
     if problems:
         return [Check("settings", False, "\n".join(problems),
-                      "set the settings named, in the environment or .env (see .env.example)")]
+                      "set, correct or remove the settings named, in the environment or .env (see .env.example)")]
     optional = [f"Zendesk {'on' if settings.zendesk_configured else 'off'}",
                 f"Slack {'on' if settings.slack_configured else 'off'}",
                 f"usage files {'from ' + str(settings.usage_dir) if settings.usage_dir else 'off'}"]
-    return [Check("settings", True, f"Salesforce at {settings.salesforce_login_url} "
+    return [Check("settings", True, f"Salesforce at {settings.salesforce_login_url} with {_flow(settings)} "
                                     f"(API {settings.salesforce_api_version}); {', '.join(optional)}; "
                                     f"a cycle every {_duration(settings.interval)}; {_ca_bundle_in_use(settings)}")]
+
+
+def _flow(settings: Settings) -> str:
+    """The login flow in use, in words, and (the JWT bearer flow) whom it logs in as."""
+    if settings.salesforce_flow == "jwt_bearer":
+        return f"the JWT bearer flow as {settings.salesforce_username or '(no SALESFORCE_USERNAME)'}"
+    return "the client-credentials flow"
 
 
 def _ca_bundle_in_use(settings: Settings) -> str:
@@ -252,23 +276,20 @@ def field_problems(expected: Iterable[CustomField], available: Mapping[str, str]
 
 def _salesforce(settings: Settings) -> list[Check]:
     names = ("Salesforce login", "Salesforce API usage", "Salesforce fields (written)",
-             "Salesforce fields (CSM overrides)")
-    if not settings.salesforce_client_id or settings.salesforce_client_secret is None:
-        return [Check(names[0], False, "not attempted: SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET are "
-                                       "required", "set both (an External Client App's consumer key and secret)"),
+             "Salesforce fields (CSM overrides)", "Salesforce field access")
+    try:
+        credentials = settings.salesforce_credentials()
+    except ConfigError as exc:
+        return [Check(names[0], False, f"not attempted with {_flow(settings)}: {exc}",
+                      "set, correct or remove the settings named (see .env.example and the README's Salesforce "
+                      "section)"),
                 *(_skipped(name, "not checked: no Salesforce login") for name in names[1:])]
-    client = SalesforceClient(SalesforceCredentials(
-        login_url=settings.salesforce_login_url, client_id=settings.salesforce_client_id,
-        client_secret=settings.salesforce_client_secret.get_secret_value(),
-        api_version=settings.salesforce_api_version, ca_bundle=settings.ca_bundle),
-        timeout=TIMEOUT, max_attempts=1)
+    client = SalesforceClient(credentials, timeout=TIMEOUT, max_attempts=1)
     try:
         try:
             client.connect()
         except SalesforceAuthError as exc:
-            return [Check(names[0], False, str(exc),
-                          "check SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET, and that the External Client "
-                          "App enables the client-credentials flow with a Run As user"),
+            return [Check(names[0], False, str(exc), _login_fix(credentials, exc.error_code)),
                     *(_skipped(name, "not checked: the login failed") for name in names[1:])]
         except SalesforceError as exc:
             return [Check(names[0], False, str(exc),
@@ -276,21 +297,57 @@ def _salesforce(settings: Settings) -> list[Check]:
                           "REQUESTS_CA_BUNDLE if a private CA signs the certificate (in use: "
                           f"{_ca_bundle_in_use(settings)})"),
                     *(_skipped(name, "not checked: the login failed") for name in names[1:])]
-        checks = [Check(names[0], True, f"logged in to {client.instance_url} as client "
-                                        f"{settings.salesforce_client_id} (client-credentials flow)")]
+        who = (f"as {credentials.username} (JWT bearer flow, client {credentials.client_id})"
+               if credentials.flow == "jwt_bearer" else f"as client {credentials.client_id} (client-credentials flow)")
+        checks = [Check(names[0], True, f"logged in to {client.instance_url} {who}")]
         try:
             available = client.describe_fields("Account")
         except SalesforceError as exc:
             fields_failed = Check(names[2], False, f"describe of Account failed: {exc}",
                                   "give the integration user read access to Account")
-            return [*checks, _api_usage(client), fields_failed, _skipped(names[3], "not checked: describe failed")]
+            return [*checks, _api_usage(client), fields_failed,
+                    *(_skipped(name, "not checked: describe failed") for name in names[3:])]
         return [*checks, _api_usage(client),
                 _fields_check(names[2], [f for f in ACCOUNT_FIELDS if f.written], available,
                               "nothing is written back without Health_Score__c; other missing fields are skipped"),
                 _fields_check(names[3], [f for f in ACCOUNT_FIELDS if not f.written], available,
-                              "CSM overrides are ignored while these are missing")]
+                              "CSM overrides are ignored while these are missing"),
+                _field_access(names[4], available, client.updateable_fields("Account"))]
     finally:
         client.close()
+
+
+def _login_fix(credentials: SalesforceCredentials, error_code: str | None) -> str:
+    """What to change when Salesforce refuses the login, by flow and by its error (the message already says
+    what Salesforce answered)."""
+    if credentials.flow == "jwt_bearer":
+        return ("check SALESFORCE_CLIENT_ID (the consumer key), SALESFORCE_USERNAME (pre-authorized for the app "
+                "through its profile or a permission set) and SALESFORCE_PRIVATE_KEY_FILE (the key of the "
+                "certificate uploaded to the app); a sandbox org logs in at https://test.salesforce.com or its "
+                "My Domain URL")
+    if error_code in (None, "invalid_grant"):  # None: refused before any connection (a shared login host)
+        return f"set SALESFORCE_LOGIN_URL to your org's My Domain URL, {MY_DOMAIN_FORM}"
+    return ("check SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET, and that the External Client "
+            "App enables the client-credentials flow with a Run As user")
+
+
+def _field_access(name: str, available: Mapping[str, str], updateable: Iterable[str]) -> Check:
+    """The written fields that exist but that field-level security makes read-only for the integration user:
+    describe lists them, yet Salesforce refuses any update that sets one."""
+    present = {field.lower() for field in available}
+    existing = [field for field in DEFAULT_FIELDS.values() if field.lower() in present]
+    editable = {field.lower() for field in updateable}
+    read_only = [field for field in existing if field.lower() not in editable]
+    if not existing:
+        return _skipped(name, "not checked: Account has none of the fields Healthbeat writes")
+    if read_only:
+        return Check(name, False,
+                     f"the integration user cannot edit {', '.join(read_only)} on Account (field-level security "
+                     "makes them read-only for it), so Salesforce refuses the scores' updates that set them",
+                     f"grant Edit access on {', '.join(read_only)} in the integration user's permission set (Setup → "
+                     f"Permission Sets → {PERMISSION_SET} or yours → Object Settings → Accounts → Field "
+                     "Permissions), or deploy the one `healthbeat salesforce fields --package DIR` writes")
+    return Check(name, True, f"the integration user may edit {', '.join(existing)}")
 
 
 def _api_usage(client: SalesforceClient) -> Check:
@@ -318,6 +375,44 @@ def _fields_check(name: str, expected: list[CustomField], available: Mapping[str
     return Check(name, False, f"{'; '.join(found)} ({effect})", FIELDS_HINT)
 
 
+def _email_capture(settings: Settings, *, clock: Clock) -> list[Check]:
+    """Einstein Activity Capture keeps the emails it captures outside Salesforce records, where the API never
+    returns them: the sign is meetings and calls flowing in from Salesforce while not one email does."""
+    name = "Salesforce emails"
+    path = Path(settings.db)
+    if not path.is_file():
+        return [_skipped(name, "not checked: no database yet (the first cycle creates it)")]
+    now = clock()
+    since = now - EMAIL_CAPTURE_WINDOW
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=2.0)
+        try:
+            counts = dict(conn.execute(
+                "SELECT kind, count(*) FROM activities WHERE source = 'salesforce' AND is_deleted = 0 "
+                "AND kind IN ('meeting', 'call', 'email') AND occurred_at > ? AND occurred_at <= ? GROUP BY kind",
+                (iso(since), iso(now))).fetchall())
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:  # the database check says what is wrong with the file
+        return [_skipped(name, f"not checked: the database cannot be read ({exc})")]
+    meetings, calls, emails = (int(counts.get(kind, 0)) for kind in ("meeting", "call", "email"))
+    window = f"in the last {EMAIL_CAPTURE_WINDOW.days} days"
+    if meetings + calls == 0 and emails == 0:
+        return [_skipped(name, f"not checked: no meetings, calls or emails from Salesforce {window}")]
+    found = f"{_count(emails, 'email')}, {_count(meetings, 'meeting')} and {_count(calls, 'call')} from Salesforce"
+    if emails or meetings + calls < EMAIL_CAPTURE_MIN_ACTIVITY:
+        return [Check(name, True, f"{found} {window}")]
+    return [Check(name, True,
+                  f"{found} {window}: meetings and calls arrive but not one email. Orgs that use Einstein Activity "
+                  "Capture keep captured emails outside Salesforce records, where the API does not return them, so "
+                  "the email measures (two-way touch, answered share, sentiment) see none",
+                  "if the org uses Einstein Activity Capture, log emails to Salesforce records (Email to "
+                  "Salesforce's BCC address, or the Outlook or Gmail integration with email logging), or connect "
+                  "the mailboxes to Healthbeat another way; otherwise check that the integration user can read "
+                  "EmailMessage and email Tasks",
+                  warning=True)]
+
+
 # -- Zendesk, Slack, usage ---------------------------------------------------------------------------------
 
 def _zendesk(settings: Settings) -> list[Check]:
@@ -329,7 +424,8 @@ def _zendesk(settings: Settings) -> list[Check]:
     try:
         with ZendeskClient(settings.zendesk_url, settings.zendesk_email,
                            settings.zendesk_api_token.get_secret_value(), timeout=TIMEOUT, max_attempts=1,
-                           requests_per_minute=settings.zendesk_requests_per_minute) as client:
+                           requests_per_minute=settings.zendesk_requests_per_minute,
+                           ca_bundle=settings.ca_bundle) as client:
             user = client.verify()
     except ZendeskAuthError as exc:
         return [Check("Zendesk", False, str(exc), fix)]
@@ -348,7 +444,7 @@ def _slack(settings: Settings) -> list[Check]:
         return [_skipped("Slack", "skipped: SLACK_BOT_TOKEN is not set (nudges wait in the outbox until it is)")]
     assert settings.slack_bot_token is not None
     client = SlackClient(settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
-                         timeout=int(TIMEOUT), max_retries=0)
+                         timeout=int(TIMEOUT), max_retries=0, ca_bundle=settings.ca_bundle)
     fix = "check SLACK_BOT_TOKEN (a bot token, xoxb-...) and SLACK_API_URL"
     try:
         who, scopes = client.check()

@@ -155,7 +155,8 @@ def admin_instructions(fields: Sequence[CustomField] = ACCOUNT_FIELDS) -> str:
         "",
         "Field-level security: on the wizard's \"Establish field-level security\" step, make each field",
         "visible to the profile or permission set of Healthbeat's integration user (the Run As user of the",
-        "External Client App), and not read-only for the fields Healthbeat writes. A field that user cannot",
+        "External Client App, or SALESFORCE_USERNAME with the JWT bearer flow), and not read-only for the",
+        "fields Healthbeat writes (a read-only one is left out of every write). A field that user cannot",
         "see does not appear in describe, and `healthbeat doctor` reports it as missing.",
         "Page layouts: add the fields to the Account page layouts your CSMs use.",
         "",
@@ -213,8 +214,9 @@ def permission_set_xml(fields: Sequence[CustomField] = ACCOUNT_FIELDS) -> str:
     """A permission set giving the integration user Edit on the written fields and Read on the others."""
     root = ET.Element("PermissionSet", {"xmlns": METADATA_NAMESPACE})
     _element(root, "description", "Lets Healthbeat's integration user write the health fields on Account "
-                                  "and read the CSM override fields. Assign it to the External Client App's "
-                                  "Run As user.")
+                                  "and read the CSM override fields. Assign it to the integration user: the "
+                                  "External Client App's Run As user, or SALESFORCE_USERNAME with the JWT "
+                                  "bearer flow.")
     for item in sorted(fields, key=lambda f: f.name):
         permission = ET.SubElement(root, "fieldPermissions")
         _element(permission, "editable", "true" if item.written else "false")

@@ -558,7 +558,8 @@ def build_slack_actions(settings: Settings, *, clock: Clock = system_clock) -> S
     token = settings.slack_bot_token.get_secret_value() if settings.slack_configured and settings.slack_bot_token \
         else None
     interactive = InteractiveSlack(token, base_url=settings.slack_api_url, timeout=2, max_retries=0) if token else None
-    updater = SlackClient(token, base_url=settings.slack_api_url, max_retry_wait=10.0) if token else None
+    updater = (SlackClient(token, base_url=settings.slack_api_url, max_retry_wait=10.0, ca_bundle=settings.ca_bundle)
+               if token else None)
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     return SlackActions(Store(settings.db), signing_secret=secret, interactive=interactive, updater=updater,
                         clock=clock, owns_store=True)
