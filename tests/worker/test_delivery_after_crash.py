@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from connectors.sandboxes.world import World
+from tests.worker.test_writeback_field_security import make_read_only
 from worker.clock import ShiftedClock
 from worker.cycle import Clients, Cycle
 from worker.delivery.notify import EVENT_TYPE, send_nudges
@@ -71,20 +72,48 @@ def test_writes_lost_in_a_crash_are_sent_after_the_check(
 def test_a_record_salesforce_refuses_is_kept_and_only_it_is_retried(
         world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, clients: Clients,
         clock: ShiftedClock) -> None:
+    """An error with no handling of its own (here an Apex trigger that failed) is tried again next cycle; a lock,
+    a validation rule and a deleted record each have theirs (tests/worker/test_writeback_errors.py)."""
     _score_only(cycle)
     plan_writeback(store, clock())
-    locked = world.accounts[0].id
-    sandboxes.salesforce.fail_records_next_update([locked])
+    refused = world.accounts[0].id
+    sandboxes.salesforce.fail_records_next_update(
+        [refused], "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY",
+        "AccountTrigger: execution of AfterUpdate caused by: System.NullPointerException")
 
     first = push_scores(store, clients.salesforce, clock())
     sandboxes.salesforce.reset_calls()
     second = push_scores(store, clients.salesforce, clock())
 
-    assert first.failed == 1 and any("UNABLE_TO_LOCK_ROW" in e for e in first.errors)
+    assert first.failed == 1 and any("CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY" in e for e in first.errors)
+    assert first.error_kinds == {"other": 1}
     assert second.sent == 1
     composite = [c for c in sandboxes.salesforce.calls if "composite/sobjects" in c.path]
     assert len(composite) == 1
-    assert sandboxes.salesforce.get("Account", locked)["Health_Score__c"] is not None
+    assert sandboxes.salesforce.get("Account", refused)["Health_Score__c"] is not None
+
+
+def test_after_a_crash_only_the_fields_the_integration_user_may_write_are_compared(
+        world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, clients: Clients,
+        clock: ShiftedClock) -> None:
+    """A field its permission set makes read-only was never written, so Salesforce cannot hold it: comparing it
+    would send every write again, and each would be refused (tests/worker/test_writeback_field_security.py)."""
+    make_read_only(sandboxes, "Churn_Risk__c")
+    _score_only(cycle)
+    plan_writeback(store, clock())
+    rows = _mark_inflight(store, "salesforce")
+    for row in rows:  # the crashed worker's PATCH did land, without the field it may not write
+        values = json.loads(str(row["payload"]))["values"]
+        sandboxes.salesforce.update("Account", str(row["account_id"]), {
+            "Health_Score__c": values["score"], "Health_Band__c": values["band"],
+            "Health_Trend__c": values["trend"], "Health_Reason__c": values["reason"],
+            "Expansion_Readiness__c": values["expansion_readiness"], "Health_Confidence__c": values["confidence"]})
+    sandboxes.salesforce.reset_calls()
+
+    report = push_scores(store, clients.salesforce, clock())
+
+    assert report.confirmed_after_crash == len(rows)
+    assert _composite_calls(sandboxes) == 0
 
 
 def test_a_nudge_posted_before_a_crash_is_found_in_slack_and_not_posted_again(

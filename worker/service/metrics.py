@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+from worker.delivery.writeback import DEFAULT_FIELDS, ERROR_KINDS
 from worker.store import Store, iso, parse_iso
 
 if TYPE_CHECKING:
     from worker.cycle import Clients, CycleReport
+    from worker.delivery.writeback import WritebackReport
     from worker.rulebook.in_force import RuleBook
 
 __all__ = ["CONTENT_TYPE", "LastCycle", "Metrics", "StoreFacts", "observe_cycle", "read_store_facts"]
@@ -38,6 +40,8 @@ SYSTEMS: Final = ("salesforce", "zendesk", "slack")
 OWED_STATUSES: Final = ("pending", "inflight", "failed")
 """Outbox rows the remote side has not confirmed yet and that will still be tried."""
 CYCLE_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+SKIP_REASONS: Final = ("read_only", "missing")
+"""Why the write-back leaves an Account field out: field-level security grants no Edit, or there is no such field."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,16 @@ class Metrics:
                                           "(Sforce-Limit-Info).", registry=r)
         self.writebacks = Counter("healthbeat_writebacks", "Account write-backs to Salesforce, by result.",
                                   ["result"], registry=r)
+        self.writeback_errors = Counter("healthbeat_writeback_errors",
+                                        "Salesforce's refusals of write-backs, by kind: per record locked (still, "
+                                        "after the retries), validation (an org's validation rule), deleted, "
+                                        "other; per call daily_limit, busy (too many concurrent requests), "
+                                        "unavailable.", ["kind"], registry=r)
+        self.writeback_skipped_fields = Gauge("healthbeat_writeback_skipped_fields",
+                                              "1 for each Account field the last write-back left out, by field "
+                                              "and reason (read_only: the integration user lacks Edit on it; "
+                                              "missing: no such field); 0 once it is written.",
+                                              ["field", "reason"], registry=r)
         self.nudges = Counter("healthbeat_nudges", "Slack nudges, by result.", ["result"], registry=r)
         self.outbox_depth = Gauge("healthbeat_outbox_depth", "Outbox rows not yet confirmed, by kind.",
                                   ["kind"], registry=r)
@@ -143,6 +157,11 @@ class Metrics:
             self.nudges.labels(result)
         for system in SYSTEMS:
             self.api_calls.labels(system)
+        for kind in ERROR_KINDS:
+            self.writeback_errors.labels(kind)
+        for name in DEFAULT_FIELDS.values():
+            for reason in SKIP_REASONS:
+                self.writeback_skipped_fields.labels(name, reason)
         for kind in OUTBOX_KINDS:
             self.outbox_depth.labels(kind)
             self.outbox_dead.labels(kind)
@@ -177,6 +196,18 @@ class Metrics:
         if facts.last_success is not None:
             self.last_success.set(facts.last_success.timestamp())
 
+    def count_writeback(self, report: WritebackReport) -> None:
+        """A push's results, refusals by kind, and the fields it left out (each set to 0 or 1, so a field that
+        became writable reads 0 from the next push on)."""
+        self.writebacks.labels("sent").inc(report.sent)
+        self.writebacks.labels("failed").inc(report.failed)
+        for kind, count in report.error_kinds.items():
+            self.writeback_errors.labels(kind).inc(count)
+        skipped = {"read_only": set(report.read_only_fields), "missing": set(report.missing_fields)}
+        for name in DEFAULT_FIELDS.values():
+            for reason in SKIP_REASONS:
+                self.writeback_skipped_fields.labels(name, reason).set(1 if name in skipped[reason] else 0)
+
     def set_rules(self, rulebook: RuleBook) -> None:
         self.rules_ok.set(1 if rulebook.healthy else 0)
 
@@ -195,8 +226,7 @@ def observe_cycle(metrics: Metrics, report: CycleReport, store: Store, *, client
             if count:
                 metrics.records_synced.labels(stream).inc(count)
     if report.writeback is not None:
-        metrics.writebacks.labels("sent").inc(report.writeback.sent)
-        metrics.writebacks.labels("failed").inc(report.writeback.failed)
+        metrics.count_writeback(report.writeback)
     if report.notify is not None:
         metrics.nudges.labels("sent").inc(report.notify.sent)
         metrics.nudges.labels("failed").inc(report.notify.failed)

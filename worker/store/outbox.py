@@ -4,7 +4,9 @@ A row is written in the same transaction as the decision that owes it, under a u
 can neither lose an effect nor owe it twice. Its life:
 
     pending ──take──> inflight ──settle──> sent          (confirmed: the effect is known to have happened)
-       ^                 │  └─────settle──> failed/dead  (refused; failed rows are tried again, dead ones not)
+       ^                 │  ├─────settle──> failed/dead  (refused; failed rows are tried again, dead ones not)
+       │                 │  ├─────park────> failed       (refused until someone acts: tried again not before a time)
+       │                 │  └─────settle──> superseded   (nothing left to deliver to: the record was deleted)
        └──give_back──────┘                               (a definite "not done": back in the queue)
     pending/failed ──supersede──> superseded             (newer values replaced it before it went out)
 
@@ -61,6 +63,13 @@ def settle(conn: sqlite3.Connection, ids: Iterable[int], status: Status, now: da
         "UPDATE outbox SET status = ?, remote_ref = coalesce(?, remote_ref), last_error = ?, "
         "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
         [(status, remote_ref, error, status, iso(now), row_id) for row_id in ids])
+
+
+def park(conn: sqlite3.Connection, ids: Iterable[int], until: datetime, *, error: str) -> None:
+    """Refused for a reason that trying again soon will not cure (an org's validation rule): failed, not tried
+    before `until`, and the attempt uncounted, so that the row waits for someone to act instead of dying."""
+    conn.executemany("UPDATE outbox SET status = 'failed', attempts = max(attempts - 1, 0), last_error = ?, "
+                     "not_before = ? WHERE id = ?", [(error, iso(until), row_id) for row_id in ids])
 
 
 def requeue(conn: sqlite3.Connection, row_id: int, *, superseded: bool) -> None:
