@@ -25,6 +25,8 @@ from bench.measure import peak_rss_mb, timed
 from bench.server import Endpoints, environment
 
 _NEXT = b'"nextRecordsUrl": "'
+BACKFILL = timedelta(days=730)
+"""How far back the first sync reads activity (`HEALTHBEAT_SALESFORCE_BACKFILL`'s default): the world's is newer."""
 
 
 def worker_backfill(endpoints: Endpoints, db: Path, rules_dir: Path) -> dict[str, Any]:
@@ -42,26 +44,33 @@ def worker_backfill(endpoints: Endpoints, db: Path, rules_dir: Path) -> dict[str
     report = SyncReport()
     with Store(db) as store, timed() as timing:
         sync_salesforce(store, clients.salesforce, system_clock(), report, overlap=settings.salesforce_overlap,
-                        api_share=settings.salesforce_api_share)
+                        api_share=settings.salesforce_api_share, backfill=BACKFILL)
     with Store(db) as store:
         stored = int(store.scalar("SELECT count(*) FROM activities"))
     clients.close()
     return {"wall": timing.wall, "cpu": timing.cpu, "peak_rss_mb": timing.peak_rss_mb, "base_rss_mb": base,
             "records": report.total, "activities_stored": stored, "api_calls": clients.salesforce.calls,
-            "failed_streams": dict(report.failed_streams), "by_stream": dict(report.records)}
+            "failed_streams": dict(report.failed_streams), "by_stream": dict(report.records),
+            "windows": {name: s.windows for name, s in report.streams.items() if s.windows},
+            "narrowed": sum(s.narrowed for s in report.streams.values())}
 
 
 def _queries(http: httpx.Client, base: str) -> list[str]:
-    """The worker's first-run query URLs, from the same describe the worker reads."""
-    from worker.sync.salesforce import SALESFORCE_STREAMS, build_soql
+    """The worker's first-run query URLs, from the same describe the worker reads: each stream's first window,
+    from the backfill floor (`HEALTHBEAT_SALESFORCE_BACKFILL`'s default) for activity, whole for the rest."""
+    from worker.clock import system_clock
+    from worker.sync.salesforce import SALESFORCE_STREAMS, build_soql, first_window
 
+    now = system_clock()
+    floor = (now - BACKFILL).replace(microsecond=0)
     urls = []
     for stream in SALESFORCE_STREAMS:
         described = http.get(f"{base}/sobjects/{stream.sobject}/describe")
         described.raise_for_status()
         fields = stream.fields_in({f["name"] for f in described.json()["fields"]})
         endpoint = "queryAll" if stream.has_is_deleted else "query"
-        urls.append(f"{base}/{endpoint}/?q={quote(build_soql(stream, fields, None, timedelta(0)))}")
+        window = first_window(None, now, timedelta(0), floor if stream.activity else None)
+        urls.append(f"{base}/{endpoint}/?q={quote(build_soql(stream, fields, window))}")
     return urls
 
 

@@ -7,8 +7,12 @@ client-credentials tokens, ``query``/``queryAll`` with server-side cursors and
 per-record results, ``Sforce-Limit-Info`` on every response and Salesforce's error bodies
 (``[{"message": ..., "errorCode": ...}]``). Queries run through a real SOQL evaluator
 (:mod:`connectors.salesforce.soql`) over the org described in :mod:`connectors.salesforce.schema`;
-a query whose WHERE bounds SystemModstamp from below (an incremental sync's) reads only the records
-from that stamp on, from a sorted index, as Salesforce answers it from its SystemModstamp index.
+a query whose WHERE bounds SystemModstamp (an incremental sync's from below, a window's from both sides)
+reads only the records in that range, from a sorted index, as Salesforce answers it from its SystemModstamp
+index. With ``query_timeout_rows``, a query that would scan more records than that answers ``QUERY_TIMEOUT``,
+as Salesforce stops a query that runs for more than about two minutes: a whole large object times out, a
+narrow window of it does not. A deleted record stays in the recycle bin, where ``queryAll`` finds it, for
+15 days by the sandbox's clock, then is gone for good, as after Salesforce empties the bin.
 
 TLS comes from a throw-away CA made with ``trustme`` (simple-salesforce only speaks https);
 clients trust it through :attr:`SalesforceSandbox.ca_cert_path`.
@@ -37,10 +41,10 @@ import ssl
 import tempfile
 import threading
 from bisect import bisect_left, insort
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -67,10 +71,15 @@ TOKEN_PATH: Final = "/services/oauth2/token"  # noqa: S105 - a path, not a secre
 MAX_COLLECTION_SIZE: Final = 200
 MAX_OPEN_CURSORS: Final = 10
 """Salesforce keeps a user's ten newest query cursors; older ``nextRecordsUrl`` locators die."""
+RECYCLE_BIN: Final = timedelta(days=15)
+"""How long a deleted record stays in the recycle bin, where ``queryAll`` still finds it; then it is gone."""
 _DATA_PATH = re.compile(r"^/services/data/v(?P<version>\d+\.\d)(?P<rest>/.*)?$")
 _LOCATOR = re.compile(r"^(?P<locator>01g[0-9A-Za-z]{15})-(?P<offset>\d+)$")
 _STAMP_FIELDS: Final = ("LastModifiedDate", "SystemModstamp")
 _INDEXED_FIELD: Final = "SystemModstamp"
+_CLOSED_TASK_STATUSES: Final = frozenset({"Completed"})
+"""The Task statuses whose TaskStatus record is marked closed in a new org: a Task's IsClosed follows its Status."""
+_QUERY_TIMEOUT: Final = "Your query request was running for too long."
 _ROLLED_BACK: Final = "Record rolled back because not all records were valid and the request was using AllOrNone header"
 _READ_ONLY: Final = (
     "Unable to create/update fields: {field}. Please check the security settings of this field and verify "
@@ -143,9 +152,12 @@ class SalesforceSandbox:
         clock: Callable[[], datetime] | None = None,
         missing_fields: Mapping[str, set[str]] | None = None,
         read_only_fields: Mapping[str, set[str]] | None = None,
+        query_timeout_rows: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        self.query_timeout_rows = query_timeout_rows
+        """A query that would scan more records than this answers QUERY_TIMEOUT; None: no query times out."""
         self.app = app if app is not None else ConnectedApp(client_id, client_secret)
         """How the org lets the worker log in (:mod:`connectors.salesforce.sandbox_oauth`)."""
         self.api_version = api_version
@@ -158,6 +170,7 @@ class SalesforceSandbox:
         self._indexes: dict[str, _StampIndex] = {o.name: _StampIndex() for o in self.schema}
         """Every stored record is added to its object's index, and every change of a stored record's
         SystemModstamp is reported to it (:meth:`_restamped`): queries trust the index to find them."""
+        self._recycle_bin: deque[tuple[datetime, str, str]] = deque()  # (deleted at, sObject, Id), oldest first
         self._sequence = 0
         self._cursor_sequence = 0
         self._case_number = 1000
@@ -245,6 +258,7 @@ class SalesforceSandbox:
             record.update(values)
             record["Id"] = record_id
             self._default_stamps(record, values, now, creating=True)
+            _derive(spec.name, record)
             if "CaseNumber" in spec.fields and record["CaseNumber"] is None:
                 self._case_number += 1
                 record["CaseNumber"] = f"{self._case_number:08d}"
@@ -262,11 +276,13 @@ class SalesforceSandbox:
             record = self._record(spec, record_id)
             old_stamp = record.get(_INDEXED_FIELD)
             record.update(values)
+            _derive(spec.name, record)
             self._default_stamps(record, values, format_datetime(self._clock()), creating=False)
             self._restamped(spec.name, record, old_stamp)
 
     def delete(self, sobject: str, record_id: str) -> None:
-        """Soft-delete a record (``IsDeleted=True``, to the recycle bin), as Salesforce does."""
+        """Soft-delete a record (``IsDeleted=True``, to the recycle bin), as Salesforce does: ``queryAll`` finds
+        it for :data:`RECYCLE_BIN` (by the sandbox's clock), then it is gone for good (:meth:`purge`)."""
         spec = self._spec(sobject)
         if not spec.has_is_deleted:
             raise ValueError(f"{spec.name} records cannot be deleted in Salesforce (deactivate users instead)")
@@ -274,9 +290,28 @@ class SalesforceSandbox:
             record = self._record(spec, record_id)
             old_stamp = record.get(_INDEXED_FIELD)
             record["IsDeleted"] = True
-            now = format_datetime(self._clock())
-            record["LastModifiedDate"] = record["SystemModstamp"] = now
+            moment = self._clock()
+            record["LastModifiedDate"] = record["SystemModstamp"] = format_datetime(moment)
             self._restamped(spec.name, record, old_stamp)
+            self._recycle_bin.append((moment, spec.name, record["Id"]))
+
+    def purge(self, sobject: str, record_id: str) -> None:
+        """Delete a record for good, as emptying the recycle bin does (or a mass delete that overflows it):
+        neither ``query`` nor ``queryAll`` returns it any more."""
+        spec = self._spec(sobject)
+        with self._lock:
+            record = self._record(spec, record_id)
+            del self._data[spec.name][record["Id"]]
+            self._indexes[spec.name].remove(record)
+
+    def _empty_recycle_bin(self) -> None:
+        """Purge the records deleted more than :data:`RECYCLE_BIN` ago (and still deleted)."""
+        horizon = self._clock() - RECYCLE_BIN
+        while self._recycle_bin and self._recycle_bin[0][0] <= horizon:
+            _, sobject, record_id = self._recycle_bin.popleft()
+            record = self._data[sobject].get(record_id)
+            if record is not None and record.get("IsDeleted"):
+                self.purge(sobject, record_id)
 
     def get(self, sobject: str, record_id: str) -> dict[str, Any]:
         """A copy of one record, deleted or not; ``KeyError`` if there is none."""
@@ -288,6 +323,7 @@ class SalesforceSandbox:
         """Copies of an object's records in insertion order."""
         spec = self._spec(sobject)
         with self._lock:
+            self._empty_recycle_bin()
             return [dict(r) for r in self._rows(spec, include_deleted=include_deleted)]
 
     # --- observation -----------------------------------------------------------------------
@@ -413,19 +449,24 @@ class SalesforceSandbox:
     def _restamped(self, sobject: str, record: dict[str, Any], old_stamp: Any) -> None:
         self._indexes[sobject].restamped(record, old_stamp)
 
-    def _candidates(self, bound: BoundQuery, *, include_deleted: bool) -> list[dict[str, Any]]:
+    def _candidates(self, bound: BoundQuery, *, include_deleted: bool) -> tuple[list[dict[str, Any]], int]:
         """The records ``bound`` must look at, in insertion order as :meth:`_rows` gives them (or any order
-        when ORDER BY is total): when its WHERE bounds SystemModstamp from below, only those stamped at or
-        after that bound, as Salesforce reads an incremental query from the SystemModstamp index.
+        when ORDER BY is total), and how many records Salesforce would scan to find them: when its WHERE
+        bounds SystemModstamp, only those stamped in that range, as Salesforce reads an incremental or a
+        windowed query from the SystemModstamp index; otherwise every record of the object.
         """
         spec = bound.sobject
         floor = bound.lower_bounds.get(_INDEXED_FIELD)
-        if floor is None:
-            return self._rows(spec, include_deleted=include_deleted)
-        rows = self._indexes[spec.name].since(floor, insertion_order=not bound.order_is_total)
+        ceiling = bound.upper_bounds.get(_INDEXED_FIELD)
+        if floor is None and ceiling is None:
+            return self._rows(spec, include_deleted=include_deleted), len(self._data[spec.name])
+        index = self._indexes[spec.name]
+        start, end = index.span(floor, ceiling)
+        rows = index.since(floor, ceiling=ceiling, insertion_order=not bound.order_is_total)
+        scanned = end - start
         if include_deleted or not spec.has_is_deleted:
-            return rows
-        return [r for r in rows if not r["IsDeleted"]]
+            return rows, scanned
+        return [r for r in rows if not r["IsDeleted"]], scanned
 
     def _issue(self, access_token: str) -> None:
         with self._lock:
@@ -606,7 +647,12 @@ class _Api:
         except SoqlError as exc:
             return _errors(400, exc.error_code, exc.message)
         with self.sb._lock:
-            rows = bound.run(self.sb._candidates(bound, include_deleted=endpoint == "queryAll"))
+            self.sb._empty_recycle_bin()
+            candidates, scanned = self.sb._candidates(bound, include_deleted=endpoint == "queryAll")
+            limit = self.sb.query_timeout_rows
+            if limit is not None and scanned > limit:
+                return _errors(400, "QUERY_TIMEOUT", _QUERY_TIMEOUT)
+            rows = bound.run(candidates)
             if bound.is_count:
                 return _Response(200, {"totalSize": len(rows), "done": True, "records": []})
             snapshot = [_serialize(bound.sobject.name, row, version) for row in rows]
@@ -686,6 +732,7 @@ class _Api:
                     assert update.record is not None
                     old_stamp = update.record.get(_INDEXED_FIELD)
                     update.record.update(update.changes)
+                    _derive(update.sobject, update.record)
                     update.record["LastModifiedDate"] = update.record["SystemModstamp"] = now
                     self.sb._restamped(update.sobject, update.record, old_stamp)
                     results.append({"id": update.known_id, "success": True, "errors": []})
@@ -781,6 +828,12 @@ def _mark_duplicates(updates: list[_Update]) -> None:
         seen.add(update.known_id)
 
 
+def _derive(sobject: str, record: dict[str, Any]) -> None:
+    """Fields Salesforce computes from others: a Task is closed when its Status is a closed one."""
+    if sobject == "Task":
+        record["IsClosed"] = record.get("Status") in _CLOSED_TASK_STATUSES
+
+
 def _batch_size_option(header: str) -> int | None:
     """``Sforce-Query-Options: batchSize=N``: Salesforce takes 200..2000 and treats it as a hint."""
     match = re.search(r"batchSize=(\d+)", header)
@@ -844,6 +897,11 @@ class _StampIndex:
         self._positions[record["Id"]] = position
         self._push(record.get(_INDEXED_FIELD), position)
 
+    def remove(self, record: dict[str, Any]) -> None:
+        """A record purged: its place holds an empty record, which makes its entries stale."""
+        self._records[self._positions.pop(record["Id"])] = {}
+        self._stale += 1
+
     def restamped(self, record: dict[str, Any], old_stamp: Any) -> None:
         stamp = record.get(_INDEXED_FIELD)
         if stamp == old_stamp:
@@ -851,13 +909,15 @@ class _StampIndex:
         self._stale += old_stamp is not None
         self._push(stamp, self._positions[record["Id"]])
 
-    def since(self, floor: str, *, insertion_order: bool) -> list[dict[str, Any]]:
-        """The records stamped ``floor`` or later, in insertion order if asked, else in stamp order."""
-        self._merge()
+    def since(self, floor: str | None, *, insertion_order: bool, ceiling: str | None = None
+              ) -> list[dict[str, Any]]:
+        """The records stamped ``floor`` or later (and ``ceiling`` or earlier), in insertion order if asked, else
+        in stamp order."""
+        start, end = self.span(floor, ceiling)  # merges first: the entries may be a new list after
         entries, records = self._entries, self._records
         positions: list[int] = []
         previous = -1
-        for index in range(bisect_left(entries, floor), len(entries)):
+        for index in range(start, end):
             entry = entries[index]
             position = int(entry[-_POSITION_DIGITS:])
             # an entry is current if the record still has its stamp; a record stamped A, B, then A again has
@@ -868,6 +928,15 @@ class _StampIndex:
         if insertion_order:
             positions.sort()
         return [records[position] for position in positions]
+
+    def span(self, floor: str | None, ceiling: str | None) -> tuple[int, int]:
+        """Where the entries stamped from ``floor`` to ``ceiling`` (both included; None: no bound) begin and end:
+        their count is what a query answered from the index scans."""
+        self._merge()
+        entries = self._entries
+        start = 0 if floor is None else bisect_left(entries, floor)
+        end = len(entries) if ceiling is None else bisect_left(entries, f"{ceiling}\x01", start)  # its ties too
+        return start, max(start, end)
 
     def _push(self, stamp: Any, position: int) -> None:
         if stamp is None:

@@ -355,6 +355,8 @@ def _standard_objects() -> list[SObjectSpec]:
             _f("EndDateTime", "datetime"),
             _f("ActivityDateTime", "datetime"),
             _f("DurationInMinutes", "int", precision=8),
+            _flag("IsChild", updateable=False),  # an invitee's copy of the meeting (its owner is the invitee)
+            _flag("IsRecurrence"),  # the master of a recurring series, not an occurrence
             *_system_fields(),
         ],
     )
@@ -369,8 +371,12 @@ def _standard_objects() -> list[SObjectSpec]:
             _ref("OwnerId", "User"),
             _text("Subject", 255),
             _long_text("Description", 32000),
-            _picklist("TaskSubtype", "Email", "Call", "Task", restricted=True),
+            _picklist("TaskSubtype", "Email", "Call", "Task", "ListEmail", "Cadence", restricted=True),
+            _picklist("Type", "Call", "Email", "Meeting", "Other"),
+            _picklist("CallType", "Inbound", "Outbound", "Internal", restricted=True),
+            _f("CallDurationInSeconds", "int", precision=8),
             _picklist("Status", "Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"),
+            _flag("IsClosed", updateable=False),  # the sandbox derives it from Status, as Salesforce does
             _f("ActivityDate", "date"),
             _f("CompletedDateTime", "datetime", updateable=False),
             *_system_fields(),

@@ -441,6 +441,8 @@ _TYPE_NAMES: Final[Mapping[str, str]] = {
 }
 _LIKE_TYPES: Final = frozenset({"string", "textarea", "picklist", "email", "url"})
 _STORED_IN_ORDER: Final = frozenset({"datetime", "date"})
+_FROM_BELOW: Final = frozenset({">", ">=", "="})
+_FROM_ABOVE: Final = frozenset({"<", "<=", "="})
 
 
 @dataclass(frozen=True)
@@ -458,6 +460,10 @@ class BoundQuery:
     """Per field, a value every row the WHERE clause accepts holds at least (in the comparable form of
     :func:`_key_function`, never null): a store whose records are sorted by that field may read only the
     records from there on, as Salesforce answers from an index. Fields the WHERE does not bound are absent."""
+    upper_bounds: Mapping[str, Any]
+    """Per field, a value every row the WHERE clause accepts holds at most (the same form): with
+    :attr:`lower_bounds`, a range of the sorted store, so a query for one window of time reads that window
+    alone. Fields the WHERE does not bound from above are absent."""
 
     @property
     def order_is_total(self) -> bool:
@@ -498,8 +504,9 @@ def compile_query(soql: str, schema: Schema) -> BoundQuery:
     if query.offset is not None and query.offset > MAX_OFFSET:
         raise SoqlError("NUMBER_OUTSIDE_VALID_RANGE", f"Maximum SOQL offset allowed is {MAX_OFFSET}", soql, len(soql))
     predicate = binder.condition(query.where) if query.where is not None else None
-    bounds = binder.lower_bounds(query.where) if query.where is not None else {}
-    return BoundQuery(sobject, fields, query.is_count, predicate, order, query.limit, query.offset or 0, bounds)
+    lower = binder.bounds(query.where, _FROM_BELOW, max) if query.where is not None else {}
+    upper = binder.bounds(query.where, _FROM_ABOVE, min) if query.where is not None else {}
+    return BoundQuery(sobject, fields, query.is_count, predicate, order, query.limit, query.offset or 0, lower, upper)
 
 
 class _Binder:
@@ -538,30 +545,34 @@ class _Binder:
             return lambda row: not inner(row)
         return self.comparison(node)
 
-    def lower_bounds(self, node: Condition) -> dict[str, Any]:
-        """The least value of each field a row must hold to match ``node``; see :attr:`BoundQuery.lower_bounds`.
+    def bounds(self, node: Condition, operators: frozenset[str], tighter: Callable[[Any, Any], Any]
+               ) -> dict[str, Any]:
+        """The value of each field a row must hold at least (or at most) to match ``node``, from comparisons
+        with ``operators``; see :attr:`BoundQuery.lower_bounds` and :attr:`BoundQuery.upper_bounds`.
 
         Only for fields whose stored values compare as they sort (datetimes and dates: strings in one
-        form), so a sorted store and the predicate agree on "at least". An AND takes the highest bound
-        any operand gives, an OR the lowest, for fields every branch bounds; NOT bounds nothing.
+        form), so a sorted store and the predicate agree on "at least". An AND takes the ``tighter`` bound
+        any operand gives, an OR the looser, for fields every branch bounds; NOT bounds nothing. A strict
+        comparison bounds like a loose one: the range may hold a row too many, which the predicate drops.
         """
         if isinstance(node, Comparison):
             spec = self.field(node.field)
-            if node.op not in (">", ">=", "=") or spec.type not in _STORED_IN_ORDER:
+            if node.op not in operators or spec.type not in _STORED_IN_ORDER:
                 return {}
             key = self.literal_key(spec, node.values[0], node.op)
             return {} if key is None else {spec.name: key}
         if isinstance(node, Not):
             return {}
-        parts = [self.lower_bounds(operand) for operand in node.operands]
+        parts = [self.bounds(operand, operators, tighter) for operand in node.operands]
         if node.op == "AND":
-            highest: dict[str, Any] = {}
+            tightest: dict[str, Any] = {}
             for part in parts:
                 for name, key in part.items():
-                    highest[name] = max(highest.get(name, key), key)
-            return highest
+                    tightest[name] = tighter(tightest.get(name, key), key)
+            return tightest
+        looser = min if tighter is max else max
         shared = set(parts[0]).intersection(*parts[1:])
-        return {name: min(part[name] for part in parts) for name in shared}
+        return {name: looser(part[name] for part in parts) for name in shared}
 
     def comparison(self, node: Comparison) -> Predicate:
         spec = self.field(node.field)

@@ -14,8 +14,10 @@ customer from a bad spell better than engagement, sentiment or support do (seed 
 moves weight to usage and does better on the later holdout).
 
 The history goes through the sandboxes (and usage files) with the world's own record helpers, so the
-worker reads it over HTTP exactly as it reads the demo world. `History.fates` is the ground truth the
-tests check the backtest against.
+worker reads it over HTTP exactly as it reads the demo world, the records that are no activity of their own
+included (`noise`: invitees' copies of meetings, series masters, open tasks, calls and emails a tool logged
+again; see `connectors.sandboxes.world`), which must not move the backtest. `History.fates` is the ground
+truth the tests check the backtest against.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from connectors.sandboxes.world import (
     _email,
     _meeting,
     _moment,
+    _series,
     _stamps,
     _ticket,
     _usage,
@@ -103,13 +106,15 @@ class History:
 
 def build_history(salesforce: SalesforceSandbox, zendesk: ZendeskSandbox | None, slack: SlackSandbox | None,
                   usage_dir: Path | None, *, accounts: int = 60, months: int = 15, seed: int = 3,
-                  now: datetime | None = None) -> History:
-    """Owners and `accounts` customers with `months` of history up to `now`, renewals and churn included."""
+                  now: datetime | None = None, noise: bool = True) -> History:
+    """Owners and `accounts` customers with `months` of history up to `now`, renewals and churn included; with
+    `noise`, the records a real org holds besides."""
     if not 12 <= months <= 24:
         raise ValueError(f"months must be between 12 and 24 (got {months})")
     end = now or datetime.now(UTC)
     start = end - timedelta(days=round(months * 30.44))
-    world = build_world(salesforce, zendesk, slack, usage_dir, accounts=0, seed=seed, now=end, history_days=0)
+    world = build_world(salesforce, zendesk, slack, usage_dir, accounts=0, seed=seed, now=end, history_days=0,
+                        noise=noise)
     history = History(world, start, end)
     owner_ids = list(world.owners)
     history.habits = {owner: round(world.rng.uniform(0.3, 1.0), 2) for owner in owner_ids}
@@ -192,6 +197,7 @@ def _add_activity(world: World, account: WorldAccount, fate: Fate, start: dateti
                   habit: float) -> None:
     """Fortnight by fortnight, activity at the rates the account's health of that fortnight gives."""
     stop = end if fate.churned_on is None else min(end, datetime.combine(fate.churned_on, time(0), UTC))
+    _series(world, account, start, stop)
     chunk_start = start
     while chunk_start < stop:
         chunk_end = min(chunk_start + CHUNK, stop)

@@ -4,6 +4,22 @@ Given a seed, a number of accounts and a "now", the same meetings, emails, ticke
 every time, with real-looking shapes: owners with and without a Slack user, emails logged both as
 `EmailMessage` and as an email `Task`, Zendesk organizations mapped by external id, by domain, or not at
 all. Accounts have a temperament (thriving, steady, drifting) so the first scores spread over the bands.
+
+A real org also holds records that are no activity of their own, or the same activity logged twice, and so
+does this world (`noise`, on by default; drawn from a random generator of its own, so the world's activity is
+the same with or without it):
+
+- each invitee who is a Salesforce user gets a copy of a meeting (`IsChild`), and some accounts have the
+  master record of a recurring series (`IsRecurrence`) besides its occurrences;
+- open tasks: calls and emails planned for the coming days, not made yet;
+- a dialer logs a call with `TaskSubtype = 'Task'` and `Type = 'Call'` at the start of some meetings held
+  by phone (one that never connected, too), and a sales-engagement tool logs some inbound emails again as a
+  Task alone (`Type = 'Email'`), which does not say who wrote;
+- some logged emails are filed nowhere but under their task (`ActivityId`, no `RelatedToId`).
+
+None of these changes what a customer did, so none may change a score: scoring the same world with and
+without them must give the same scores. Their ids are numbered apart, so the world's own records have the same
+ids either way.
 """
 
 from __future__ import annotations
@@ -13,7 +29,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from connectors.salesforce.ids import make_id
 
 if TYPE_CHECKING:
     from connectors.salesforce.sandbox import SalesforceSandbox
@@ -85,6 +103,8 @@ class World:
     fallback_channel_id: str | None = None
     zendesk_agent_id: int | None = None
     rng: random.Random = field(default_factory=random.Random)
+    noise: random.Random | None = None  # draws the records that are no activity of their own; None: none
+    noise_records: int = 0  # numbered apart (`_add_noise`), so the world's own records keep their ids
 
     def account(self, account_id: str) -> WorldAccount:
         return next(a for a in self.accounts if a.id == account_id)
@@ -93,10 +113,12 @@ class World:
 def build_world(salesforce: SalesforceSandbox, zendesk: ZendeskSandbox | None, slack: SlackSandbox | None,
                 usage_dir: Path | None, *, accounts: int = 40, seed: int = 7,
                 now: datetime | None = None, history_days: int = 120,
-                fallback_channel: str | None = "cs-alerts") -> World:
-    """Create owners, accounts and `history_days` of activity up to `now` in every given sandbox."""
+                fallback_channel: str | None = "cs-alerts", noise: bool = True) -> World:
+    """Create owners, accounts and `history_days` of activity up to `now` in every given sandbox; with `noise`,
+    the records a real org holds besides (see the module's docstring)."""
     now = now or datetime.now(UTC)
-    world = World(salesforce, zendesk, slack, usage_dir, seed, rng=random.Random(seed))
+    world = World(salesforce, zendesk, slack, usage_dir, seed, rng=random.Random(seed),
+                  noise=random.Random(f"{seed}:noise") if noise else None)
     if slack is not None and fallback_channel:
         world.fallback_channel_id = slack.add_channel(fallback_channel)
     for index, (name, tz) in enumerate(_OWNERS):
@@ -174,6 +196,7 @@ def advance(world: World, start: datetime, end: datetime, *, quiet: Iterable[str
             continue
         meetings, inbound, answer_rate, tickets, moods, usage = _RATES[account.temperament]
         rng = world.rng
+        _series(world, account, start, end)
         for _ in range(_count(rng, meetings * days / 30)):
             _meeting(world, account, _moment(rng, start, end))
         for _ in range(_count(rng, inbound * days / 30)):
@@ -216,11 +239,57 @@ def _moment(rng: random.Random, start: datetime, end: datetime) -> datetime:
 
 
 def _meeting(world: World, account: WorldAccount, at: datetime) -> None:
-    world.salesforce.insert("Event", {
+    meeting = {
         "AccountId": account.id, "WhatId": account.id, "OwnerId": account.owner_id,
         "Subject": world.rng.choice(("QBR", "Check-in", "Roadmap review", "Onboarding session")),
         "StartDateTime": sf_datetime(at), "EndDateTime": sf_datetime(at + timedelta(minutes=45)),
-        "ActivityDateTime": sf_datetime(at), "DurationInMinutes": 45, **_stamps(at)})
+        "ActivityDateTime": sf_datetime(at), "DurationInMinutes": 45, **_stamps(at)}
+    world.salesforce.insert("Event", meeting)
+    noise = world.noise
+    if noise is None:
+        return
+    if noise.random() < 0.3:  # a colleague who uses Salesforce was invited: a copy of the event is theirs
+        colleague = noise.choice([owner for owner in world.owners if owner != account.owner_id])
+        _add_noise(world, "Event", {**meeting, "OwnerId": colleague, "IsChild": True})
+    if noise.random() < 0.3:  # held by phone: the dialer logged the call as a plain task, as it started
+        _task(world, account, at, "Call", noise=True, Type="Call", CallType="Outbound",
+              CallDurationInSeconds=noise.randint(300, 2700))
+    if noise.random() < 0.1:  # a dial that never connected
+        _task(world, account, at, "Call", noise=True, Type="Call", CallType="Outbound", CallDurationInSeconds=0)
+    if noise.random() < 0.2:  # a follow-up call planned for a day or two later, not made yet
+        _task(world, account, at, "Call back", noise=True, TaskSubtype="Call", Status="Not Started",
+              ActivityDate=(at + timedelta(days=noise.randint(1, 3))).date().isoformat(),
+              CompletedDateTime=None)
+
+
+def _series(world: World, account: WorldAccount, start: datetime, end: datetime) -> None:
+    """Some accounts have a weekly call set up as a recurring series: its master record is no meeting."""
+    noise = world.noise
+    if noise is None or noise.random() >= 0.3:
+        return
+    at = start + (end - start) / 3
+    _add_noise(world, "Event", {
+        "AccountId": account.id, "WhatId": account.id, "OwnerId": account.owner_id, "Subject": "Weekly sync",
+        "StartDateTime": sf_datetime(at), "EndDateTime": sf_datetime(at + timedelta(minutes=30)),
+        "ActivityDateTime": sf_datetime(at), "DurationInMinutes": 30, "IsRecurrence": True, **_stamps(at)})
+
+
+def _task(world: World, account: WorldAccount, at: datetime, subject: str, *, noise: bool = False,
+          **fields: object) -> str:
+    """A task logged on the account at `at`: a plain completed one unless `fields` say otherwise."""
+    values = {"AccountId": account.id, "WhatId": account.id, "OwnerId": account.owner_id, "Subject": subject,
+              "TaskSubtype": "Task", "Status": "Completed", "ActivityDate": at.date().isoformat(),
+              "CompletedDateTime": sf_datetime(at), **_stamps(at), **fields}
+    return _add_noise(world, "Task", values) if noise else world.salesforce.insert("Task", values)
+
+
+def _add_noise(world: World, sobject: str, fields: dict[str, Any]) -> str:
+    """A record that is no activity of its own, with an id of its own series (the reserved character 1)."""
+    world.noise_records += 1
+    spec = world.salesforce.schema.sobject(sobject)
+    assert spec is not None, sobject
+    return world.salesforce.insert(sobject, {**fields, "Id": make_id(spec.key_prefix, world.noise_records,
+                                                                     reserved="1")})
 
 
 def _email(world: World, account: WorldAccount, at: datetime, text: str, *, incoming: bool) -> None:
@@ -229,16 +298,20 @@ def _email(world: World, account: WorldAccount, at: datetime, text: str, *, inco
     activity_id = None
     subject = "Re: your account" if not incoming else world.rng.choice(("Question", "Update", "Issue", "Hello"))
     if not incoming:
-        activity_id = world.salesforce.insert("Task", {
-            "AccountId": account.id, "WhatId": account.id, "OwnerId": account.owner_id,
-            "Subject": f"Email: {subject}", "TaskSubtype": "Email", "Status": "Completed",
-            "ActivityDate": at.date().isoformat(), "CompletedDateTime": sf_datetime(at), **_stamps(at)})
+        activity_id = _task(world, account, at, f"Email: {subject}", TaskSubtype="Email")
+    noise = world.noise
+    filed_nowhere = noise is not None and not incoming and noise.random() < 0.2  # found only through its task
     world.salesforce.insert("EmailMessage", {
-        "RelatedToId": account.id, "ActivityId": activity_id, "Subject": subject, "TextBody": text,
-        "FromAddress": account.contact_email if incoming else owner_email,
+        "RelatedToId": None if filed_nowhere else account.id, "ActivityId": activity_id, "Subject": subject,
+        "TextBody": text, "FromAddress": account.contact_email if incoming else owner_email,
         "ToAddress": owner_email if incoming else account.contact_email,
         "Incoming": incoming, "MessageDate": sf_datetime(at), "Status": "3" if not incoming else "0",
         **_stamps(at)})
+    if noise is not None and incoming and noise.random() < 0.3:  # the engagement tool's copy, a Task alone
+        _task(world, account, at, f"Reply: {subject}", noise=True, Type="Email")
+    if noise is not None and incoming and noise.random() < 0.1:  # an answer planned, not sent yet
+        _task(world, account, at, f"Email: Re: {subject}", noise=True, TaskSubtype="Email", Status="In Progress",
+              CompletedDateTime=None)
 
 
 def _ticket(world: World, account: WorldAccount, at: datetime, text: str, priority: str,

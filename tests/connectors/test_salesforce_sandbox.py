@@ -523,3 +523,112 @@ def test_query_options_header_sets_the_batch_size_within_salesforce_bounds(
     small = sf_http.get(f"{V}/query", params={"q": "SELECT Id FROM Account"}, headers=asked_small).json()
     mid = sf_http.get(f"{V}/query", params={"q": "SELECT Id FROM Account"}, headers=asked_300).json()
     assert (len(small["records"]), len(mid["records"])) == (200, 300)
+
+
+# --- how a real org answers big queries, deletes for good, and fills computed fields ------------
+
+
+def _emails(sandbox: SalesforceSandbox, count: int, *, day: int) -> None:
+    """`count` emails stamped through 1 June 2024 plus `day` days, an hour apart."""
+    for n in range(count):
+        stamp = f"2024-06-{day:02d}T{n:02d}:00:00.000+0000"
+        sandbox.insert("EmailMessage", {"Subject": f"S{n}", "SystemModstamp": stamp})
+
+
+def test_a_query_that_would_scan_more_records_than_salesforce_reads_in_time_answers_query_timeout(
+    make_sf_sandbox: Callable[..., SalesforceSandbox], make_sf_http: MakeHttp
+) -> None:
+    """Salesforce stops a query that does not execute within about two minutes with QUERY_TIMEOUT ("If the
+    query doesn't execute within the standard 2-minute timeout limit, the job fails and a QUERY_TIMEOUT error is
+    returned": https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/asynch_api_bulk_query_processing.htm).
+    The sandbox plays the two minutes as a number of records scanned."""
+    sandbox = make_sf_sandbox(query_timeout_rows=10)
+    _emails(sandbox, 12, day=3)
+    http, auth = make_sf_http(sandbox)
+
+    whole = soql(http, auth, "SELECT Id FROM EmailMessage ORDER BY SystemModstamp, Id", endpoint="queryAll")
+    since = soql(http, auth, "SELECT Id FROM EmailMessage WHERE SystemModstamp >= 2024-06-03T00:00:00Z")
+
+    assert (whole.status_code, since.status_code) == (400, 400)
+    assert whole.json() == [{"message": "Your query request was running for too long.", "errorCode": "QUERY_TIMEOUT"}]
+
+
+def test_a_window_of_system_modstamp_scans_only_that_window_so_it_answers_where_the_whole_times_out(
+    make_sf_sandbox: Callable[..., SalesforceSandbox], make_sf_http: MakeHttp
+) -> None:
+    sandbox = make_sf_sandbox(query_timeout_rows=10)
+    _emails(sandbox, 12, day=3)
+    http, auth = make_sf_http(sandbox)
+
+    window = soql(http, auth, "SELECT Id FROM EmailMessage WHERE SystemModstamp >= 2024-06-03T02:00:00Z "
+                              "AND SystemModstamp < 2024-06-03T08:00:00Z ORDER BY SystemModstamp, Id")
+    before = soql(http, auth, "SELECT Id FROM EmailMessage WHERE SystemModstamp < 2024-06-03T05:00:00Z")
+
+    assert (window.status_code, window.json()["totalSize"]) == (200, 6)
+    assert (before.status_code, before.json()["totalSize"]) == (200, 5)
+
+
+def test_no_query_times_out_unless_the_sandbox_is_told_how_much_salesforce_reads_in_time(
+    sf_http: httpx.Client, sf_sandbox: SalesforceSandbox, sf_auth: dict[str, str]
+) -> None:
+    _emails(sf_sandbox, 24, day=3)
+
+    assert soql(sf_http, sf_auth, "SELECT Id FROM EmailMessage").json()["totalSize"] == 24
+
+
+def test_a_deleted_record_stays_in_the_recycle_bin_fifteen_days_then_query_all_no_longer_finds_it(
+    sf_http: httpx.Client, sf_sandbox: SalesforceSandbox, sf_auth: dict[str, str], sf_clock: SfClock
+) -> None:
+    """"The Recycle Bin lets you view and restore recently deleted records for 15 days before they are
+    permanently deleted" (https://developer.salesforce.com/docs/atlas.en-us.254.0.api.meta/api/sforce_api_calls_emptyrecyclebin.htm)."""
+    kept, gone = (sf_sandbox.insert("Account", {"Name": n}) for n in ("kept", "gone"))
+    sf_sandbox.delete("Account", gone)
+    query = "SELECT Id FROM Account ORDER BY Id"
+
+    sf_clock.advance(days=14, hours=23)
+    in_the_bin = soql(sf_http, sf_auth, query, endpoint="queryAll").json()["records"]
+    sf_clock.advance(hours=1)
+    after = soql(sf_http, sf_auth, query, endpoint="queryAll").json()["records"]
+
+    assert [r["Id"] for r in in_the_bin] == [kept, gone]
+    assert [r["Id"] for r in after] == [kept]
+
+
+def test_a_purged_record_is_gone_from_query_all_and_from_a_range_query_on_system_modstamp(
+    sf_http: httpx.Client, sf_sandbox: SalesforceSandbox, sf_auth: dict[str, str]
+) -> None:
+    kept, gone = (sf_sandbox.insert("Account", {"Name": n}) for n in ("kept", "gone"))
+
+    sf_sandbox.purge("Account", gone)
+
+    for query in ("SELECT Id FROM Account", "SELECT Id FROM Account WHERE SystemModstamp >= 2000-01-01T00:00:00Z"):
+        assert [r["Id"] for r in soql(sf_http, sf_auth, query, endpoint="queryAll").json()["records"]] == [kept]
+
+
+def test_a_task_is_closed_when_its_status_is_a_closed_one(
+    sf_http: httpx.Client, sf_sandbox: SalesforceSandbox, sf_auth: dict[str, str]
+) -> None:
+    """Task's IsClosed ("Closed") is read-only, set from the task's status
+    (https://developer.salesforce.com/docs/atlas.en-us.196.0.sfFieldRef.meta/sfFieldRef/salesforce_field_reference_Task.htm);
+    in a new org "Completed" is the closed status."""
+    planned = sf_sandbox.insert("Task", {"Subject": "Call back", "Status": "Not Started"})
+    done = sf_sandbox.insert("Task", {"Subject": "Called", "Status": "Completed"})
+    sf_sandbox.update("Task", planned, {"Status": "Completed"})
+    sf_sandbox.update("Task", done, {"Status": "In Progress"})
+
+    rows = soql(sf_http, sf_auth, "SELECT Id, IsClosed FROM Task ORDER BY Subject").json()["records"]
+
+    assert [(r["Id"], r["IsClosed"]) for r in rows] == [(planned, True), (done, False)]
+
+
+def test_event_and_task_describe_the_fields_dialers_and_invitations_set(
+    sf_http: httpx.Client, sf_auth: dict[str, str]
+) -> None:
+    def fields(sobject: str) -> dict[str, str]:
+        body = sf_http.get(f"{V}/sobjects/{sobject}/describe", headers=sf_auth).json()
+        return {f["name"]: f["type"] for f in body["fields"]}
+
+    assert {k: v for k, v in fields("Event").items() if k in ("IsChild", "IsRecurrence")} == {
+        "IsChild": "boolean", "IsRecurrence": "boolean"}
+    assert {k: v for k, v in fields("Task").items() if k in ("Type", "CallType", "CallDurationInSeconds", "IsClosed")
+            } == {"Type": "picklist", "CallType": "picklist", "CallDurationInSeconds": "int", "IsClosed": "boolean"}

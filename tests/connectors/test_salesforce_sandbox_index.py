@@ -82,6 +82,10 @@ def battery(sandbox: SalesforceSandbox) -> list[str]:
         f"{select} WHERE SystemModstamp = {literal(tie)}",
         f"{select} WHERE SystemModstamp > {middle} AND Incoming = true ORDER BY Subject DESC LIMIT 7 OFFSET 3",
         f"{select} WHERE SystemModstamp >= {middle} AND SystemModstamp < {late} ORDER BY Subject, Id",
+        f"{select} WHERE SystemModstamp >= {middle} AND SystemModstamp < {late} ORDER BY SystemModstamp, Id",
+        f"{select} WHERE SystemModstamp <= {literal(tie)} ORDER BY SystemModstamp ASC, Id ASC",
+        f"{select} WHERE (SystemModstamp > {literal(tie)} OR (SystemModstamp = {literal(tie)} AND Id > "
+        f"'{tied[0]['Id']}')) AND SystemModstamp < {late} ORDER BY SystemModstamp ASC, Id ASC",
         f"{select} WHERE SystemModstamp > {middle} OR Incoming = true",
         f"{select} WHERE NOT SystemModstamp < {middle}",
         f"{select} WHERE SystemModstamp >= 2000-01-01T00:00:00Z",
@@ -235,6 +239,29 @@ def test_a_cursor_query_evaluates_only_the_records_stamped_since_the_cursor(
     assert evaluated == [3]
 
 
+def test_a_window_query_evaluates_only_the_records_stamped_inside_the_window(
+    sandbox: SalesforceSandbox, make_sf_http: MakeHttp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_emails(sandbox, random.Random(6), 600)
+    records = sorted(sandbox.records("EmailMessage"), key=lambda r: (r["SystemModstamp"], r["Id"]))
+    low, high = records[200]["SystemModstamp"], records[260]["SystemModstamp"]
+    inside = [r for r in records if low <= r["SystemModstamp"] < high]
+    evaluated: list[int] = []
+    run = BoundQuery.run
+
+    def counting_run(self: BoundQuery, rows: Iterable[Any]) -> list[dict[str, Any]]:
+        rows = list(rows)
+        evaluated.append(len(rows))
+        return run(self, rows)
+
+    monkeypatch.setattr(BoundQuery, "run", counting_run)
+    http, auth = make_sf_http(sandbox)
+    soql = (f"SELECT Id FROM EmailMessage WHERE SystemModstamp >= {literal(low)} AND SystemModstamp < {literal(high)} "
+            "ORDER BY SystemModstamp ASC, Id ASC")
+    assert answer(http, auth, soql, "query") == (len(inside), [{"Id": r["Id"]} for r in inside])
+    assert evaluated[0] <= len(inside) + sum(1 for r in records if r["SystemModstamp"] == high)
+
+
 @pytest.mark.parametrize("burst", [3, 60, 200, 5000])
 def test_the_stamp_index_gives_exactly_the_records_stamped_since_a_floor_through_bursts_of_changes(burst: int) -> None:
     """Bursts of that many inserts and restamps between reads: merged one by one, by sorting, and while loading."""
@@ -255,3 +282,6 @@ def test_the_stamp_index_gives_exactly_the_records_stamped_since_a_floor_through
         in_stamp_order = sorted(expected, key=lambda r: r["SystemModstamp"])  # stable: insertion order within a stamp
         assert index.since(floor, insertion_order=True) == expected, f"round {round_}"
         assert index.since(floor, insertion_order=False) == in_stamp_order, f"round {round_}"
+        low, high = sorted(rng.sample(stamps, 2))
+        between = [r for r in records if low <= r["SystemModstamp"] <= high]
+        assert index.since(low, ceiling=high, insertion_order=True) == between, f"round {round_}"

@@ -323,6 +323,47 @@ def test_conditions_that_let_any_low_or_text_value_through_bound_nothing(schema:
     assert lower_bounds(where, schema) == {}
 
 
+def upper_bounds(where: str, schema: Schema) -> dict[str, Any]:
+    return dict(compile_query(f"SELECT Id FROM Account WHERE {where}", schema).upper_bounds)
+
+
+@pytest.mark.parametrize("op", ["<", "<=", "="])
+def test_a_datetime_compared_from_above_is_bounded_by_the_literal(schema: Schema, op: str) -> None:
+    assert upper_bounds(f"SystemModstamp {op} 2024-01-02T10:00:00Z", schema) == {"SystemModstamp": STAMP}
+
+
+def test_a_window_of_the_incremental_cursor_is_bounded_on_both_sides(schema: Schema) -> None:
+    where = ("(SystemModstamp > 2024-01-01T10:00:00Z OR (SystemModstamp = 2024-01-01T10:00:00Z AND Id > '" + ACME
+             + "')) AND SystemModstamp < 2024-01-02T10:00:00Z")
+    assert lower_bounds(where, schema) == {"SystemModstamp": "2024-01-01T10:00:00.000+0000"}
+    assert upper_bounds(where, schema) == {"SystemModstamp": STAMP}
+
+
+def test_an_and_is_bounded_above_by_its_lowest_operand_and_an_or_by_its_highest_branch(schema: Schema) -> None:
+    assert upper_bounds("SystemModstamp < 2024-01-02T10:00:00Z AND SystemModstamp < 2024-01-03T10:00:00Z", schema) == {
+        "SystemModstamp": STAMP
+    }
+    assert upper_bounds("SystemModstamp < 2024-01-01T10:00:00Z OR SystemModstamp < 2024-01-02T10:00:00Z", schema) == {
+        "SystemModstamp": STAMP
+    }
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "SystemModstamp < 2024-01-02T10:00:00Z OR Name = 'Acme'",
+        "NOT SystemModstamp > 2024-01-02T10:00:00Z",
+        "SystemModstamp >= 2024-01-02T10:00:00Z",
+        "SystemModstamp != 2024-01-02T10:00:00Z",
+        "Name < 'Acme'",
+    ],
+)
+def test_conditions_that_let_any_high_or_text_value_through_bound_nothing_from_above(
+    schema: Schema, where: str
+) -> None:
+    assert upper_bounds(where, schema) == {}
+
+
 def test_order_is_total_only_when_ordered_by_id(schema: Schema) -> None:
     assert compile_query("SELECT Id FROM Account ORDER BY SystemModstamp, Id", schema).order_is_total
     assert not compile_query("SELECT Id FROM Account ORDER BY SystemModstamp", schema).order_is_total

@@ -359,8 +359,9 @@ def test_records_refused_in_a_composite_update_are_retried_alone_in_the_next_cyc
         faulted: Stack, clean: Clean) -> None:
     refused = [a.id for a in faulted.world.accounts[:2]]
 
-    def fault(stack: Stack) -> None:
-        stack.sandboxes.salesforce.fail_records_next_update(refused)
+    def fault(stack: Stack) -> None:  # not a lock (retried within the push): an error only a later cycle may cure
+        stack.sandboxes.salesforce.fail_records_next_update(
+            refused, "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY", "AccountAfterUpdate: execution of AfterUpdate failed")
 
     def forget_calls(stack: Stack) -> None:
         stack.sandboxes.salesforce.reset_calls()

@@ -18,9 +18,9 @@ from worker.cycle import Clients
 from worker.demo.harness import Sandboxes
 from worker.store import Store
 from worker.sync import sync_all
-from worker.sync.cursor import Cursor
+from worker.sync.cursor import ORIGIN, Cursor
 from worker.sync.report import BudgetSpent, SyncReport
-from worker.sync.salesforce import SALESFORCE_STREAMS, _FirstPageAhead, sync_salesforce_stream
+from worker.sync.salesforce import SALESFORCE_STREAMS, Window, _FirstPageAhead, sync_salesforce_stream
 
 
 def _sync(store: Store, settings: Settings, clients: Clients, clock: ShiftedClock) -> SyncReport:
@@ -332,11 +332,10 @@ def test_first_pages_asked_for_ahead_on_a_second_session_leave_one_call_per_stre
 def test_a_first_page_asked_for_ahead_for_a_stream_then_skipped_fails_no_other_stream(
         sandboxes: Sandboxes, settings: Settings, clients: Clients) -> None:
     sandboxes.salesforce.fail_next(400, "MALFORMED_QUERY", "unexpected token", path_contains="/query")
-    ahead = _FirstPageAhead(clients.salesforce.sibling(), overlap=settings.salesforce_overlap,
-                            api_share=settings.salesforce_api_share)
+    ahead = _FirstPageAhead(clients.salesforce.sibling(), api_share=settings.salesforce_api_share)
     event = next(s for s in SALESFORCE_STREAMS if s.sobject == "Event")
 
-    ahead.start(event, None, None)
+    ahead.start(event, Window(None, ORIGIN), None)
 
     assert ahead.take("Case", "SELECT Id FROM Case") is None  # Event's refusal is not Case's
     assert ahead.close() == {"Event": 2}  # its describe and its refused query, still counted

@@ -88,3 +88,17 @@ def test_a_consumer_that_stops_early_stops_the_fetching_before_it_reads_everythi
     assert not prefetched._thread.is_alive()  # the client is the caller's alone again
     assert len(asked) <= 4  # the page in hand, two queued and one waiting for room; never the rest
     assert next(source, None) is None  # closed: no batch more can be asked for
+
+
+def test_a_mark_between_batches_comes_after_the_records_before_it_as_a_page_of_its_own() -> None:
+    responses: list[list[Row] | str] = [[{"Id": 0}, {"Id": 1}], [{"Id": 2}], "window 1 done", [{"Id": 3}], "done"]
+
+    items = list(_chunks(responses, 4, after_each=lambda: None))
+
+    assert items == [[{"Id": 0}, {"Id": 1}, {"Id": 2}], "window 1 done", [{"Id": 3}], "done"]
+
+
+def test_the_budget_is_checked_after_a_mark_too() -> None:
+    checked: list[int] = []
+    list(_chunks([[{"Id": 0}], "mark", [{"Id": 1}]], 10, after_each=lambda: checked.append(1)))
+    assert len(checked) == 3

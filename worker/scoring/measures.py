@@ -194,10 +194,13 @@ _RESOLUTION_DAYS = f"""SELECT a.account_id, julianday(a.closed_at) - julianday(a
       AND a.closed_at > :window_start AND a.closed_at <= :as_of"""
 
 
-# An email that answers, or is answered by, one of the other direction within `within`.
-_ANSWERED_EITHER_WAY = """AND EXISTS (
+# An email that answers, or is answered by, one of the other direction within `within`. An email of unknown
+# direction (`worker.sync.salesforce.UNKNOWN`: logged as a Task alone) is neither side of an exchange: every
+# email measure asks for 'in' or 'out', never for "not the other one".
+_ANSWERED_EITHER_WAY = """AND a.direction IN ('in', 'out') AND EXISTS (
     SELECT 1 FROM activities p WHERE p.account_id = a.account_id AND p.kind = 'email'
-    AND p.is_deleted = 0 AND p.direction != a.direction AND p.occurred_at <= a.occurred_at
+    AND p.is_deleted = 0 AND p.direction IN ('in', 'out') AND p.direction != a.direction
+    AND p.occurred_at <= a.occurred_at
     AND p.occurred_at >= strftime('%Y-%m-%dT%H:%M:%SZ', a.occurred_at,
                                   '-' || CAST(:within * 86400 AS INTEGER) || ' seconds'))"""
 

@@ -4,7 +4,9 @@ Every stream follows one discipline: read from the committed cursor (minus an ov
 many records can share one stamp), upsert each page by (source, source id) and move the cursor in the
 same transaction, never past the run's start. Re-reading is harmless; a crash loses nothing. A bad record is
 quarantined with its reason and the rest of the page goes on. A stream that fails ends alone: the other
-streams still run, and the next cycle resumes from what was committed.
+streams still run, and the next cycle resumes from what was committed. A Salesforce read too large to answer in
+one query goes in windows of time, each window's end stored like a page (`cursor`); deletes the recycle bin no
+longer shows are found by a daily reconciliation (`reconcile`).
 """
 
 from __future__ import annotations

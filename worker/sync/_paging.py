@@ -12,20 +12,31 @@ from typing import Any, Generic, TypeVar
 
 from worker.sync.report import Row
 
+_Mark = TypeVar("_Mark")
 
-def _chunks(responses: Iterable[list[Row]], size: int, *, after_each: Callable[[], None]) -> Iterator[list[Row]]:
+
+def _chunks(responses: Iterable[list[Row] | _Mark], size: int, *, after_each: Callable[[], None]
+            ) -> Iterator[list[Row] | _Mark]:
     """The client's responses (Salesforce picks their size) regrouped into pages of `size` records.
 
-    A page is handed on as soon as it is full, before the next response is asked for. `after_each` runs
-    after each response, before the next is asked for: the API budget check, so that once the budget is
-    spent no further call is made. If it raises, the records already fetched are handed on first (they
-    were paid for), then the error."""
+    A page is handed on as soon as it is full, before the next response is asked for. Anything that is not
+    a list of records is a mark between responses (a window read to its end): the records before it are
+    handed on first, as a page however short, then the mark, so that what the mark says holds for every page
+    before it. `after_each` runs after each response or mark, before the next is asked for: the API budget
+    check, so that once the budget is spent no further call is made. If it raises, the records already
+    fetched are handed on first (they were paid for), then the error."""
     buffer: list[Row] = []
-    for records in responses:
-        buffer += records
-        while len(buffer) >= size:
-            yield buffer[:size]
-            del buffer[:size]
+    for item in responses:
+        if isinstance(item, list):
+            buffer += item
+            while len(buffer) >= size:
+                yield buffer[:size]
+                del buffer[:size]
+        else:
+            if buffer:
+                yield buffer
+                buffer = []
+            yield item
         try:
             after_each()
         except Exception:

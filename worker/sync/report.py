@@ -15,6 +15,8 @@ class StreamStats:
     quarantined: int = 0
     api_calls: int = 0
     seconds: float = 0.0
+    windows: int = 0  # queries asked (one unless Salesforce needed the read in windows of SystemModstamp)
+    narrowed: int = 0  # of those: windows Salesforce stopped (QUERY_TIMEOUT), asked for again half as wide
 
 
 @dataclass
@@ -46,7 +48,8 @@ class SyncReport:
     def table(self) -> list[dict[str, Any]]:
         """One row per stream: what `healthbeat sync` prints at the end."""
         return [{"stream": name, "read": s.read, "deleted": s.deleted, "quarantined": s.quarantined,
-                 "api_calls": s.api_calls, "seconds": round(s.seconds, 2),
+                 "api_calls": s.api_calls, "windows": s.windows, "narrowed": s.narrowed,
+                 "seconds": round(s.seconds, 2),
                  "failed": self.failed_streams.get(name, "")} for name, s in sorted(self.streams.items())]
 
 

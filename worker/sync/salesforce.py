@@ -3,6 +3,13 @@
 Each stream reads from its committed cursor (minus an overlap, with `>=`, since many records can share
 one stamp), upserts each page by (source, source id) and moves the cursor in the same transaction, never
 past the run's start. A stream that fails ends alone; the others still run.
+
+A first read of an activity stream (Events, Tasks, EmailMessages, Cases) reaches back only the backfill
+period (`HEALTHBEAT_SALESFORCE_BACKFILL`); Users, Accounts and Opportunities are read whole. A read that
+Salesforce cannot answer in time (`QUERY_TIMEOUT`) goes on in windows of SystemModstamp (`worker.sync.cursor`).
+Records that are no activity of their own are left out here: invitees' copies of a meeting and the master of
+a recurring series, open tasks, internal calls and dials that never connected. Once a day, Accounts and
+Opportunities gone from Salesforce for good are marked deleted (`worker.sync.reconcile`).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import contextlib
 import functools
 import gc
 import logging
+import operator
 import re
 import sqlite3
 import time
@@ -27,11 +35,13 @@ from connectors.salesforce.client import (
     SalesforceClient,
     SalesforceError,
     SalesforceLimitError,
+    SalesforceQueryTimeout,
 )
 from worker.errors import SyncAborted
 from worker.store import Quarantined, Store, iso, parse_iso
+from worker.sync import reconcile
 from worker.sync._paging import _chunks, _Prefetched
-from worker.sync.cursor import Cursor
+from worker.sync.cursor import MIN_WINDOW, ORIGIN, Cursor, narrower, wider
 from worker.sync.report import MAX_TEXT, BudgetSpent, Row, StreamStats, SyncReport
 
 log = logging.getLogger(__name__)
@@ -54,6 +64,7 @@ class SalesforceStream:
     to_rows: Callable[[dict[str, Any]], list[tuple[str, Row]]]
     has_is_deleted: bool = True
     optional_object: bool = False
+    activity: bool = False  # a first read reaches back only the backfill period (HEALTHBEAT_SALESFORCE_BACKFILL)
 
     def fields_in(self, available: Collection[str]) -> list[str]:
         """The fields a query asks for in an org that has `available`: every required one, and the optional
@@ -134,6 +145,14 @@ def _deleted(record: dict[str, Any]) -> int:
     return 1 if record.get("IsDeleted") else 0
 
 
+def _flag(r: dict[str, Any], field: str) -> bool | None:
+    """A checkbox field: true, false, or absent (an org or a query without it)."""
+    value = r.get(field)
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValueError(f"{field} is not true or false: {_shown(value)}")
+
+
 def _account_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
     name = r.get("Name")
     if not isinstance(name, str):
@@ -165,13 +184,14 @@ def _opportunity_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
 
 def _activity(source_id: Any, kind: str, r: dict[str, Any], *, occurred: Any, account_id: Any,
               related_id: Any = None, direction: str | None, subject: Any = None, text: Any = None,
-              status: Any = None, priority: Any = None, closed: Any = None) -> Row:
+              status: Any = None, priority: Any = None, closed: Any = None, task: Any = None) -> Row:
     occurred_at = _sf_time(occurred)
     if occurred_at is None:
         raise ValueError(f"{kind} has no date")
     deleted = r.get("IsDeleted")
-    if not account_id and not related_id and not deleted:
-        raise ValueError(f"{kind} names no account (AccountId, WhatId, RelatedToId and ParentId are empty)")
+    if not account_id and not related_id and not task and not deleted:
+        raise ValueError(f"{kind} names no account (AccountId, WhatId, RelatedToId, ParentId and ActivityId are "
+                         "empty)")
     if isinstance(text, str) and len(text) > MAX_TEXT:
         text = text[:MAX_TEXT]  # a 10 MB email body says no more about sentiment than its first pages
     if type(source_id) is not str:  # its form matters only to the cursor, which checks it itself
@@ -185,33 +205,68 @@ def _activity(source_id: Any, kind: str, r: dict[str, Any], *, occurred: Any, ac
             "is_deleted": 1 if deleted else 0, "modstamp": _sf_time(r["SystemModstamp"])}
 
 
+UNKNOWN = "unknown"
+"""The direction of an email nobody recorded the direction of (one logged as a Task alone): neither the
+customer writing nor us answering, for every measure."""
+
+
 def _event_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
+    """One meeting, once. Each invitee who is a Salesforce user gets a copy of the organizer's Event
+    (`IsChild`), and a recurring series has a master record (`IsRecurrence`) besides its occurrences: neither
+    is a meeting of its own. A deleted one is still stored as deleted, so that a copy an earlier version
+    stored stops counting."""
+    if not r.get("IsDeleted") and (_flag(r, "IsChild") or _flag(r, "IsRecurrence")):
+        return []
     return [("activities", _activity(
         r.get("Id"), "meeting", r, occurred=r.get("ActivityDateTime") or r.get("StartDateTime"),
         account_id=r.get("AccountId"), related_id=r.get("WhatId"), direction="both",
         subject=r.get("Subject")))]
 
 
-def _task_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
-    """Only email and call tasks are activity; to-dos are not. An email task is the same email as its
-    `EmailMessage` (keyed by the task's Id there), so the task only fills in when no message exists."""
+def _task_kind(r: dict[str, Any]) -> str | None:
+    """"email", "call", or None for a task that is neither. Salesforce's own email and call logging set
+    `TaskSubtype`; dialers and sales-engagement tools log theirs as a plain task (`TaskSubtype = 'Task'`) and
+    say what it was in `Type`, or only in `CallType`. List emails and cadence steps are not a personal touch."""
     subtype = r.get("TaskSubtype")
-    if subtype not in ("Email", "Call"):
+    if subtype in ("Email", "Call"):
+        return "email" if subtype == "Email" else "call"
+    if subtype not in (None, "Task"):
+        return None
+    logged = r.get("Type")
+    if logged in ("Email", "Call"):
+        return "email" if logged == "Email" else "call"
+    return "call" if r.get("CallType") in ("Inbound", "Outbound") else None
+
+
+def _task_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
+    """Only email and call tasks are activity; to-dos are not, and neither is an open task (a call or email
+    planned, not made), an internal call, or a dial that never connected (`CallDurationInSeconds` 0). An
+    email task is the same email as its `EmailMessage` (keyed by the task's Id there), so the task only
+    fills in when no message exists, and then its direction is unknown: a task does not say who wrote."""
+    kind = _task_kind(r)
+    if kind is None:
+        return []
+    if not r.get("IsDeleted") and (_flag(r, "IsClosed") is False or (kind == "call" and (
+            r.get("CallType") == "Internal" or _number(r, "CallDurationInSeconds") == 0))):
         return []
     occurred = r.get("CompletedDateTime") or (f"{r['ActivityDate']}T12:00:00.000+0000"
                                               if r.get("ActivityDate") else r.get("CreatedDate"))
-    row = _activity(r.get("Id"), "email" if subtype == "Email" else "call", r, occurred=occurred,
-                    account_id=r.get("AccountId"), related_id=r.get("WhatId"),
-                    direction="out" if subtype == "Email" else "both", subject=r.get("Subject"))
-    return [("activities:fill" if subtype == "Email" else "activities", row)]
+    row = _activity(r.get("Id"), kind, r, occurred=occurred, account_id=r.get("AccountId"),
+                    related_id=r.get("WhatId"), direction=UNKNOWN if kind == "email" else "both",
+                    subject=r.get("Subject"))
+    return [("activities:fill" if kind == "email" else "activities", row)]
 
 
 def _email_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
+    """An email under the record it is filed with (`RelatedToId`, or the case of Email-to-Case's `ParentId`);
+    one filed with neither belongs where its task (`ActivityId`, the same row) does, which the task stream
+    stored: the row keeps the account it has."""
     related = r.get("RelatedToId") or r.get("ParentId")
-    return [("activities", _activity(
-        r.get("ActivityId") or r.get("Id"), "email", r, occurred=r.get("MessageDate") or r.get("CreatedDate"),
+    task = r.get("ActivityId")
+    return [("activities:email", _activity(
+        task or r.get("Id"), "email", r, occurred=r.get("MessageDate") or r.get("CreatedDate"),
         account_id=related, related_id=related, direction="in" if r.get("Incoming") else "out",
-        subject=r.get("Subject"), text=r.get("TextBody")))]
+        subject=r.get("Subject"), text=r.get("TextBody"), task=task))]
 
 
 def _case_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
@@ -232,40 +287,80 @@ SALESFORCE_STREAMS: tuple[SalesforceStream, ...] = (
     SalesforceStream("Opportunity", (*_STAMP, "AccountId", "StageName", "CloseDate", "IsDeleted"),
                      ("Name", "Type", "Amount", "IsClosed", "IsWon"), _opportunity_rows),
     SalesforceStream("Event", (*_STAMP, "AccountId", "IsDeleted"),
-                     ("WhatId", "Subject", "StartDateTime", "ActivityDateTime"), _event_rows),
+                     ("WhatId", "Subject", "StartDateTime", "ActivityDateTime", "IsChild", "IsRecurrence"),
+                     _event_rows, activity=True),
     SalesforceStream("Task", (*_STAMP, "AccountId", "TaskSubtype", "IsDeleted", "CreatedDate"),
-                     ("WhatId", "Subject", "ActivityDate", "CompletedDateTime"), _task_rows),
+                     ("WhatId", "Subject", "ActivityDate", "CompletedDateTime", "Type", "CallType",
+                      "CallDurationInSeconds", "IsClosed"), _task_rows, activity=True),
     SalesforceStream("EmailMessage", (*_STAMP, "Incoming", "IsDeleted", "CreatedDate"),
                      ("RelatedToId", "ParentId", "ActivityId", "Subject", "TextBody", "MessageDate"),
-                     _email_rows, optional_object=True),
+                     _email_rows, optional_object=True, activity=True),
     SalesforceStream("Case", (*_STAMP, "AccountId", "Status", "IsDeleted", "CreatedDate"),
-                     ("Subject", "Description", "Priority", "IsClosed", "ClosedDate"), _case_rows),
+                     ("Subject", "Description", "Priority", "IsClosed", "ClosedDate"), _case_rows, activity=True),
 )
 
 _KEYS = {"accounts": ("id",), "users": ("source", "source_id"), "opportunities": ("id",),
          "activities": ("source", "source_id")}
 
 
-def build_soql(stream: SalesforceStream, fields: Sequence[str], cursor: Cursor | None, overlap: timedelta) -> str:
-    where = f" WHERE {cursor.where(overlap)}" if cursor else ""
+@dataclass(frozen=True)
+class Window:
+    """One query's share of a stream's read: the records stamped from `start` on (`where` says exactly how: a
+    cursor's condition, or None for a whole object) and before `end` (None: up to the newest)."""
+
+    where: str | None
+    start: datetime
+    end: datetime | None = None
+
+    def after(self, width: timedelta | None, now: datetime) -> Window:
+        """The window that follows this one, read to its end, `width` wide (unbounded once that reaches now)."""
+        assert self.end is not None
+        return Window(f"SystemModstamp >= {iso(self.end)}", self.end, _window_end(self.end, width, now))
+
+
+def _window_end(start: datetime, width: timedelta | None, now: datetime) -> datetime | None:
+    return None if width is None or start + width >= now else start + width
+
+
+def first_window(cursor: Cursor | None, now: datetime, overlap: timedelta, floor: datetime | None) -> Window:
+    """Where a stream's read begins: at its cursor; on a first read, at the backfill `floor` (activity) or with
+    the whole object. As wide as the cursor's window, if Salesforce once needed one."""
+    if cursor is not None:
+        start = cursor.start(overlap)
+        return Window(cursor.where(overlap), start, _window_end(start, cursor.window, now))
+    if floor is not None:
+        return Window(f"SystemModstamp >= {iso(floor)}", floor)
+    return Window(None, ORIGIN)
+
+
+def build_soql(stream: SalesforceStream, fields: Sequence[str], window: Window) -> str:
+    conditions = [window.where] if window.where else []
+    if window.end is not None:
+        conditions.append(f"SystemModstamp < {iso(window.end)}")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     return f"SELECT {', '.join(fields)} FROM {stream.sobject}{where} ORDER BY SystemModstamp ASC, Id ASC"
 
 
 def sync_salesforce(store: Store, client: SalesforceClient, now: datetime, report: SyncReport, *,
                     overlap: timedelta, api_share: float, backfill: timedelta = timedelta(days=730)) -> None:
-    """Every Salesforce stream in turn, each re-reading `overlap` before its cursor, until this cycle has used
-    `api_share` of the org's daily API limit."""
+    """Every Salesforce stream in turn, each re-reading `overlap` before its cursor (activity streams reading
+    back `backfill` on their first run), until this cycle has used `api_share` of the org's daily API limit;
+    then, once a day, the reconciliation of deletes the recycle bin no longer shows."""
     try:
         client.connect()
     except SalesforceAuthError as exc:
         raise SyncAborted(str(exc)) from None
-    ahead = _FirstPageAhead(client.sibling(), overlap=overlap, api_share=api_share)
+    first_sync = store.cursor("salesforce.Account") is None
+    ahead = _FirstPageAhead(client.sibling(), api_share=api_share)
     with _cyclic_gc_paused(), store.account_index_deferred():
         try:
-            _sync_salesforce_streams(store, client, now, report, ahead, overlap=overlap, api_share=api_share)
+            _sync_salesforce_streams(store, client, now, report, ahead, overlap=overlap, api_share=api_share,
+                                     backfill=backfill)
         finally:
             for sobject, calls in ahead.close().items():  # a first page asked for and never used (a stop)
                 report.streams.setdefault(f"salesforce.{sobject}", StreamStats()).api_calls += calls
+        if not report.salesforce_limited:
+            _reconcile(store, client, now, report, api_share=api_share, first_sync=first_sync)
         if store.cursor(_RELATED_PENDING):
             _resolve_related_accounts(store, now)
     report.api_calls["salesforce"] = client.calls
@@ -290,7 +385,8 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
 
 def _sync_salesforce_streams(store: Store, client: SalesforceClient, now: datetime, report: SyncReport,
-                             ahead: _FirstPageAhead, *, overlap: timedelta, api_share: float) -> None:
+                             ahead: _FirstPageAhead, *, overlap: timedelta, api_share: float,
+                             backfill: timedelta) -> None:
     for index, stream in enumerate(SALESFORCE_STREAMS):
         name = f"salesforce.{stream.sobject}"
         started, calls = time.monotonic(), client.session_calls
@@ -298,7 +394,7 @@ def _sync_salesforce_streams(store: Store, client: SalesforceClient, now: dateti
         try:
             _check_budget(client, api_share, report)
             sync_salesforce_stream(store, client, stream, now, report, overlap=overlap, api_share=api_share,
-                                   ahead=ahead, following=following)
+                                   backfill=backfill, ahead=ahead, following=following)
         except BudgetSpent as exc:
             report.failed_streams[name] = str(exc)
             report.salesforce_limited = True
@@ -321,6 +417,35 @@ def _sync_salesforce_streams(store: Store, client: SalesforceClient, now: dateti
             stats.seconds += time.monotonic() - started
 
 
+def _reconcile(store: Store, client: SalesforceClient, now: datetime, report: SyncReport, *, api_share: float,
+               first_sync: bool) -> None:
+    """Once a day, the Accounts and Opportunities Salesforce no longer has marked deleted; a failure is the
+    reconciliation's alone (the next cycle tries again)."""
+    name = f"salesforce.{reconcile.STREAM}"
+    if first_sync:  # a first read of every Account and Opportunity: nothing can be missing yet
+        reconcile.record(store, now)
+        return
+    if not reconcile.due(store, now):
+        return
+    stats = report.streams.setdefault(name, StreamStats())
+    started, calls = time.monotonic(), client.session_calls
+    try:
+        stats.deleted += reconcile.reconcile_deletes(
+            store, client, now, budget=functools.partial(_check_budget, client, api_share, report))
+    except (BudgetSpent, SalesforceLimitError) as exc:
+        report.failed_streams[name] = str(exc)
+        report.salesforce_limited = True
+        log.warning("sync %s: %s; it runs again next cycle", name, exc)
+    except SalesforceAuthError as exc:
+        raise SyncAborted(str(exc)) from None
+    except SalesforceError as exc:
+        report.failed_streams[name] = str(exc)
+        log.error("sync %s failed: %s; it runs again next cycle", name, exc)
+    finally:
+        stats.api_calls += client.session_calls - calls
+        stats.seconds += time.monotonic() - started
+
+
 def _check_budget(client: SalesforceClient, share: float, report: SyncReport) -> None:
     """Keep the worker inside its share of the org's daily API limit (other integrations need the rest)."""
     usage = client.api_usage
@@ -334,8 +459,10 @@ def _check_budget(client: SalesforceClient, share: float, report: SyncReport) ->
 
 def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: SalesforceStream, now: datetime,
                            report: SyncReport, *, overlap: timedelta, api_share: float,
-                           ahead: _FirstPageAhead | None = None, following: SalesforceStream | None = None) -> None:
-    """One stream's new and changed records, page by page, each page stored with the cursor after it.
+                           backfill: timedelta | None = None, ahead: _FirstPageAhead | None = None,
+                           following: SalesforceStream | None = None) -> None:
+    """One stream's new and changed records, page by page, each page stored with the cursor after it; in
+    windows of SystemModstamp once Salesforce could not answer the whole read in time (see `worker.sync.cursor`).
 
     With `ahead`, its first page may already have been asked for, and the `following` stream's is asked for
     on the side while this one's pages are stored."""
@@ -357,26 +484,127 @@ def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: Sales
                  name, ", ".join(missing_optional))
     fields = stream.fields_in(available)
     cursor = Cursor.load(store.cursor(name))
-    soql = build_soql(stream, fields, cursor, overlap)
-    first = ahead.take(stream.sobject, soql) if ahead is not None else None
-    following_cursor = (Cursor.load(store.cursor(f"salesforce.{following.sobject}"))
-                        if ahead is not None and following is not None else None)
-    responses = client.query_pages(soql, include_deleted=stream.has_is_deleted, first=first)
+    window = first_window(cursor, now, overlap, _floor(stream, now, backfill))
+    first: dict[str, Any] | SalesforceQueryTimeout | None = None
+    if ahead is not None:
+        try:
+            first = ahead.take(stream.sobject, build_soql(stream, fields, window))
+        except SalesforceQueryTimeout as exc:  # the stream narrows its window as if it had asked itself
+            first = exc
+    after: tuple[SalesforceStream, Window] | None = None  # the following stream, and where its read begins
+    if ahead is not None and following is not None:
+        after = following, first_window(Cursor.load(store.cursor(f"salesforce.{following.sobject}")), now,
+                                        overlap, _floor(following, now, backfill))
+    stats = report.streams.setdefault(name, StreamStats())
+    responses = _windowed(client, stream, fields, window, cursor.window if cursor else None, now, first=first,
+                          stats=stats)
     budget = functools.partial(_check_budget, client, api_share, report)
     pages = 0
     with _Prefetched(_chunks(responses, PAGE, after_each=budget)) as prefetched:
-        for page in prefetched:
-            cursor = _store_salesforce_page(store, stream, page, cursor, now, report)
+        for item in prefetched:
+            if isinstance(item, _Reached):
+                cursor = _store_progress(store, name, item, cursor, now)
+                continue
+            cursor = _store_salesforce_page(store, stream, item, cursor, now, report)
             pages += 1
-            if pages == 1 and ahead is not None and following is not None:
+            if pages == 1 and ahead is not None and after is not None:
                 # Once this stream's first page is stored, its next ones are on their way: only now is
                 # Salesforce asked for the following stream's first page, which it answers in its own time.
-                ahead.start(following, following_cursor, client.api_usage)
-    if pages == 0 and ahead is not None and following is not None:
-        ahead.start(following, following_cursor, client.api_usage)
-    if pages == 0 and cursor is not None:
+                ahead.start(*after, client.api_usage)
+    if pages == 0 and ahead is not None and after is not None:
+        ahead.start(*after, client.api_usage)
+    if cursor is not None and cursor.run != now:
         with store.transaction():
             store.save_cursor(name, cursor.checked(now).dump(), 0, now)
+
+
+def _floor(stream: SalesforceStream, now: datetime, backfill: timedelta | None) -> datetime | None:
+    """How far back a first read of `stream` reaches: activity the backfill period, other objects all the way."""
+    return (now - backfill).replace(microsecond=0) if stream.activity and backfill is not None else None
+
+
+@dataclass(frozen=True)
+class _Reached:
+    """A mark between a stream's responses: every record stamped before `end` has been handed on (None: no
+    window was finished); the next query may cover `window`; the read began at `start`."""
+
+    end: datetime | None
+    window: timedelta | None
+    start: datetime
+
+
+def _windowed(client: SalesforceClient, stream: SalesforceStream, fields: Sequence[str], window: Window,
+              width: timedelta | None, now: datetime, *, first: dict[str, Any] | SalesforceQueryTimeout | None,
+              stats: StreamStats) -> Iterator[list[dict[str, Any]] | _Reached]:
+    """The stream's records from `window` on, a response at a time, window after window: a window Salesforce
+    stops (`QUERY_TIMEOUT`) is asked for again half as wide, down to `MIN_WINDOW`, and the window after one it
+    answered is twice as wide (short of the narrowest it stopped); a mark follows each change (`_Reached`).
+    A window that held nothing, inside one Salesforce stopped, leaves every record of that one to the rest of
+    it, which would be stopped too: the next window is half that rest. `first`: the first window's first
+    response (or the timeout it met), already asked for."""
+    failed: timedelta | None = None  # the narrowest window Salesforce stopped in this read
+    stopped_at: datetime | None = None  # where the last window Salesforce stopped ended
+    while True:
+        soql = build_soql(stream, fields, window)
+        stats.windows += 1
+        try:
+            if first is None:
+                page = client.first_page(soql, include_deleted=stream.has_is_deleted)
+            elif isinstance(first, SalesforceQueryTimeout):
+                raise first
+            else:
+                page = first
+        except SalesforceQueryTimeout as exc:
+            tried = (window.end or now) - window.start
+            half = narrower(tried)
+            if half is None:
+                raise SalesforceQueryTimeout(
+                    f"Salesforce stopped the {stream.sobject} query even for {_span(tried)} of records from "
+                    f"{iso(window.start)} (SystemModstamp) ({exc}); the stream stays at that point and tries "
+                    "again next cycle", status=exc.status, error_code=exc.error_code) from None
+            log.warning("sync salesforce.%s: Salesforce stopped the query for %s from %s (QUERY_TIMEOUT); "
+                        "asking for %s", stream.sobject, _span(tried), iso(window.start), _span(half))
+            stats.narrowed += 1
+            failed = tried if failed is None else min(failed, tried)
+            stopped_at = window.end or now
+            width, window = half, Window(window.where, window.start, window.start + half)
+            yield _Reached(None, width, window.start)
+            continue
+        finally:
+            first = None
+        records = 0
+        for response in client.query_pages(soql, include_deleted=stream.has_is_deleted, first=page):
+            records += len(response)
+            yield response
+        if window.end is None:
+            if width is not None:
+                yield _Reached(None, wider(width, failed), window.start)  # the rest came in one: widen anyway
+            return
+        if records == 0 and stopped_at is not None and window.end < stopped_at:
+            width = max(timedelta(seconds=int((stopped_at - window.end).total_seconds()) // 2), MIN_WINDOW)
+        else:
+            width = wider(width, failed)
+        yield _Reached(window.end, width, window.start)
+        window = window.after(width, now)
+
+
+def _span(width: timedelta) -> str:
+    hours = width.total_seconds() / 3600
+    if hours < 48:
+        return "an hour" if hours == 1 else f"{hours:g} hours"
+    return f"{hours / 24:.0f} days"
+
+
+def _store_progress(store: Store, name: str, mark: _Reached, cursor: Cursor | None, now: datetime) -> Cursor:
+    """A mark between pages, stored: the cursor at the end of the window read (every record before it is
+    stored already), or only the window the next query may cover."""
+    moved = cursor or Cursor(mark.start, "", now)
+    if mark.end is not None:
+        moved = moved.reached(mark.end, now)
+    moved = moved.with_window(mark.window)
+    with store.transaction():
+        store.save_cursor(name, moved.dump(), 0, now)
+    return moved
 
 
 def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[dict[str, Any]],
@@ -424,10 +652,37 @@ account name): the fault of one record, unlike a full disk or a lock, which stil
 
 def _write_rows(store: Store, tables: dict[str, list[Row]]) -> None:
     for table, rows in tables.items():
-        if table.endswith(":fill"):
-            store.insert_missing(table.split(":")[0], rows)
+        if table == "activities:fill":
+            _merge_activities(store, rows, fill=True)
+        elif table == "activities:email":
+            _merge_activities(store, rows, fill=False)
         else:
             store.upsert(table, rows, _KEYS[table])
+
+
+_ACCOUNT_COLUMNS = ("account_id", "related_id")
+
+
+def _merge_activities(store: Store, rows: list[Row], *, fill: bool) -> None:
+    """An email's rows, which its task and its EmailMessage both write (one key): the task's only fill in
+    what is missing (`fill`: the message says more, whichever comes first); the message's replace the row,
+    but a message filed nowhere leaves the account and related record as they are (it belongs where its task
+    is)."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    values = list(map(operator.itemgetter(*columns), rows))  # in C, as the store's own upsert: a million rows
+    if fill:
+        updates = ", ".join(f"{c} = coalesce(activities.{c}, excluded.{c})" for c in _ACCOUNT_COLUMNS)
+        when = " WHERE " + " OR ".join(f"activities.{c} IS NULL" for c in _ACCOUNT_COLUMNS)
+    else:  # filed nowhere (no related record, so no account either): the row keeps both
+        updates = ", ".join(f"{c} = CASE WHEN excluded.related_id IS NULL THEN activities.{c} ELSE excluded.{c} END"
+                            if c in _ACCOUNT_COLUMNS else f"{c} = excluded.{c}"
+                            for c in columns if c not in _KEYS["activities"])
+        when = ""
+    store.conn.executemany(
+        f"INSERT INTO activities ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
+        f"ON CONFLICT (source, source_id) DO UPDATE SET {updates}{when}", values)
 
 
 def _write_record_by_record(store: Store, stream: SalesforceStream, page: list[dict[str, Any]]
@@ -518,23 +773,24 @@ class _FirstPageAhead:
     for one stream ahead, once the stream before has a page stored, most of that wait passes while it is
     stored, and a backfill takes less time (measured: BENCHMARKS.md, 'Figures behind the code'; the sandbox
     answers on one core, so its work on a first page still slows the pages of the stream being read;
-    Salesforce's would not). The side thread plans the query from its own describe and the cursor read here;
-    the stream uses the page only if it plans the same query. Never more than one call ahead, and none once
-    the API share is spent."""
+    Salesforce's would not). The side thread plans the query from its own describe and the first window
+    (`first_window`, from the cursor read here);
+    the stream uses the page only if it plans the same query (a `QUERY_TIMEOUT` it met, the stream takes as its
+    own: it narrows its first window). Never more than one call ahead, and none once the API share is spent."""
 
-    def __init__(self, sibling: SalesforceClient, *, overlap: timedelta, api_share: float) -> None:
+    def __init__(self, sibling: SalesforceClient, *, api_share: float) -> None:
         self._sibling = sibling
-        self._overlap = overlap
         self._api_share = api_share
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salesforce-first-page")
         self._pending: tuple[str, Future[tuple[str | None, dict[str, Any] | None]]] | None = None
         self._calls: Counter[str] = Counter()  # per sObject: the side session's calls, once they are known
 
-    def start(self, stream: SalesforceStream, cursor: Cursor | None, usage: ApiUsage | None) -> None:
+    def start(self, stream: SalesforceStream, window: Window, usage: ApiUsage | None) -> None:
+        """Ask for the first page of `stream`'s read from `window` (`first_window`, from the cursor read here)."""
         self._settle()
         if usage is not None and usage.share is not None and usage.share >= self._api_share:
             return
-        self._pending = (stream.sobject, self._pool.submit(self._fetch, stream, cursor))
+        self._pending = (stream.sobject, self._pool.submit(self._fetch, stream, window))
 
     def take(self, sobject: str, soql: str) -> dict[str, Any] | None:
         """The first page of `soql` if it was asked for ahead; the error of asking for it is raised here."""
@@ -562,14 +818,14 @@ class _FirstPageAhead:
         if pending is not None:
             wait([pending[1]])
 
-    def _fetch(self, stream: SalesforceStream, cursor: Cursor | None) -> tuple[str | None, dict[str, Any] | None]:
+    def _fetch(self, stream: SalesforceStream, window: Window) -> tuple[str | None, dict[str, Any] | None]:
         before = self._sibling.session_calls
         try:
             try:
                 available = self._sibling.describe_fields(stream.sobject)
             except SalesforceError:
                 return None, None  # the stream plans (and reports) this itself
-            soql = build_soql(stream, stream.fields_in(available), cursor, self._overlap)
+            soql = build_soql(stream, stream.fields_in(available), window)
             return soql, self._sibling.first_page(soql, include_deleted=stream.has_is_deleted)
         finally:
             self._calls[stream.sobject] += self._sibling.session_calls - before
