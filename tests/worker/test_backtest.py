@@ -36,6 +36,7 @@ from worker.analysis.backtest import (
     rule_figures,
     run_backtest,
 )
+from worker.analysis.command import run_command
 from worker.analysis.outcomes import Outcome, OutcomeRules, Outcomes, read_outcomes
 from worker.analysis.plots import plot_backtest
 from worker.clock import ShiftedClock
@@ -268,6 +269,37 @@ def test_renewals_may_be_recognised_by_type_alone(crm: Store) -> None:
 def test_an_account_churn_date_column_the_store_lacks_is_named(crm: Store) -> None:
     with pytest.raises(OutcomeConfigError, match="Churn_Date__c"):
         read_outcomes(crm, OutcomeRules(churn_date_column="Churn_Date__c"))
+
+
+# -- --tune says what the history lacks --------------------------------------------------------------------
+
+def test_tuning_without_churn_in_the_period_names_the_lost_renewals_and_the_period_that_reaches_them(
+        tmp_path: Path) -> None:
+    with Store(":memory:") as store:
+        for account in "ABCD":
+            store.upsert("accounts", [{"id": account, "name": account, "is_deleted": 0}], ("id",))
+            store.upsert("activities", [{
+                "source": "test", "source_id": f"{account}{n}", "kind": "meeting", "account_id": account,
+                "related_id": None, "parent_id": None,
+                "occurred_at": iso(datetime.combine(day(n), datetime.min.time(), UTC)), "direction": "both",
+                "subject": None, "text": None, "text_hash": None, "sentiment": None, "status": None,
+                "priority": None, "closed_at": None, "is_deleted": 0, "modstamp": None} for n in range(0, 400, 30)],
+                ("source", "source_id"))
+        _opportunity(store, "oA", "A", "A renewal", "Renewal", day(150).isoformat(), True, False)
+        _opportunity(store, "oB", "B", "B renewal", "Renewal", day(200).isoformat(), True, False)
+        _opportunity(store, "oC", "C", "C renewal", "Renewal", day(450).isoformat(), False, False)
+        _opportunity(store, "oD", "D", "D renewal", "Renewal", day(250).isoformat(), True, True)
+        plan = Plan(until=datetime.combine(day(400), datetime.min.time(), UTC) + timedelta(hours=12),
+                    period=timedelta(days=100))
+
+        result = run_command(store, load_scorecard(RULES_DIR), None, read_outcomes(store), plan,
+                             tune_out=tmp_path / "scorecard.yaml")
+
+    said = " ".join(result.messages)
+    assert result.exit_code == 1 and "not enough churn" in said
+    assert (f"the store records 2 lost renewals ({day(150)} to {day(200)}); the replayed period ({day(302)} to "
+            f"{day(400)}) labels 0 of them, of which 0 fall to the training snapshots and 0 to the holdout; "
+            f"--period 310d would replay from {day(90)}") in said  # 90 days after the first data, not before
 
 
 # -- no leakage -------------------------------------------------------------------------------------------

@@ -7,6 +7,13 @@ set against outcomes (`worker.analysis.outcomes`: renewals lost or won). The fig
 against churn within the horizon (90 days by default), churn rate by band, lead time before churn, each
 alert rule's recall, precision and volume per owner, and the band distribution over time against the guardrails ops set.
 
+A score is only worth its weights if it beats what a CSM could read off one column, so the same labelled
+snapshots are also ranked by single signals (`SIGNALS`: days since the last two-way touch, tickets in the
+last 90 days, days to the open renewal) and their AUC is shown beside the score's, with the red band's lift
+(its churn rate over the overall rate) and recall (the share of snapshots before a churn that were red).
+Churn happens at renewals, so on a short horizon the renewal date alone ranks well: a score that does no
+better than it adds nothing a renewal calendar does not.
+
 No leakage. Measures only see activities, tickets and usage up to the snapshot time. Beyond them, the
 store holds present state that would leak the outcome into a past score, and the replay undoes it:
 - opportunities: `is_closed`/`is_won` say how a renewal *ended*; on the copy each snapshot sees a renewal
@@ -48,6 +55,7 @@ from worker.scoring.engine import (
     score_account,
     trend,
 )
+from worker.scoring.measures import LIBRARY
 from worker.scoring.scorecard import LoadedScorecard, Scorecard
 from worker.store import Store, iso
 from worker.terminal import counted
@@ -137,6 +145,7 @@ class Observation:
     churn_risk: float | None
     segment: str | None
     points: tuple[float | None, ...]  # per measure, in `measure_keys(scorecard)` order (for tuning)
+    signals: tuple[float | None, ...] = ()  # raw single signals, in `SIGNALS` order (None: the store has none)
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,43 @@ def measure_keys(scorecard: Scorecard) -> list[tuple[str, str]]:
     return [(g, m) for g, group in scorecard.groups.items() for m in group.measures]
 
 
+@dataclass(frozen=True)
+class Signal:
+    """One column a CSM could rank accounts by without a score: the baseline a score must beat."""
+
+    key: str
+    label: str
+    higher_is_riskier: bool
+    missing: float  # the value of an account the store has nothing for
+
+    def risk(self, value: float | None) -> float:
+        """The value oriented so that lower means riskier, as the score is (for `auc`)."""
+        value = self.missing if value is None else value
+        return -value if self.higher_is_riskier else value
+
+
+SUPPORT_DAYS = 90
+SIGNALS = (
+    # never touched is the worst case; no open renewal is the safest (nothing to lose soon)
+    Signal("recency", "days since the last two-way touch", True, math.inf),
+    Signal("support_volume", f"tickets in the last {SUPPORT_DAYS} days", True, 0.0),
+    Signal("renewal_proximity", "days to the open renewal", False, math.inf),
+)
+_TICKETS_SQL = """SELECT account_id, count(*) FROM activities
+    WHERE kind = 'ticket' AND is_deleted = 0 AND account_id IS NOT NULL AND occurred_at <= :as_of
+      AND occurred_at > :since GROUP BY account_id"""
+
+
+def single_signals(store: Store, moment: datetime) -> dict[str, dict[str, float]]:
+    """Each signal of `SIGNALS` per account as of `moment`, from the store as it stands (on a replay, the
+    copy with the opportunities as they stood that day): the product's own definitions where it has one."""
+    tickets = store.conn.execute(_TICKETS_SQL, {"as_of": iso(moment),
+                                                "since": iso(moment - timedelta(days=SUPPORT_DAYS))})
+    return {"recency": LIBRARY["days_since_two_way_touch"].query(store, {}, moment),
+            "support_volume": {str(a): float(n) for a, n in tickets},
+            "renewal_proximity": LIBRARY["days_to_renewal"].query(store, {}, moment)}
+
+
 def replay(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | None, days: Sequence[date],
            until: datetime, *, population: Collection[str] | None = None,
            churned_on: Mapping[str, date] | None = None) -> Replay:
@@ -185,6 +231,7 @@ def replay(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | None, da
             moment = as_of(day, until)
             opportunities_as_of(copy, day)
             raw = _measure_raw(copy, base, moment)
+            signals = single_signals(copy, moment)
             contexts = []
             for account in live_accounts(copy):
                 account_id = account["id"]
@@ -202,7 +249,8 @@ def replay(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | None, da
                 contexts.append(context)
                 result.observations.append(Observation(
                     account_id, person.get("owner_id"), day, computed, context["band"], coverage,
-                    context["churn_risk"], segment.name if segment else None, tuple(r.points for r in results)))
+                    context["churn_risk"], segment.name if segment else None, tuple(r.points for r in results),
+                    tuple(signals[signal.key].get(account_id) for signal in SIGNALS)))
                 scores[account_id].append((day, computed))
             for rule in rules:
                 _step_alerts(result, rule, contexts, states, announced, moment, day)
@@ -332,6 +380,16 @@ class BandRate:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """How well one signal alone ranks the same labelled snapshots as the score."""
+
+    key: str
+    label: str
+    auc: float | None
+    observations: int  # labelled snapshots that carry the signal
+
+
+@dataclass(frozen=True)
 class LeadTime:
     churned_accounts: int  # churned accounts observed before their churn
     red_before: int  # of them, red at the last snapshot before churn
@@ -381,12 +439,33 @@ class Backtest:
     distribution: tuple[BandShares, ...]
     curve: tuple[tuple[int, float | None, float | None], ...]  # (days before, churned mean, retained mean)
     notes: tuple[str, ...]
+    baselines: tuple[Baseline, ...] = ()
 
     @property
     def bands_ordered(self) -> bool:
         """Is red riskier than yellow, and yellow than green (bands with no observations skipped)?"""
         rates = [b.rate for b in self.bands if b.rate is not None]
         return all(a > b for a, b in pairwise(rates))
+
+    @property
+    def churn_rate(self) -> float | None:
+        """Churned snapshots over all labelled snapshots, whatever their band."""
+        observations = sum(b.observations for b in self.bands)
+        return sum(b.churned for b in self.bands) / observations if observations else None
+
+    @property
+    def red_lift(self) -> float | None:
+        """How many times likelier a red snapshot is to be followed by churn than any snapshot."""
+        red = next((b.rate for b in self.bands if b.band == "red"), None)
+        overall = self.churn_rate
+        return red / overall if red is not None and overall else None
+
+    @property
+    def red_recall(self) -> float | None:
+        """The share of snapshots followed by churn that were red: how much of the churn the red band catches."""
+        churned = sum(b.churned for b in self.bands)
+        red = sum(b.churned for b in self.bands if b.band == "red")
+        return red / churned if churned else None
 
 
 def labelled(observations: Sequence[Observation], outcomes: Outcomes, horizon_days: int, until: date
@@ -411,6 +490,16 @@ def discrimination(pairs: Sequence[tuple[Observation, bool]], outcomes: Outcomes
         None if value is None else round(auc_standard_error(value, len(churned), len(retained)), 4),
         None if risk is None else round(risk, 4), len(pairs), len({o.account_id for o, _ in pairs}),
         len(events), len(churned), tuple(roc_points(churned, retained)))
+
+
+def baselines(pairs: Sequence[tuple[Observation, bool]]) -> tuple[Baseline, ...]:
+    """The AUC of each single signal on the labelled snapshots that carry it (every replayed one does)."""
+    out = []
+    for index, signal in enumerate(SIGNALS):
+        carried = [(signal.risk(o.signals[index]), y) for o, y in pairs if len(o.signals) > index]
+        value = auc([r for r, y in carried if y], [r for r, y in carried if not y])
+        out.append(Baseline(signal.key, signal.label, None if value is None else round(value, 4), len(carried)))
+    return tuple(out)
 
 
 def band_rates(pairs: Sequence[tuple[Observation, bool]]) -> tuple[BandRate, ...]:
@@ -528,7 +617,7 @@ def summarize(result: Replay, outcomes: Outcomes, plan: Plan, *, notes: Sequence
         band_rates(pairs), lead_time(observations, outcomes, step),
         rule_figures(result, observations, outcomes, plan.horizon_days, until),
         band_distribution(observations, plan.guardrails), score_before_outcome(observations, outcomes),
-        (*notes, *errors))
+        (*notes, *errors), baselines(pairs))
 
 
 def data_notes(store: Store, outcomes: Outcomes, plan: Plan, days: Sequence[date]) -> list[str]:
@@ -583,6 +672,7 @@ def summary_lines(bt: Backtest) -> list[str]:
              "Churn rate by band: " + ", ".join(f"{b.band} {_pct(b.rate)} ({b.churned}/{b.observations})"
                                                 for b in bt.bands)
              + ("" if bt.bands_ordered else "  ← NOT ordered red > yellow > green")]
+    lines += comparison_lines(bt)
     lead = bt.lead
     ahead = "-" if lead.median_days is None else counted(round(lead.median_days), "day")
     lines.append(f"Lead time: {lead.red_before} of {counted(lead.churned_accounts, 'churned account')} "
@@ -595,6 +685,23 @@ def summary_lines(bt: Backtest) -> list[str]:
                  + (f", e.g. {breached[-1].day}: " + ", ".join(f"{b} {_pct(breached[-1].shares[b])}" for b in BANDS)
                     if breached else ""))
     return lines + [f"Note: {n}" for n in bt.notes]
+
+
+def comparison_lines(bt: Backtest) -> list[str]:
+    """The red band's lift and recall, and what single signals reach on the same snapshots."""
+    red = next((b for b in bt.bands if b.band == "red"), None)
+    churned = sum(b.churned for b in bt.bands)
+    lines = []
+    if red is not None and churned:
+        lift = "-" if bt.red_lift is None else f"{bt.red_lift:.1f}×"
+        lines.append(f"Red band: lift {lift} (churn {_pct(red.rate)} in red against {_pct(bt.churn_rate)} "
+                     f"overall), recall {_pct(bt.red_recall)} ({red.churned} of "
+                     f"{counted(churned, 'snapshot')} before a churn in red).")
+    if bt.baselines:
+        lines.append("Single signals on the same snapshots, AUC: "
+                     + ", ".join(f"{b.label} {num(b.auc)}" for b in bt.baselines)
+                     + f" (score {num(bt.discrimination.auc)}, churn risk {num(bt.discrimination.churn_risk_auc)}).")
+    return lines
 
 
 def format_backtest(bt: Backtest, width: int = 120) -> str:
@@ -645,4 +752,7 @@ def backtest_as_dict(bt: Backtest) -> dict[str, Any]:
                                "outside": list(s.breaches)} for s in bt.distribution],
         "score_before_outcome": [{"days_before": k, "churned": c, "retained": r} for k, c, r in bt.curve],
         "notes": list(bt.notes),
+        "red_band": {"lift": bt.red_lift, "recall": bt.red_recall, "churn_rate": bt.churn_rate},
+        "baselines": {b.key: {"label": b.label, "auc": b.auc, "observations": b.observations}
+                      for b in bt.baselines},
     }

@@ -7,18 +7,20 @@ of them needs another's.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from worker.alerting.rules import LoadedRules
-from worker.analysis.backtest import Plan, backtest_as_dict, format_backtest, labelled, run_backtest
+from worker.analysis.backtest import Observation, Plan, backtest_as_dict, format_backtest, labelled, run_backtest
 from worker.analysis.outcomes import Outcomes
 from worker.analysis.plots import plot_backtest
-from worker.analysis.tuning import fit_as_dict, fit_lines, tune, write_proposal
+from worker.analysis.tuning import Fit, Period, fit_as_dict, fit_lines, tune, write_proposal
 from worker.scoring.scorecard import LoadedScorecard
 from worker.store import Store
+from worker.terminal import counted
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ def run_command(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | Non
                             f"DIR/scorecard.yaml, then `healthbeat rules diff DIR` and `healthbeat rules preview DIR`")
         else:
             messages.append(f"no proposal written to {tune_out}: {fit.reason}")
+            if not fit.train.churned or not fit.holdout.churned:
+                messages.append(churn_coverage(store, outcomes, plan, pairs, fit))
             code = 1
     if plot_dir is not None:
         try:
@@ -64,3 +68,34 @@ def run_command(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | Non
             messages.append("charts written: " + ", ".join(str(p) for p in charts))
     output = json.dumps(document, indent=2, ensure_ascii=False) if fmt == "json" else text
     return CommandResult(output, tuple(messages), code)
+
+
+def churn_coverage(store: Store, outcomes: Outcomes, plan: Plan, pairs: Sequence[tuple[Observation, bool]],
+                   fit: Fit) -> str:
+    """What the history holds against what the tuning saw, when it saw too little churn: the lost renewals
+    in the store, how many the replayed period labels and how many each side of the split got, and the
+    `--period` that would reach back to the first of them (a horizon before it, and not before the store
+    has three months of data)."""
+    lost = sorted(outcomes.churned_on.values())
+    first_day, until = plan.days()[0], plan.until.date()
+
+    def events(period: Period) -> int:
+        if period.first is None or period.last is None:
+            return 0
+        return len({o.account_id for o, y in pairs if y and period.first <= o.day <= period.last})
+
+    labelled_events = len({o.account_id for o, y in pairs if y})
+    text = (f"the store records {counted(len(lost), 'lost renewal')}"
+            + (f" ({lost[0]} to {lost[-1]})" if lost else "")
+            + f"; the replayed period ({first_day} to {until}) labels {labelled_events} of them, of which "
+            f"{events(fit.train)} fall to the training snapshots and {events(fit.holdout)} to the holdout")
+    data = [str(v)[:10] for v in (store.scalar("SELECT min(occurred_at) FROM activities WHERE is_deleted = 0"),
+                                  store.scalar("SELECT min(day) FROM usage_daily")) if v]
+    if not lost:
+        return text + "; more history is needed"
+    start = lost[0] - plan.horizon
+    if data:
+        start = max(start, date.fromisoformat(min(data)) + timedelta(days=90))
+    if start < first_day:
+        return text + f"; --period {(until - start).days}d would replay from {start}"
+    return text + "; the store holds no earlier churn to reach: more history is needed"
