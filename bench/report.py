@@ -248,7 +248,21 @@ def write_report(results: dict[str, Any], path: Path, notes: Path | None = None)
     text = render(results)
     if notes is not None and notes.exists():
         text += "\n" + notes.read_text(encoding="utf-8")
+    text += _kept_validity(path)
     path.write_text(text, encoding="utf-8")
+
+
+def _kept_validity(path: Path) -> str:
+    """The `## Validity` section of the file being replaced, whole: `bench.validity` writes it, in its own run
+    (the worlds take minutes), and a performance run must not drop it."""
+    if not path.exists():
+        return ""
+    old = path.read_text(encoding="utf-8")
+    start = old.find("\n## Validity")
+    if start < 0:
+        return ""
+    end = old.find("\n## ", start + 1)
+    return old[start:] if end < 0 else old[start:end] + "\n"
 
 
 def _z1(results: dict[str, Any]) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bench.report import judge, render, stream_calls
+from bench.report import judge, render, stream_calls, write_report
 from bench.run import Scale, run
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
@@ -96,3 +96,15 @@ def test_report_judges_every_goal(results: dict[str, Any]) -> None:
     assert goals == {"P1", "P2", "P3", "P4", "P5", "P6", "Z1"}
     text = render({**results, "command": "test"})
     assert "## Goals" in text and "P6" in text
+
+
+def test_a_performance_report_keeps_the_validity_section_another_run_wrote(results: dict[str, Any],
+                                                                           tmp_path: Path) -> None:
+    report = tmp_path / "BENCHMARKS.md"
+    validity = "## Validity\n\n<!-- validity:begin -->\n| world | health AUC |\n<!-- validity:end -->\n"
+    report.write_text("# Benchmarks\n\nan older run\n\n" + validity, encoding="utf-8")
+
+    write_report({**results, "command": "test"}, report)
+
+    text = report.read_text(encoding="utf-8")
+    assert "an older run" not in text and text.count("## Validity") == 1 and "| world | health AUC |" in text
