@@ -6,10 +6,13 @@ worlds of `connectors.sandboxes.other_worlds` (and on that history, for comparis
 user would meet it: the world goes into the sandboxes, the worker's real sync reads it over HTTP (the
 Salesforce and Zendesk backfills reach back over the whole history), and `run_backtest` replays it at the
 command's defaults (a year of snapshots every 14 days, churn within 90 days) on the shipped rules. Then
-`--tune` is tried as the command runs it.
+`--tune` is tried as the command runs it, and the learned churn risk (`worker.analysis.churn_fit`) is fitted
+as the backtest fits it: on the earlier part of the whole replayed history, judged on the later part it never
+saw, beside the hand-set churn risk, the health score and the single signals on the same held-out snapshots.
 
 For each world it prints the health score's and churn risk's AUC, the red band's lift and recall, each
-single signal's AUC on the same snapshots, and the accounts and churn behind them; then, from the world's
+single signal's AUC on the same snapshots, and the accounts and churn behind them; the learned churn risk's
+held-out AUC, top-tenth lift, calibration and lead time beside the hand-set figures; then, from the world's
 ground truth, the AUC of the score for each churn mechanism (that mechanism's churners against every
 retained account), which says what the score misses. `--write` puts the tables into BENCHMARKS.md's
 "Validity" section, between its markers, leaving the hand-written analysis around them alone.
@@ -43,6 +46,7 @@ from connectors.slack.sandbox import SlackSandbox
 from connectors.zendesk.sandbox import ZendeskSandbox
 from worker.alerting.rules import load_alert_rules
 from worker.analysis.backtest import SIGNALS, Observation, Plan, auc, labelled, measure_keys, run_backtest
+from worker.analysis.churn_fit import ChurnFit, fit_churn_model, judged_as_dict
 from worker.analysis.outcomes import read_outcomes
 from worker.analysis.tuning import tune
 from worker.clock import ShiftedClock
@@ -117,9 +121,12 @@ def run_world(name: str, workdir: Path, rules_dir: Path, accounts: int | None = 
     outcomes = read_outcomes(store)
     plan = Plan(until=ENDS)
     loaded = load_scorecard(rules_dir)
-    result, replayed = run_backtest(store, loaded, load_alert_rules(rules_dir), outcomes, plan)
-    pairs = labelled(replayed.observations, outcomes, plan.horizon_days, plan.until.date())
-    fit = tune(loaded.scorecard, pairs, plan.horizon_days)
+    result, replayed = run_backtest(store, loaded, load_alert_rules(rules_dir), outcomes, plan, history=True)
+    replayed_pairs = labelled(replayed.observations, outcomes, plan.horizon_days, plan.until.date())
+    first = plan.days()[0]
+    pairs = [(o, y) for o, y in replayed_pairs if o.day >= first]  # the backtest's year, as its figures are
+    fit = tune(loaded.scorecard, replayed_pairs, plan.horizon_days)
+    learned = fit_churn_model(replayed_pairs, outcomes, loaded.scorecard, plan.horizon_days, fitted_at=ENDS)
     timings["backtest"] = time.perf_counter() - mark
     activities = store.scalar("SELECT count(*) FROM activities")
     usage_rows = store.scalar("SELECT count(*) FROM usage_daily")
@@ -142,8 +149,18 @@ def run_world(name: str, workdir: Path, rules_dir: Path, accounts: int | None = 
         "tune": {"proposed": fit.proposed, "reason": fit.reason, "train": str(fit.train), "holdout": str(fit.holdout),
                  "train_churned": fit.train.churned, "holdout_churned": fit.holdout.churned,
                  "holdout_auc": list(fit.holdout_auc)},
+        "learned": learned_figures(learned),
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
+
+
+def learned_figures(fit: ChurnFit) -> dict[str, Any]:
+    """The learned churn risk's held-out figures, or why there are none."""
+    if fit.judged is None or fit.model is None:
+        return {"fitted": False, "reason": fit.reason}
+    weights = sorted(((f.label, f.weight) for f in fit.model.features), key=lambda w: -abs(w[1]))
+    return {"fitted": True, "reason": fit.reason, "l2": fit.l2, "folds": fit.folds, **judged_as_dict(fit.judged),
+            "top_weights": [[label, weight] for label, weight in weights[:6]]}
 
 
 def start_sandboxes(clock: ShiftedClock) -> Sandboxes:
@@ -287,6 +304,7 @@ def render(results: Sequence[dict[str, Any]], command: str, seconds: float) -> s
               "day (a health score that reads every account against itself perfectly and knows nothing else: "
               "silent churn and dips that recover keep it below 1, and it is no ceiling where levels predict "
               "churn too).", "",
+              *learned_table(results), "",
               "Where the calendar says nothing more: the snapshots whose open renewal closes within 90 days (every "
               "churn is a lost renewal, so this asks whether a renewal that will be lost ranks riskier than one that "
               "will be won):", "",
@@ -329,6 +347,50 @@ def render(results: Sequence[dict[str, Any]], command: str, seconds: float) -> s
     if not all(r["outcomes_match_truth"] for r in results):
         lines.append("WARNING: the outcomes the backtest read differ from a world's ground truth.")
     return "\n".join(lines)
+
+
+def learned_table(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The learned churn risk beside the hand-set scorecard, on the later period it never saw."""
+    lines = ["The learned churn risk (`healthbeat churn-model fit`, as `backtest` fits it): a logistic regression "
+             "on the scorecard's measures and the renewal as known then, fitted on the earlier part of the whole "
+             "replayed history (the L2 strength chosen on time-ordered folds of it) and judged on the later part it "
+             "never saw, beside what the hand-set scorecard and the renewal calendar reach on the same snapshots:",
+             "",
+             _row("world", "fitted on → judged on (lost / won renewals judged)", "learned AUC", "hand-set churn risk",
+                  "health", "renewal proximity", "near renewal: learned / hand-set", "top tenth lift: learned / "
+                  "hand-set", "red lift", "calibration, riskiest tenths: predicted → observed",
+                  "flagged before churn (median days ahead): learned top tenth / red"),
+             _row(*["---"] * 11)]
+    for r in results:
+        learned = r.get("learned") or {}
+        if not learned.get("fitted"):
+            lines.append(_row(r["world"], "not fitted: " + str(learned.get("reason", "-")).split(";")[0], *["-"] * 9))
+            continue
+        fitted, judged, b = learned["fitted_on"], learned["judged_on"], learned["baselines"]
+        near = learned["near_renewal"]["auc"]
+        top = learned["calibration"][-3:]
+        lead = learned["lead_time"]
+        lines.append(_row(
+            r["world"], f"{fitted['from']} to {fitted['to']} → {judged['from']} to {judged['to']} "
+                        f"({judged['lost_renewals']} / {judged['won_renewals']})",
+            _num(learned["auc"]), _num(b.get("hand_set_churn_risk")), _num(b.get("health")),
+            _num(b.get("renewal_proximity")), f"{_num(near.get('learned'))} / {_num(near.get('hand_set_churn_risk'))}",
+            f"{_x(learned['top_decile_lift'])} / {_x(learned['hand_set_top_decile_lift'])}", _x(learned["red_lift"]),
+            ", ".join(f"{c['predicted']:.1f}% → {c['observed']:.1f}%" for c in top),
+            f"{_flagged(lead['learned'])} / {_flagged(lead['red'])}"))
+    lines += ["", "Heaviest weights (per standardised unit; positive raises the risk): " + "; ".join(
+        f"{r['world']} " + ", ".join(f"{label} {weight:+.2f}" for label, weight in r["learned"]["top_weights"])
+        for r in results if (r.get("learned") or {}).get("fitted")) + "."]
+    return lines
+
+
+def _flagged(found: dict[str, Any]) -> str:
+    days = "-" if found["median_days"] is None else f"{found['median_days']:.0f}"
+    return f"{found['flagged_before_churn']}/{found['churned_accounts']} ({days})"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}×"
 
 
 def write_section(path: Path, body: str) -> None:

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     retention_history: Duration = Field(default=timedelta(days=730),
                                         validation_alias="HEALTHBEAT_RETENTION_HISTORY")
 
+    # How often the worker fits the churn model again on the store's history, as a proposal beside the rules
+    # (`churn_model.proposed.yaml`); `off` (or 0) never.
+    churn_refit: Duration = Field(default=timedelta(days=7), validation_alias="HEALTHBEAT_CHURN_REFIT")
+
     ca_bundle: str | None = Field(default=None,
                                   validation_alias=AliasChoices("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"))
 
@@ -116,6 +120,11 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("churn_refit", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        return timedelta(0) if isinstance(value, str) and value.strip().lower() in ("off", "0", "never") else value
 
     @field_validator("interval")
     @classmethod

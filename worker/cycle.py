@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -30,6 +31,7 @@ from worker.delivery.writeback import WritebackReport, plan_writeback, push_scor
 from worker.errors import NoGoodRules, SyncAborted
 from worker.rulebook.in_force import RuleBook
 from worker.scoring.engine import ScoringReport, score_changed_accounts
+from worker.scoring.scorecard import LoadedScorecard
 from worker.scoring.sentiment import SentimentModel, VaderModel, score_pending_texts
 from worker.store import Store, iso
 from worker.store.retention import prune, prune_due
@@ -98,6 +100,7 @@ class CycleReport:
     stages: list[str] = field(default_factory=list)
     seconds: float = 0.0
     pruned: dict[str, int] = field(default_factory=dict)
+    refit: str | None = None  # what the churn model's scheduled refit said, when it ran
     stopped: bool = False  # a stop request ended it early; what its stages stored is kept
 
     @property
@@ -120,7 +123,9 @@ class CycleReport:
             parts.append(f"scored {self.scoring.scored} ({which}; {self.scoring.changed} moved"
                          + (f"; {bands})" if bands else ")"))
         if self.alerts:
-            parts.append(f"alerts fired {self.alerts.fired}, resolved {self.alerts.resolved}")
+            parts.append(f"alerts fired {self.alerts.fired}, resolved {self.alerts.resolved}"
+                         + (f" (baselines wait for a whole sync: {', '.join(self.alerts.baselines_waiting)})"
+                            if self.alerts.baselines_waiting else ""))
         if self.writeback:
             parts.append(f"wrote back {self.writeback.sent} ({self.writeback.failed} failed)")
             if self.writeback.read_only_fields:
@@ -129,6 +134,8 @@ class CycleReport:
         if self.notify:
             parts.append(f"nudges sent {self.notify.sent} ({self.notify.failed} failed, "
                          f"{self.notify.waiting} waiting)")
+        if self.refit:
+            parts.append(f"churn model refit: {self.refit}")
         if self.error:
             parts.append(f"error: {self.error}")
         return "; ".join(parts)
@@ -164,6 +171,13 @@ def _recorded(store: Store, report: CycleReport) -> Iterator[None]:
 def record_url(store: Store, settings: Settings) -> str:
     """Links in nudges go to the org's own instance, learnt when we last connected."""
     return store.cursor("salesforce.instance_url") or settings.salesforce_login_url
+
+
+RefitJob = Callable[[Store, LoadedScorecard, Path, datetime, timedelta, Callable[[], bool]], str | None]
+"""Fits the churn model again when `every` has passed since the last time and leaves a proposal beside the rules
+(`worker.analysis.churn_fit.scheduled_refit`); None when not due. The commands that start cycles hand it in:
+the fit replays history with `worker.analysis`, which sits above the cycle. It asks `stop` between snapshots
+and returns early once it is set."""
 
 
 class _StopRequested(Exception):
@@ -216,7 +230,7 @@ class Cycle:
     def __init__(self, store: Store, settings: Settings, rulebook: RuleBook, clients: Clients, *,
                  clock: Clock = system_clock, sentiment: SentimentModel | None = None,
                  dry_run: bool = False, progress: Callable[[str, int], None] | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, refit: RefitJob | None = None) -> None:
         self.store = store
         self.settings = settings
         self.rulebook = rulebook
@@ -225,6 +239,7 @@ class Cycle:
         self.dry_run = dry_run
         self.progress = progress
         self.stop = stop
+        self.refit = refit
         self._sentiment = sentiment
 
     def _check_stop(self) -> None:
@@ -261,12 +276,14 @@ class Cycle:
 
     def score(self, report: CycleReport) -> None:
         scorecard, _ = self.rulebook.require()
-        report.scoring = score_changed_accounts(self.store, scorecard, self.clock())
+        report.scoring = score_changed_accounts(self.store, scorecard, self.clock(),
+                                                churn_model=self.rulebook.churn_model)
 
     def evaluate(self, report: CycleReport) -> None:
         _, alerts = self.rulebook.require()
+        whole_sync = report.sync is None or not report.sync.failed_streams
         report.alerts = evaluate_alerts(self.store, alerts, self.clock(),
-                                        record_url=record_url(self.store, self.settings))
+                                        record_url=record_url(self.store, self.settings), take_baselines=whole_sync)
 
     def writeback(self, report: CycleReport) -> None:
         plan_writeback(self.store, self.clock())
@@ -290,6 +307,17 @@ class Cycle:
         if prune_due(self.store, self.clock()):
             report.pruned = prune(self.store, self.clock(), text_retention=self.settings.retention_text,
                                   history_retention=self.settings.retention_history)
+        self._refit(report)
+
+    def _refit(self, report: CycleReport) -> None:
+        """The churn model's slow refit, when due (`HEALTHBEAT_CHURN_REFIT`); never in a dry run. It writes a
+        proposal file only: what is in force changes when ops rename it."""
+        every = self.settings.churn_refit
+        if self.refit is None or self.dry_run or every <= timedelta(0) or self.rulebook.scorecard is None:
+            return
+        report.refit = self.refit(self.store, self.rulebook.scorecard, self.settings.rules_dir, self.clock(), every,
+                                  lambda: self.stop is not None and self.stop.is_set())
+        self._check_stop()
 
     def run(self, stages: Iterable[str] | None = None) -> CycleReport:
         """The stages named (all of `FULL_CYCLE` by default), always in `FULL_CYCLE`'s order."""
@@ -361,7 +389,8 @@ FULL_CYCLE: tuple[Stage, ...] = (
     Stage("evaluate", "step the alert rules over the scores that moved; owe nudges in the outbox", Cycle.evaluate),
     Stage("writeback", "write the changed scores to the Salesforce Account fields", Cycle.writeback),
     Stage("notify", "send the nudges the outbox owes to Slack", Cycle.notify),
-    Stage("prune", "clear old text and history, once a day (HEALTHBEAT_RETENTION_*)", Cycle.prune),
+    Stage("prune", "clear old text and history, once a day (HEALTHBEAT_RETENTION_*); fit the churn model again, "
+                   "once a week (HEALTHBEAT_CHURN_REFIT), as a proposal beside the rules", Cycle.prune),
 )
 """The one ordered list of stages. `run` and `run --once` run all of it; `sync`, `writeback` and `notify`
 pick from it by name, so no command can forget a stage or run two out of order."""

@@ -174,7 +174,7 @@ def whole(value: float | None) -> str:
     return "" if value is None else f"{value:.0f}"
 
 
-BAND_COLOURS: Final[Mapping[str, str]] = {"red": "red", "yellow": "yellow", "green": "green"}
+BAND_COLOURS: Final[Mapping[str, str]] = {"red": "red", "yellow": "yellow", "green": "green", "unknown": "dim"}
 
 SCORE_TABLE: Final = (
     Column("Account", max_width=28), Column("Owner", max_width=20, hide=1), Column("Score", justify="right"),

@@ -147,7 +147,7 @@ def test_churn_rate_by_band_divides_churned_snapshots_by_all_snapshots_of_the_ba
 
     rates = {rate.band: rate.rate for rate in band_rates(pairs)}
 
-    assert rates == {"red": 0.5, "yellow": pytest.approx(1 / 3), "green": 0.0}
+    assert rates == {"red": 0.5, "yellow": pytest.approx(1 / 3), "green": 0.0, "unknown": None}
 
 
 def test_lead_time_counts_from_the_start_of_the_red_stretch_that_ends_in_churn() -> None:
@@ -296,10 +296,13 @@ def test_tuning_without_churn_in_the_period_names_the_lost_renewals_and_the_peri
                              tune_out=tmp_path / "scorecard.yaml")
 
     said = " ".join(result.messages)
-    assert result.exit_code == 1 and "not enough churn" in said
-    assert (f"the store records 2 lost renewals ({day(150)} to {day(200)}); the replayed period ({day(302)} to "
-            f"{day(400)}) labels 0 of them, of which 0 fall to the training snapshots and 0 to the holdout; "
-            f"--period 310d would replay from {day(90)}") in said  # 90 days after the first data, not before
+    assert result.exit_code == 1 and "not enough churn to tune" in said
+    # The replay reaches back over the whole history (from 90 days after the first data), not only --period
+    assert (f"the replayed history ({day(92)} to {day(302)}) labels 2 churn events (accounts churning within the "
+            f"horizon of a snapshot); fitting needs at least 5 to fit on and 3 later ones to judge on, a horizon "
+            f"apart: 6 more") in said
+    assert (f"the store records 2 lost renewals ({day(150)} to {day(200)}); the store's data starts on {day(0)}"
+            ) in said
 
 
 # -- no leakage -------------------------------------------------------------------------------------------

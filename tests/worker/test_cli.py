@@ -112,10 +112,10 @@ def test_rules_check_names_file_line_and_field_of_each_problem(tmp_path: Path) -
     rules = tmp_path / "rules"
     rules.mkdir()
     scorecard = (RULES_DIR / "scorecard.yaml").read_text().replace(
-        "  engagement:\n    weight: 30", "  engagement:\n    weight: -30", 1)
+        "  engagement:\n    weight: 25", "  engagement:\n    weight: -25", 1)
     (rules / "scorecard.yaml").write_text(scorecard)
     (rules / "alerts.yaml").write_text((RULES_DIR / "alerts.yaml").read_text().replace("    when:", "    wehn:", 1))
-    line = next(i for i, text in enumerate(scorecard.splitlines(), 1) if "weight: -30" in text)
+    line = next(i for i, text in enumerate(scorecard.splitlines(), 1) if "weight: -25" in text)
 
     result = healthbeat("rules", "check", "--rules-dir", str(rules), cwd=tmp_path)
 

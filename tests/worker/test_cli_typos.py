@@ -54,10 +54,10 @@ def test_an_unknown_band_is_refused_naming_the_bands(shared_db: Path, tmp_path: 
 
 
 def test_a_band_in_capitals_is_read_as_the_band(shared_db: Path, tmp_path: Path) -> None:
-    result = invoke("scores", "--band", "Green", "--format", "json", "--db", str(shared_db), cwd=tmp_path)
+    result = invoke("scores", "--band", "Unknown", "--format", "json", "--db", str(shared_db), cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert {row["band"] for row in json.loads(result.stdout)} == {"green"}
+    assert {row["band"] for row in json.loads(result.stdout)} == {"unknown"}
 
 
 def test_an_unknown_segment_is_refused_with_the_one_meant(shared_db: Path, tmp_path: Path) -> None:

@@ -176,7 +176,7 @@ def test_a_changed_scorecard_rescores_every_account(store: Store, scorecard: Loa
                                                     rules_dir: Path) -> None:
     score_changed_accounts(store, scorecard, T0)
     path = rules_dir / "scorecard.yaml"
-    path.write_text(path.read_text().replace("red: 50", "red: 45"))
+    path.write_text(path.read_text().replace("red: 55", "red: 45"))
 
     report = score_changed_accounts(store, load_scorecard(rules_dir), T0 + CYCLE)
 
@@ -427,6 +427,36 @@ def test_a_rule_added_later_takes_its_baseline_over_every_account(
     report = evaluate_alerts(store, added, T0 + CYCLE, record_url="https://x")
 
     assert report.baselined == 6 and report.fired == 0
+
+
+def test_a_rule_waits_for_a_whole_sync_to_take_its_baseline_and_then_nudges_no_account_matching_all_along(
+        store: Store, scorecard: LoadedScorecard, alert_rules: Callable[[str], Any]) -> None:
+    """A baseline taken on scores that missed a source (tickets, say) would record a red account as not matching,
+    and the next whole sync would tell its owner it "turned red" when it was red all along."""
+    rules = alert_rules(
+        "  - name: any_score\n    when: score >= 0\n    for: 1\n    cooldown: 7d\n"
+        "    route: {to: owner}\n    message: \"{{ account_name }}\"\n")
+    score_changed_accounts(store, scorecard, T0)
+
+    partial = evaluate_alerts(store, rules, T0, record_url="https://x", take_baselines=False)
+    assert partial.baselines_waiting == ["unhappy", "any_score"]
+    assert store.scalar("SELECT count(*) FROM alerts") == 0
+
+    whole = evaluate_alerts(store, rules, T0 + CYCLE, record_url="https://x")
+    assert (whole.baselined, whole.fired, whole.baselines_waiting) == (12, 0, [])
+
+
+def test_a_partial_sync_still_steps_the_rules_that_have_their_baseline(
+        store: Store, scorecard: LoadedScorecard, alert_rules: Callable[[str], Any]) -> None:
+    rules = alert_rules("")
+    score_changed_accounts(store, scorecard, T0)
+    evaluate_alerts(store, rules, T0, record_url="https://x")
+    store.conn.execute("UPDATE alerts SET state = 'inactive', pending_cycles = 0, since = '2024-01-01T00:00:00Z'")
+    store.conn.execute("UPDATE alerts SET state = 'pending', pending_cycles = 1 WHERE account_id = ?", (BETA,))
+
+    report = evaluate_alerts(store, rules, T0 + CYCLE, record_url="https://x", take_baselines=False)
+
+    assert report.baselines_waiting == [] and _states(store)[BETA] == ("pending", 2)
 
 
 # --- write-back planning looks at changed score rows -----------------------------------------------------------

@@ -85,7 +85,7 @@ def test_the_shipped_tests_catch_a_rule_without_hysteresis(shipped: Path) -> Non
     report = run_rule_tests(shipped)
 
     assert [r.name for r in report.failed] == \
-        ["hysteresis - neither 45 (red) nor 52 (yellow, below 55) resolves, so red again is no new nudge"]
+        ["hysteresis - neither 45 (red) nor 57 (yellow, below 60) resolves, so red again is no new nudge"]
 
 
 def test_the_shipped_tests_catch_a_shorter_cooldown(shipped: Path) -> None:

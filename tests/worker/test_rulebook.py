@@ -23,7 +23,7 @@ def test_an_edited_rule_file_is_loaded_at_the_next_reload(rules_dir: Path) -> No
     book.reload()
     before = book.scorecard
     path = rules_dir / "scorecard.yaml"
-    path.write_text(path.read_text().replace("red: 50", "red: 45"))
+    path.write_text(path.read_text().replace("red: 55", "red: 45"))
 
     book.reload()
 
@@ -36,7 +36,7 @@ def test_a_broken_file_left_unchanged_still_reports_its_problem_and_keeps_the_go
     book.reload()
     good = book.scorecard
     path = rules_dir / "scorecard.yaml"
-    path.write_text(path.read_text().replace("red: 50", "red: fifty"))
+    path.write_text(path.read_text().replace("red: 55", "red: fifty"))
 
     first, second = book.reload(), book.reload()
 

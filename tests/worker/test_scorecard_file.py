@@ -72,8 +72,8 @@ def test_a_problem_reads_file_line_field_then_message(rules_dir: Path, scorecard
 
 def test_a_misspelt_measure_key_is_rejected_at_its_line_with_its_dotted_field(
         rules_dir: Path, scorecard_file: Path) -> None:
-    edit(scorecard_file, "        window: 90d\n        weight: 30\n        points: [[0, 0], [1, 50]",
-         "        window: 90d\n        wieght: 30\n        points: [[0, 0], [1, 50]")
+    edit(scorecard_file, "        window: 90d\n        weight: 5\n        points: [[0, 0], [1, 50]",
+         "        window: 90d\n        wieght: 5\n        points: [[0, 0], [1, 50]")
 
     found = {p.field: p for p in problems(rules_dir)}
 
@@ -84,8 +84,8 @@ def test_a_misspelt_measure_key_is_rejected_at_its_line_with_its_dotted_field(
 
 
 def test_a_misspelt_key_does_not_stand_in_for_the_required_one(rules_dir: Path, scorecard_file: Path) -> None:
-    edit(scorecard_file, "        window: 90d\n        weight: 30\n        points: [[0, 0], [1, 50]",
-         "        window: 90d\n        wieght: 30\n        points: [[0, 0], [1, 50]")
+    edit(scorecard_file, "        window: 90d\n        weight: 5\n        points: [[0, 0], [1, 50]",
+         "        window: 90d\n        wieght: 5\n        points: [[0, 0], [1, 50]")
 
     found = {p.field: p.message for p in problems(rules_dir)}
 
@@ -102,7 +102,7 @@ def test_an_unknown_top_level_key_is_rejected(rules_dir: Path, scorecard_file: P
 
 
 def test_an_unknown_key_in_bands_is_rejected(rules_dir: Path, scorecard_file: Path) -> None:
-    edit(scorecard_file, "bands: {red: 50, yellow: 75}", "bands: {red: 50, yellow: 75, amber: 60}")
+    edit(scorecard_file, "bands: {red: 55, yellow: 75,", "bands: {red: 55, yellow: 75, amber: 60,")
 
     problem = only_problem(rules_dir)
 
@@ -111,7 +111,7 @@ def test_an_unknown_key_in_bands_is_rejected(rules_dir: Path, scorecard_file: Pa
 
 
 def test_a_measure_without_weight_names_the_missing_field(rules_dir: Path, scorecard_file: Path) -> None:
-    edit(scorecard_file, "        window: 90d\n        weight: 30\n        points: [[0, 0], [1, 50]",
+    edit(scorecard_file, "        window: 90d\n        weight: 5\n        points: [[0, 0], [1, 50]",
          "        window: 90d\n        points: [[0, 0], [1, 50]")
 
     problem = only_problem(rules_dir)
@@ -186,7 +186,7 @@ def test_a_point_must_be_a_raw_score_pair(rules_dir: Path, scorecard_file: Path)
 
 @pytest.mark.parametrize("weight", ["0", "-5"])
 def test_a_measure_weight_must_be_positive(rules_dir: Path, scorecard_file: Path, weight: str) -> None:
-    edit(scorecard_file, "        window: 90d\n        weight: 30\n        points: [[0, 0], [1, 50]",
+    edit(scorecard_file, "        window: 90d\n        weight: 5\n        points: [[0, 0], [1, 50]",
          f"        window: 90d\n        weight: {weight}\n        points: [[0, 0], [1, 50]")
 
     problem = only_problem(rules_dir)
@@ -196,7 +196,7 @@ def test_a_measure_weight_must_be_positive(rules_dir: Path, scorecard_file: Path
 
 
 def test_a_group_weight_must_be_a_number(rules_dir: Path, scorecard_file: Path) -> None:
-    edit(scorecard_file, "  support:\n    weight: 20", "  support:\n    weight: lots")
+    edit(scorecard_file, "  support:\n    weight: 5", "  support:\n    weight: lots")
 
     problem = only_problem(rules_dir)
 
@@ -206,7 +206,7 @@ def test_a_group_weight_must_be_a_number(rules_dir: Path, scorecard_file: Path) 
 
 @pytest.mark.parametrize("bands", ["{red: 80, yellow: 75}", "{red: 75, yellow: 75}"], ids=["inverted", "equal"])
 def test_red_must_be_below_yellow(rules_dir: Path, scorecard_file: Path, bands: str) -> None:
-    edit(scorecard_file, "bands: {red: 50, yellow: 75}", f"bands: {bands}")
+    edit(scorecard_file, "bands: {red: 55, yellow: 75, min_coverage: 0.3}", f"bands: {bands}")
 
     problem = only_problem(rules_dir)
 
@@ -215,7 +215,7 @@ def test_red_must_be_below_yellow(rules_dir: Path, scorecard_file: Path, bands: 
 
 
 def test_a_band_threshold_must_be_within_0_and_100(rules_dir: Path, scorecard_file: Path) -> None:
-    edit(scorecard_file, "bands: {red: 50, yellow: 75}", "bands: {red: 50, yellow: 175}")
+    edit(scorecard_file, "bands: {red: 55, yellow: 75,", "bands: {red: 55, yellow: 175,")
 
     assert only_problem(rules_dir).field == "bands.yellow"
 
@@ -265,7 +265,7 @@ def test_an_unknown_measure_is_reported_at_its_own_line(rules_dir: Path, scoreca
 
 def test_two_unknown_measures_in_one_group_are_both_reported(rules_dir: Path, scorecard_file: Path) -> None:
     edit(scorecard_file, "      meetings:\n", "      meetingz:\n")
-    edit(scorecard_file, "      days_since_two_way_touch:\n        weight: 40",
+    edit(scorecard_file, "      days_since_two_way_touch:\n        weight: 30",
          "      days_since_twoway:\n        weight: 40")
 
     messages = " ".join(p.message for p in problems(rules_dir))
@@ -330,7 +330,7 @@ def test_feature_adoption_needs_the_feature_list(rules_dir: Path, scorecard_file
 def test_feature_adoption_in_a_derived_score_needs_the_feature_list(rules_dir: Path, scorecard_file: Path) -> None:
     edit(scorecard_file, "features: [dashboards, alerts, api, sso, exports, workflows, mobile, integrations]",
          "features: []")
-    edit(scorecard_file, "      feature_adoption:\n        window: 30d\n        weight: 15\n"
+    edit(scorecard_file, "      feature_adoption:\n        window: 30d\n        weight: 5\n"
                          "        points: [[0, 0], [0.25, 40], [0.5, 75], [0.75, 100]]\n", "")
     edit(scorecard_file, "      health: {weight: 30,",
          "      feature_adoption: {weight: 10, points: [[0, 0], [1, 100]]}\n      health: {weight: 30,")
@@ -363,7 +363,7 @@ def test_refusing_health_in_a_group_does_not_call_it_known(rules_dir: Path, scor
 
 
 def test_a_parameter_on_the_health_score_is_named(rules_dir: Path, scorecard_file: Path) -> None:
-    edit(scorecard_file, "      health: {weight: 45,", "      health: {weight: 45, window: 30d,")
+    edit(scorecard_file, "      health: {weight: 40,", "      health: {weight: 40, window: 30d,")
 
     problem = only_problem(rules_dir)
 

@@ -109,14 +109,14 @@ def test_the_shipped_scorecard_tests_pass_against_the_shipped_scorecard() -> Non
 
 
 def test_the_shipped_tests_catch_a_heavier_support_weight_where_the_band_moves(shipped: Path) -> None:
-    # Support 20 -> 60 of 140: the swamped account's support 22.82 now weighs three times as much, 65.46: yellow.
-    edit(shipped / "scorecard.yaml", "  support:\n    weight: 20", "  support:\n    weight: 60")
+    # Support 5 -> 60 of 155: the swamped account's support 22.82 now weighs twelve times as much: yellow.
+    edit(shipped / "scorecard.yaml", "  support:\n    weight: 5", "  support:\n    weight: 60")
 
     result = healthbeat("rules", "test", "--rules-dir", str(shipped), cwd=shipped.parent)
 
     assert result.returncode == 1
     assert "FAILED " in result.stdout and "scorecard_signals.yaml: support trouble" in result.stdout
-    assert "swamped: band: expected green; got yellow (score 65.46, yellow: " in result.stdout
+    assert "swamped: band: expected green; got yellow (score 68.89, yellow: " in result.stdout
 
 
 # --- passing and failing ------------------------------------------------------------------------------------

@@ -127,8 +127,16 @@ def test_tuning_on_the_history_never_proposes_weights_that_do_worse_on_the_holdo
         assert (result.exit_code, out.exists()) == (1, False)
 
 
+def _detuned(card: Scorecard) -> Scorecard:
+    """The shipped scorecard with product use all but ignored and support load dominant: weights a backtest
+    should find wanting (the shipped ones were chosen by backtest, and tuning rightly keeps them)."""
+    groups = {name: group.model_copy(update={"weight": {"usage": 1.0, "support": 100.0}.get(name, group.weight)})
+              for name, group in card.groups.items()}
+    return card.model_copy(update={"groups": groups})
+
+
 def test_on_the_history_tuning_finds_weights_that_rank_churn_better_later(generated: Generated) -> None:
-    card = load_scorecard(RULES_DIR).scorecard
+    card = _detuned(load_scorecard(RULES_DIR).scorecard)
     pairs = labelled(generated.replay.observations, generated.outcomes, generated.plan.horizon_days,
                      generated.plan.until.date())
 
@@ -150,8 +158,8 @@ def test_the_tuned_history_churn_pairs_exclude_snapshots_whose_horizon_is_open(g
 
 def _fit_moving_usage_and_meetings() -> Fit:
     old = Weights.of(load_scorecard(RULES_DIR).scorecard)
-    new = Weights({**old.groups, "usage": 60.0},
-                  {**old.measures, "engagement": {**old.measures["engagement"], "meetings": 5.0}})
+    new = Weights({**old.groups, "usage": 70.0},
+                  {**old.measures, "engagement": {**old.measures["engagement"], "meetings": 15.0}})
     period = Period(DAY0, DAY0 + timedelta(days=90), 900, 40)
     return Fit(old, new, period, period, (0.81, 0.86), (0.8, 0.83), 0, True, "better")
 
@@ -164,8 +172,8 @@ def test_the_proposed_file_passes_rules_check(tmp_path: Path) -> None:
     scorecard, _, problems = load_rules(tmp_path)
 
     assert problems == []
-    assert scorecard is not None and scorecard.scorecard.groups["usage"].weight == 60
-    assert scorecard.scorecard.groups["engagement"].measures["meetings"].weight == 5
+    assert scorecard is not None and scorecard.scorecard.groups["usage"].weight == 70
+    assert scorecard.scorecard.groups["engagement"].measures["meetings"].weight == 15
 
 
 def test_the_proposed_file_keeps_the_comments_and_says_old_to_new_with_both_aucs(tmp_path: Path) -> None:
@@ -175,6 +183,6 @@ def test_the_proposed_file_keeps_the_comments_and_says_old_to_new_with_both_aucs
     text = out.read_text()
 
     assert "# Healthbeat scorecard: measures -> groups -> overall" in text
-    assert "#   usage: 20 → 60" in text and "#   engagement.meetings: 30 → 5" in text
+    assert "#   usage: 50 → 70" in text and "#   engagement.meetings: 5 → 15" in text
     assert "AUC 0.81 → 0.86" in text and "AUC 0.8 → 0.83" in text
-    assert "weight: 60  # was 20" in text
+    assert "weight: 70  # was 50" in text

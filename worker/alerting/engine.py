@@ -36,6 +36,7 @@ class AlertReport:
     pending: int = 0
     silenced: int = 0
     errors: list[str] = field(default_factory=list)
+    baselines_waiting: list[str] = field(default_factory=list)  # rules whose baseline waits for a whole sync
 
 
 def account_contexts(store: Store, accounts: Collection[str] | None = None) -> list[dict[str, Any]]:
@@ -115,14 +116,25 @@ def _accounts_in_motion(store: Store) -> set[str]:
         "OR (since = updated_at AND state IN ('firing', 'resolved'))")}
 
 
-def evaluate_alerts(store: Store, loaded: LoadedRules, now: datetime, *, record_url: str) -> AlertReport:
+def evaluate_alerts(store: Store, loaded: LoadedRules, now: datetime, *, record_url: str,
+                    take_baselines: bool = True) -> AlertReport:
     """Every rule over the accounts whose scores were rewritten since the last pass, and those in motion;
     every account for a rule taking its baseline. State, outbox and the evaluation marks change in one
-    transaction. Stepping any other account would leave it where it is (its facts did not change)."""
+    transaction. Stepping any other account would leave it where it is (its facts did not change).
+
+    Without `take_baselines` (the cycle's sync missed a source), a rule that has not taken its baseline yet
+    (a new install, a new or changed rule) waits: a baseline taken on scores without, say, the tickets would
+    record a red account as not matching, and the next whole sync would nudge its owner that it "turned red"
+    when it was red all along. A baseline reads every account whenever it runs, so waiting loses nothing."""
     report = AlertReport()
     due = changes.pending(store, changes.EVALUATE, now)
     baselines = {rule.name: not _has_state(store, rule) for rule in loaded.rules.rules}
-    accounts = None if any(baselines.values()) else due.accounts | _accounts_in_motion(store)
+    rules = [rule for rule in loaded.rules.rules if take_baselines or not baselines[rule.name]]
+    report.baselines_waiting = [rule.name for rule in loaded.rules.rules if rule not in rules]
+    if report.baselines_waiting:
+        log.warning("alert rules %s take their baseline at the next cycle whose sync reads every source",
+                    ", ".join(report.baselines_waiting))
+    accounts = None if any(baselines[rule.name] for rule in rules) else due.accounts | _accounts_in_motion(store)
     contexts = account_contexts(store, accounts)
     states = {(r["rule"], r["account_id"]): r for r in store.query(
         "SELECT * FROM alerts" + ("" if accounts is None else " WHERE account_id IN (SELECT value FROM json_each(?))"),
@@ -131,7 +143,7 @@ def evaluate_alerts(store: Store, loaded: LoadedRules, now: datetime, *, record_
     outbox_rows: list[dict[str, Any]] = []
     by_account = {c["account_id"]: c for c in contexts}
     silences = active_silences(store, now)
-    for rule in loaded.rules.rules:
+    for rule in rules:
         for transition in step_rule(rule, contexts, states, now, baseline=baselines[rule.name]):
             account_id, row, owed = transition.account_id, transition.row, transition.owed
             if row is None:

@@ -82,6 +82,7 @@ def sample_contexts() -> list[dict[str, Any]]:
             if name == "score":
                 sample["band"] = next(b for b, r in bands.items() if int(value) in r)
             samples.append(sample)
+    samples.append({**SAMPLE_CONTEXT, "band": "unknown", "coverage": 0.1})  # too little data to call it
     return samples
 
 

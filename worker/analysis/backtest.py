@@ -31,7 +31,7 @@ import math
 import statistics
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
@@ -56,11 +56,10 @@ from worker.scoring.engine import (
     trend,
 )
 from worker.scoring.measures import LIBRARY
-from worker.scoring.scorecard import LoadedScorecard, Scorecard
+from worker.scoring.scorecard import BANDS, LoadedScorecard, Scorecard
 from worker.store import Store, iso
 from worker.terminal import counted
 
-BANDS = ("red", "yellow", "green")
 LEAD_POINTS = (30, 60, 90)  # days before churn at which the share of churned accounts in red is shown
 CURVE_BUCKET = 15  # days: width of the buckets of "mean score by days before the outcome"
 CURVE_DAYS = 180
@@ -110,6 +109,18 @@ class Plan:
         count = int(self.period.total_seconds() / 86400) // step
         return [last - timedelta(days=step * k) for k in range(count, -1, -1)]
 
+    def history_days(self, first: date) -> list[date]:
+        """The plan's days, and before them every earlier step back to `first`: the whole history, for fitting
+        on its earlier part and judging on its later one."""
+        step = max(1, round(self.step.total_seconds() / 86400))
+        days = self.days()
+        earlier = []
+        day = days[0] - timedelta(days=step)
+        while day >= first:
+            earlier.append(day)
+            day -= timedelta(days=step)
+        return [*reversed(earlier), *days]
+
     @property
     def horizon_days(self) -> int:
         return round(self.horizon.total_seconds() / 86400)
@@ -146,6 +157,7 @@ class Observation:
     segment: str | None
     points: tuple[float | None, ...]  # per measure, in `measure_keys(scorecard)` order (for tuning)
     signals: tuple[float | None, ...] = ()  # raw single signals, in `SIGNALS` order (None: the store has none)
+    raw: tuple[float | None, ...] = ()  # per measure, its raw value, in `measure_keys(scorecard)` order
 
 
 @dataclass(frozen=True)
@@ -208,13 +220,19 @@ def single_signals(store: Store, moment: datetime) -> dict[str, dict[str, float]
             "renewal_proximity": LIBRARY["days_to_renewal"].query(store, {}, moment)}
 
 
+class ReplayStopped(Exception):
+    """A stop was requested while replaying (the worker's SIGTERM during a scheduled refit)."""
+
+
 def replay(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | None, days: Sequence[date],
            until: datetime, *, population: Collection[str] | None = None,
-           churned_on: Mapping[str, date] | None = None) -> Replay:
+           churned_on: Mapping[str, date] | None = None, alerts_from: date | None = None,
+           stop: Callable[[], bool] | None = None) -> Replay:
     """Score every account of `population` (default: all) as of each day, on a copy of the store.
 
     An account is not observed on or after its churn day. Alert rules are replayed as if in force since
-    before the first snapshot (no install baseline), one evaluation per snapshot."""
+    before the first snapshot (no install baseline), one evaluation per snapshot, from `alerts_from` on
+    (default: the first). `stop`, asked between snapshot days, ends the replay with `ReplayStopped`."""
     churned_on = churned_on or {}
     base = loaded.scorecard
     by_segment = {None: base} | {s.name: base.for_segment(s) for s in base.segments}
@@ -228,6 +246,8 @@ def replay(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | None, da
             "SELECT a.id, a.name, a.owner_id, u.name AS owner, u.email AS owner_email FROM accounts a "
             "LEFT JOIN users u ON u.source = 'salesforce' AND u.source_id = a.owner_id")}
         for day in days:
+            if stop is not None and stop():
+                raise ReplayStopped(f"stopped on request before the snapshot of {day}")
             moment = as_of(day, until)
             opportunities_as_of(copy, day)
             raw = _measure_raw(copy, base, moment)
@@ -250,18 +270,22 @@ def replay(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | None, da
                 result.observations.append(Observation(
                     account_id, person.get("owner_id"), day, computed, context["band"], coverage,
                     context["churn_risk"], segment.name if segment else None, tuple(r.points for r in results),
-                    tuple(signals[signal.key].get(account_id) for signal in SIGNALS)))
+                    tuple(signals[signal.key].get(account_id) for signal in SIGNALS), tuple(r.raw for r in results)))
                 scores[account_id].append((day, computed))
-            for rule in rules:
-                _step_alerts(result, rule, contexts, states, announced, moment, day)
+            if alerts_from is None or day >= alerts_from:
+                for rule in rules:
+                    _step_alerts(result, rule, contexts, states, announced, moment, day)
     return result
 
 
 def opportunities_as_of(copy: Store, day: date) -> None:
     """Rewrite a *copy* of the store's opportunities as they stood on `day`: one closing later was open then,
-    whatever became of it. The present state is kept aside on first use, so days may come in any order."""
+    whatever became of it, and one created later (`created_at`, Salesforce's `CreatedDate`) did not exist yet,
+    so a renewal opened two months before its close is not seen a year before. An opportunity synced before
+    the store kept creation times has none and counts as known all along (`data_notes` says how many). The
+    present state is kept aside on first use, so days may come in any order."""
     copy.conn.execute("CREATE TABLE IF NOT EXISTS _opportunities_now AS "
-                      "SELECT id, is_closed, is_won FROM opportunities")
+                      "SELECT id, is_closed, is_won, is_deleted FROM opportunities")
     copy.conn.execute("""
         UPDATE opportunities SET
           is_closed = CASE WHEN close_date <= :day
@@ -269,7 +293,60 @@ def opportunities_as_of(copy: Store, day: date) -> None:
                            ELSE 0 END,
           is_won = CASE WHEN close_date <= :day
                         THEN (SELECT n.is_won FROM _opportunities_now n WHERE n.id = opportunities.id)
-                        ELSE 0 END""", {"day": day.isoformat()})
+                        ELSE 0 END,
+          is_deleted = CASE WHEN created_at IS NOT NULL AND substr(created_at, 1, 10) > :day THEN 1
+                            ELSE (SELECT n.is_deleted FROM _opportunities_now n WHERE n.id = opportunities.id)
+                            END""", {"day": day.isoformat()})
+
+
+DATA_BEHIND = timedelta(days=90)  # a snapshot with less data behind it than this sees accounts half-formed
+
+
+def history_start(store: Store, plan: Plan) -> date:
+    """The first snapshot day of the whole history: the store's first activity or usage day plus `DATA_BEHIND`,
+    or the plan's own first day when the store reaches no further back."""
+    first_day = plan.days()[0]
+    found = [str(v)[:10] for v in (store.scalar("SELECT min(occurred_at) FROM activities WHERE is_deleted = 0"),
+                                   store.scalar("SELECT min(day) FROM usage_daily")) if v]
+    if not found:
+        return first_day
+    return min(first_day, date.fromisoformat(min(found)) + DATA_BEHIND)
+
+
+def cut_at(copy: Store, day: date, until: datetime) -> None:
+    """Make a *copy* of the store hold only what existed on `day`: activities after it and usage days after
+    it removed, and the opportunities as they stood (`opportunities_as_of`)."""
+    moment = iso(as_of(day, until))
+    copy.conn.execute("DELETE FROM activities WHERE occurred_at > ?", (moment,))
+    copy.conn.execute("DELETE FROM usage_daily WHERE day > ?", (day.isoformat(),))
+    opportunities_as_of(copy, day)
+
+
+def leaking_measures(store: Store, scorecard: Scorecard, day: date, until: datetime) -> list[str]:
+    """The measures (and single signals) whose values on `day` change when the data from after that day is taken
+    away: a measure that reads past its `as_of` leaks the outcome into the past, and a fit on it would learn the
+    future. Each is named with how many accounts it moves and one example."""
+    moment = as_of(day, until)
+
+    def values(cut: bool) -> dict[str, dict[str, float]]:
+        with snapshot(store) as copy:
+            if cut:
+                cut_at(copy, day, until)
+            else:
+                opportunities_as_of(copy, day)
+            raw = _measure_raw(copy, scorecard, moment)
+            return {**raw, **{f"signal {k}": v for k, v in single_signals(copy, moment).items()}}
+
+    full, known = values(False), values(True)
+    leaks = []
+    for name in sorted(full):
+        later, then = full[name], known.get(name, {})
+        moved = sorted(a for a in set(later) | set(then) if later.get(a) != then.get(a))
+        if moved:
+            example = moved[0]
+            leaks.append(f"{name} moves for {counted(len(moved), 'account')} on {day} (e.g. {example}: "
+                         f"{later.get(example)} with later data, {then.get(example)} without)")
+    return leaks
 
 
 def _context(account: Mapping[str, Any], person: Mapping[str, Any], scorecard: Scorecard, raw: Raw,
@@ -279,7 +356,7 @@ def _context(account: Mapping[str, Any], person: Mapping[str, Any], scorecard: S
     window_start = day - scorecard.trend.window
     baseline = next((s for d, s in earlier if window_start <= d < day), None)
     trend_text, delta = trend(score, baseline, scorecard)
-    band = band_of(score, scorecard)
+    band = band_of(score, scorecard, coverage)
     measures = {r.key: r.raw for r in results}
     account_id = str(account["id"])
     return {
@@ -596,13 +673,25 @@ def score_before_outcome(observations: Sequence[Observation], outcomes: Outcomes
 
 
 def run_backtest(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | None, outcomes: Outcomes,
-                 plan: Plan) -> tuple[Backtest, Replay]:
-    """Replay the plan's snapshots and compute every figure (the replay is returned for tuning)."""
+                 plan: Plan, *, history: bool = False) -> tuple[Backtest, Replay]:
+    """Replay the plan's snapshots and compute every figure (the replay is returned for tuning). With
+    `history`, the replay reaches back over the whole history the store holds (`history_start`), for fitting
+    on its earlier part: the figures stay those of the plan's period, and the replay returned holds it all."""
     days = plan.days()
+    replayed = plan.history_days(history_start(store, plan)) if history else days
     population = outcomes.customers or None
-    result = replay(store, loaded, alerts, days, plan.until, population=population,
-                    churned_on=outcomes.churned_on)
-    return summarize(result, outcomes, plan, notes=data_notes(store, outcomes, plan, days)), result
+    result = replay(store, loaded, alerts, replayed, plan.until, population=population,
+                    churned_on=outcomes.churned_on, alerts_from=days[0])
+    return summarize(plan_view(result, days[0]), outcomes, plan,
+                     notes=data_notes(store, outcomes, plan, days)), result
+
+
+def plan_view(result: Replay, first: date) -> Replay:
+    """The part of a replay from `first` on (alerts are only stepped from there)."""
+    if not result.days or result.days[0] >= first:
+        return result
+    return Replay([d for d in result.days if d >= first], [o for o in result.observations if o.day >= first],
+                  result.fires, result.warning_days, result.rules, result.errors)
 
 
 def summarize(result: Replay, outcomes: Outcomes, plan: Plan, *, notes: Sequence[str] = ()) -> Backtest:
@@ -628,6 +717,11 @@ def data_notes(store: Store, outcomes: Outcomes, plan: Plan, days: Sequence[date
              "seats, type) hold today's values."]
     if not outcomes.churned_on:
         notes.append("No churn recorded (no renewal closed lost): nothing to predict; check --renewal-type.")
+    undated = store.scalar("SELECT count(*) FROM opportunities WHERE created_at IS NULL AND is_deleted = 0")
+    if undated:
+        notes.append(f"{counted(undated, 'opportunity', 'opportunities')} without a creation date (synced before "
+                     f"Healthbeat kept CreatedDate; the next sync fills it in) "
+                     + ("counts" if undated == 1 else "count") + " as known on every snapshot day.")
     churned = list(outcomes.churned_on)
     deleted = store.scalar(f"SELECT count(*) FROM accounts WHERE is_deleted = 1 "
                            f"AND id IN ({','.join('?' * len(churned))})", churned) if churned else 0
@@ -682,8 +776,8 @@ def summary_lines(bt: Backtest) -> list[str]:
     breached = [s for s in bt.distribution if s.breaches]
     guards = ", ".join(str(g) for g in plan.guardrails) or "none"
     lines.append(f"Guardrails ({guards}): {len(breached)} of {counted(len(bt.distribution), 'snapshot')} outside"
-                 + (f", e.g. {breached[-1].day}: " + ", ".join(f"{b} {_pct(breached[-1].shares[b])}" for b in BANDS)
-                    if breached else ""))
+                 + (f", e.g. {breached[-1].day}: "
+                    + ", ".join(f"{b} {_pct(breached[-1].shares.get(b, 0.0))}" for b in BANDS) if breached else ""))
     return lines + [f"Note: {n}" for n in bt.notes]
 
 
@@ -704,10 +798,11 @@ def comparison_lines(bt: Backtest) -> list[str]:
     return lines
 
 
-def format_backtest(bt: Backtest, width: int = 120) -> str:
+def format_backtest(bt: Backtest, width: int = 120, *, more: Sequence[str] = ()) -> str:
+    """The summary, `more` lines after it (the learned churn risk's comparison), then the tables."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system=None, force_terminal=False)
-    console.print("\n".join(summary_lines(bt)), markup=False, highlight=False)
+    console.print("\n".join([*summary_lines(bt), *more]), markup=False, highlight=False)
     rules = Table(title="Alert rules replayed", title_justify="left")
     for column in ("Rule", "Fires", "Precision", "Recall", "Median warning", "Per owner-month", "Peak"):
         rules.add_column(column)
@@ -722,7 +817,7 @@ def format_backtest(bt: Backtest, width: int = 120) -> str:
     for column in ("Snapshot", "Accounts", *BANDS, "Outside guardrails"):
         bands.add_column(column)
     for row in bt.distribution[:: max(1, len(bt.distribution) // 12)]:
-        bands.add_row(row.day.isoformat(), str(row.accounts), *(_pct(row.shares[b]) for b in BANDS),
+        bands.add_row(row.day.isoformat(), str(row.accounts), *(_pct(row.shares.get(b, 0.0)) for b in BANDS),
                       ", ".join(row.breaches))
     console.print(bands)
     return buffer.getvalue().rstrip("\n")

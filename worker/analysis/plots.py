@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from worker.analysis.backtest import BANDS, Backtest, num
+from worker.analysis.backtest import Backtest, num
+from worker.scoring.scorecard import BANDS
 
 
 def plot_backtest(bt: Backtest, directory: Path) -> list[Path]:
@@ -19,7 +20,7 @@ def plot_backtest(bt: Backtest, directory: Path) -> list[Path]:
     except ImportError:
         raise RuntimeError("charts need matplotlib: pip install 'healthbeat[charts]'") from None
     directory.mkdir(parents=True, exist_ok=True)
-    colours = {"red": "#d9534f", "yellow": "#f0ad4e", "green": "#5cb85c"}
+    colours = {"red": "#d9534f", "yellow": "#f0ad4e", "green": "#5cb85c", "unknown": "#999999"}
     written = []
 
     figure, axis = plt.subplots(figsize=(4.8, 4.8))
@@ -57,7 +58,7 @@ def plot_backtest(bt: Backtest, directory: Path) -> list[Path]:
     days = [s.day for s in bt.distribution]
     bottom = [0.0] * len(days)
     for band in BANDS:
-        values = [100 * s.shares[band] for s in bt.distribution]
+        values = [100 * s.shares.get(band, 0.0) for s in bt.distribution]
         axis.bar(days, values, bottom=bottom, color=colours[band], width=5, label=band)  # type: ignore[arg-type]
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     for guard in bt.plan.guardrails:

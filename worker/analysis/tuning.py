@@ -10,10 +10,13 @@ to whole numbers of at least 1, and every other weight keeps its number (weights
 need not sum to 100). Points and bands are left alone;
 measures are neither added nor removed.
 
-Training and holdout are periods, not shuffled rows: the holdout is the latest stretch of snapshots, and a
-training snapshot must have its whole horizon before the holdout starts, so no churn is seen by both. The
-proposal is written only when it does at least as well as the current weights on the holdout; otherwise
-the answer says why and the current scorecard stands.
+Training and holdout are periods, not shuffled rows, over the whole history the backtest replays: the
+holdout is the latest stretch of snapshots holding a third of the churn events (at least
+`MIN_HOLDOUT_EVENTS`), and a training snapshot must have its whole horizon before the holdout starts, so no
+churn is seen by both (`worker.analysis.folds`). Training needs `MIN_TRAIN_EVENTS` churn events; with fewer in
+the history the answer says how many there are and how many are needed. The proposal is written only when it
+does at least as well as the current weights on the holdout; otherwise the answer says why and the current
+scorecard stands.
 
 The proposed file is the current `scorecard.yaml` with the weights edited in place (its comments kept),
 a header with old → new weights and the training and holdout AUC, and `# was N` beside each changed weight.
@@ -25,12 +28,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 import yaml
 
 from worker.analysis.backtest import Observation, measure_keys
+from worker.analysis.folds import Shortfall, holdout_split
 from worker.rulefile import raise_problems, read_yaml, validate
 from worker.scoring.scorecard import Scorecard, semantic_problems
 from worker.store import iso
@@ -39,6 +43,8 @@ FACTORS = (0.0, 0.5, 0.75, 1.25, 1.5, 2.0)
 MIN_GAIN = 0.002  # training AUC a change must add to be kept (and may cost neither half of the accounts)
 MOVE_PRICE = 0.02  # AUC a change must pay per share of weight it moves: readable proposals stay near the current
 MAX_PASSES = 8
+MIN_TRAIN_EVENTS = 5  # churn events (accounts) the training period needs: fewer is a fit to one account
+MIN_HOLDOUT_EVENTS = 3  # and the holdout
 
 Pair = tuple[Observation, bool]
 
@@ -86,6 +92,7 @@ class Fit:
     excluded: int  # snapshots of accounts in segments that override weights
     proposed: bool
     reason: str
+    shortfall: Shortfall | None = None  # what the history lacks, when it is too little to tune on
 
 
 class _Scorer:
@@ -165,13 +172,11 @@ def rescore(scorecard: Scorecard, weights: Weights, observations: Sequence[Obser
 
 
 def split(pairs: Sequence[Pair], horizon_days: int, holdout_share: float) -> tuple[list[Pair], list[Pair]]:
-    """The latest `holdout_share` of snapshot days is the holdout; training snapshots end a horizon before."""
-    days = sorted({obs.day for obs, _ in pairs})
-    if len(days) < 3:
-        return list(pairs), []
-    holdout_from = days[min(len(days) - 1, int(len(days) * (1 - holdout_share)))]
-    train_until = holdout_from - timedelta(days=horizon_days)
-    return ([p for p in pairs if p[0].day <= train_until], [p for p in pairs if p[0].day >= holdout_from])
+    """The latest stretch of snapshot days holding `holdout_share` of the churn events is the holdout; training
+    snapshots end a horizon before it (`worker.analysis.folds.holdout_split`). Empty when there is too little."""
+    found = holdout_split(pairs, horizon_days, min_train=MIN_TRAIN_EVENTS, min_holdout=MIN_HOLDOUT_EVENTS,
+                          share=holdout_share)
+    return ([], []) if isinstance(found, Shortfall) else (found.train, found.holdout)
 
 
 def fit_weights(scorecard: Scorecard, train: Sequence[Pair]) -> Weights:
@@ -243,13 +248,14 @@ def tune(scorecard: Scorecard, pairs: Sequence[Pair], horizon_days: int, *, hold
     weighted_segments = {s.name for s in scorecard.segments
                          if s.groups or any(o.weight is not None for o in s.measures.values())}
     usable = [p for p in pairs if p[0].segment not in weighted_segments]
-    train, holdout = split(usable, horizon_days, holdout_share)
+    found = holdout_split(usable, horizon_days, min_train=MIN_TRAIN_EVENTS, min_holdout=MIN_HOLDOUT_EVENTS,
+                          share=holdout_share)
     old = Weights.of(scorecard)
+    if isinstance(found, Shortfall):
+        return Fit(old, old, _period([]), _period([]), (None, None), (None, None), len(pairs) - len(usable),
+                   False, f"not enough churn to tune: {found}", found)
+    train, holdout = found.train, found.holdout
     train_period, holdout_period = _period(train), _period(holdout)
-    if not any(y for _, y in train) or not any(y for _, y in holdout):
-        return Fit(old, old, train_period, holdout_period, (None, None), (None, None), len(pairs) - len(usable),
-                   False, "not enough churn to tune: the training and the holdout period each need "
-                          "snapshots followed by churn (a longer --period, or more history)")
     new = fit_weights(scorecard, train)
     train_auc = (_auc(scorecard, train, old), _auc(scorecard, train, new))
     holdout_auc = (_auc(scorecard, holdout, old), _auc(scorecard, holdout, new))

@@ -29,7 +29,10 @@ from worker.config import Settings, shipped_rules
 from worker.rulebook.in_force import RuleBook, load_rules
 
 if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
     from worker.cycle import CycleReport
+    from worker.scoring.scorecard import LoadedScorecard
     from worker.store import Store
 
 
@@ -46,7 +49,7 @@ def _run_stages(stages: tuple[str, ...] | None, db: Path | None, rules_dir: Path
         try:
             with _store(settings, dry_run) as store, _progress() as progress:
                 report = Cycle(store, settings, RuleBook(settings.rules_dir), clients, dry_run=dry_run,
-                               progress=progress, stop=stop).run(stages)
+                               progress=progress, stop=stop, refit=scheduled_refit).run(stages)
         finally:
             clients.close()
     if stages == ("sync",) and report.sync is not None:
@@ -54,6 +57,15 @@ def _run_stages(stages: tuple[str, ...] | None, db: Path | None, rules_dir: Path
     if not report.ok:
         raise typer.Exit(1)
     return report
+
+
+def scheduled_refit(store: Store, scorecard: LoadedScorecard, rules_dir: Path, now: datetime, every: timedelta,
+                    stop: Callable[[], bool]) -> str | None:
+    """The churn model's slow refit for the cycles these commands start (`worker.cycle.RefitJob`); numpy and the
+    replay are loaded only when a refit is looked at."""
+    from worker.analysis.churn_fit import scheduled_refit as refit
+
+    return refit(store, scorecard, rules_dir, now, every, stop)
 
 
 @contextmanager
@@ -121,7 +133,7 @@ def run(once: Annotated[bool, typer.Option("--once", help="Run one full cycle an
 
     setup_logging(verbose)
     settings = cli_settings(db, rules_dir)
-    raise typer.Exit(run_forever(settings, dry_run=dry_run))
+    raise typer.Exit(run_forever(settings, dry_run=dry_run, refit=scheduled_refit))
 
 
 @app.command()
@@ -145,7 +157,7 @@ def score(db: DbOption = None, rules_dir: RulesOption = None, verbose: VerboseOp
     from worker.clock import system_clock
 
     with open_store(settings) as store:
-        report = score_accounts(store, scorecard, system_clock())
+        report = score_accounts(store, scorecard, system_clock(), churn_model=rulebook.churn_model)
     err.print(f"scored {report.scored} accounts ({report.changed} changed)")
 
 

@@ -21,6 +21,7 @@ from worker.cli.common import (
     open_store,
 )
 from worker.rulebook.in_force import load_rules
+from worker.scoring.churn_model import MODEL_FILE
 from worker.terminal import Column, FittedTable, error_text, for_format
 
 if TYPE_CHECKING:
@@ -32,8 +33,8 @@ app.add_typer(rules_app, name="rules")
 
 @rules_app.command("check")
 def rules_check(rules_dir: RulesOption = None) -> None:
-    """Validate scorecard.yaml and alerts.yaml, and run the scorecard's tests: every problem with file, line and
-    field."""
+    """Validate scorecard.yaml, alerts.yaml and churn_model.yaml (when there is one), and run the scorecard's
+    tests: every problem with file, line and field."""
     from worker.rulebook.scorecard_tests import run_scorecard_tests
 
     settings = cli_settings(rules_dir=rules_dir)
@@ -47,7 +48,10 @@ def rules_check(rules_dir: RulesOption = None) -> None:
             typer.echo(problem, err=True)
         raise typer.Exit(1)
     passed = f"; {len(tests.passed)} scorecard tests pass" if tests is not None and tests.results else ""
-    typer.echo(f"{settings.rules_dir}: scorecard.yaml and alerts.yaml are valid{passed}")
+    model = settings.rules_dir / MODEL_FILE
+    files = (f"scorecard.yaml, alerts.yaml and {MODEL_FILE} are" if model.exists()
+             else "scorecard.yaml and alerts.yaml are")
+    typer.echo(f"{settings.rules_dir}: {files} valid{passed}")
 
 
 @rules_app.command("test")

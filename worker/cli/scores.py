@@ -137,12 +137,44 @@ def explain(account: AccountArgument, fmt: Annotated[str, typer.Option("--format
         from worker.service.feedback import account_feedback
 
         said = account_feedback(store, account_id, system_clock().date())
+        churn = churn_explanation(store, account_id, rulebook)
     if fmt == "json":
-        sys.stdout.write(json.dumps({**explanation.as_json(), "feedback": said.as_json()}, indent=2,
-                                    ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps({**explanation.as_json(), "feedback": said.as_json(), "churn_risk": churn},
+                                    indent=2, ensure_ascii=False) + "\n")
     else:
         Console().print(format_explanation(explanation))
+        if churn["model"] is not None:
+            Console().print(plain(churn_text(churn)))
         Console().print(said.render())
+
+
+def churn_explanation(store: Store, account_id: str, rulebook: RuleBook) -> dict[str, object]:
+    """Where the account's churn risk comes from: the learned model's terms that drive it (weight x
+    standardised value, from `scores.churn_drivers`), or the scorecard's rule when no model was in force."""
+    row = store.query("SELECT churn_risk, churn_drivers FROM scores WHERE account_id = ?", (account_id,))
+    found = row[0] if row else {}
+    drivers = json.loads(found["churn_drivers"]) if found.get("churn_drivers") else None
+    model = rulebook.churn_model
+    return {"value": found.get("churn_risk"),
+            "model": None if drivers is None else {
+                "file": str(model.path) if model else None,
+                "horizon_days": model.model.horizon_days if model else None,
+                "fitted_at": model.model.fitted_at.isoformat() if model else None},
+            "drivers": drivers or [],
+            "from": "the scorecard's derived.churn_risk rule" if drivers is None else "the learned churn model"}
+
+
+def churn_text(churn: dict[str, object]) -> str:
+    """`churn_explanation` in one line, as `explain` prints it: the risk, what it is the chance of, its drivers."""
+    model = churn["model"]
+    horizon = model.get("horizon_days") if isinstance(model, dict) else None
+    value = churn["value"]
+    head = (f"Churn risk {value:.0f}%" if isinstance(value, int | float) else "Churn risk -") + (
+        f": the learned model's chance of churn within {horizon} days" if horizon
+        else ": from the learned churn model it was scored with (no longer in the rules folder)")
+    drivers = churn["drivers"] if isinstance(churn["drivers"], list) else []
+    parts = [f"{d['says']} ({'+' if d['contribution'] >= 0 else ''}{d['contribution']:.2f})" for d in drivers]
+    return head + (", driven by " + "; ".join(parts) if parts else "") + " (weight × standardised value)."
 
 
 @app.command()
@@ -204,6 +236,64 @@ def backtest(
         outcomes = read_outcomes(store, rules)
         result = run_command(store, rulebook.scorecard, rulebook.alerts, outcomes, plan, fmt=fmt, plot_dir=plot,
                              tune_out=out)
+    typer.echo(result.output)
+    for message in result.messages:
+        err.print(message, markup=False, highlight=False)
+    raise typer.Exit(result.exit_code)
+
+
+churn_model_app = typer.Typer(no_args_is_help=True, help="The churn model learned from the org's own history.")
+app.add_typer(churn_model_app, name="churn-model")
+
+
+@churn_model_app.command("fit")
+def churn_model_fit(
+        out: Annotated[Path | None, typer.Option(help="Where to write the model (default: "
+                                                       "RULES_DIR/churn_model.proposed.yaml, not in force).")] = None,
+        horizon: Annotated[str, typer.Option(help="Churn risk is the chance of churn within this.")] = "90d",
+        step: Annotated[str, typer.Option(help="Time between the replayed snapshots.")] = "14d",
+        until: Annotated[str | None, typer.Option(help="Last snapshot day, YYYY-MM-DD (default: today).")] = None,
+        fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+        renewal_type: Annotated[list[str] | None, typer.Option(help="An Opportunity Type that is a renewal "
+                                                                    "(repeatable; default Renewal).")] = None,
+        renewal_name: Annotated[str, typer.Option(help="A word in an Opportunity's name that makes it a renewal "
+                                                       "('' to go by type alone).")] = "renewal",
+        churn_field: Annotated[str | None, typer.Option(help="A column of the accounts table holding a churn "
+                                                             "date, used beside the renewals.")] = None,
+        db: DbOption = None, rules_dir: RulesOption = None, verbose: VerboseOption = False) -> None:
+    """Fit the churn model on the store's whole history (renewals lost and won, the measures as they stood),
+    judge it on the latest period it never saw, and write it as a rule file to review and adopt."""
+    from datetime import UTC, date, datetime, time
+
+    from worker.analysis.backtest import Plan
+    from worker.analysis.command import fit_command
+    from worker.analysis.outcomes import OutcomeRules, read_outcomes
+    from worker.clock import system_clock
+    from worker.config import parse_duration
+    from worker.scoring.churn_model import PROPOSED_FILE
+
+    setup_logging(verbose)
+    if fmt not in ("table", "json"):
+        err.print(error_text(f"--format must be table or json, not {fmt!r}"))
+        raise typer.Exit(2)
+    try:
+        last = (datetime.combine(date.fromisoformat(until), time(23, 59, 59), UTC) if until else system_clock())
+        plan = Plan(until=min(last, system_clock()), step=parse_duration(step), horizon=parse_duration(horizon))
+    except ValueError as exc:
+        err.print(error_text(str(exc)))
+        raise typer.Exit(2) from None
+    settings = cli_settings(db, rules_dir)
+    rulebook = RuleBook(settings.rules_dir)
+    rulebook.reload()
+    if rulebook.scorecard is None:
+        raise typer.Exit(1)
+    if not settings.db.exists():
+        err.print(error_text(f"No database at {settings.db}: run a cycle first (healthbeat run --once)."))
+        raise typer.Exit(1)
+    rules = OutcomeRules(tuple(renewal_type or ["Renewal"]), renewal_name or None, churn_field)
+    with open_store(settings, lock=False) as store:
+        result = fit_command(store, rulebook.scorecard, read_outcomes(store, rules), plan,
+                             out or settings.rules_dir / PROPOSED_FILE, fmt=fmt, now=system_clock())
     typer.echo(result.output)
     for message in result.messages:
         err.print(message, markup=False, highlight=False)

@@ -3,7 +3,10 @@
 The validated models are compared, not the text, so moved keys, comments and quoting make no difference,
 and a defaulted value reads the same as a written one. Each alert rule change says whether the rule's
 alerts start fresh (its meaning — `when`, `resolve`, `for` — changed, so `evaluate_alerts` records the
-accounts that already match without a nudge) or keep their state (wording, route, cooldown).
+accounts that already match without a nudge) or keep their state (wording, route, cooldown). The churn model
+(`churn_model.yaml`, optional) is compared too: added or removed (churn risk learned, or back to the
+scorecard's rule), refitted (its training and held-out figures), and each feature whose weight or
+standardisation moved.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from worker.alerting.rules import AlertRule, AlertRules, LoadedRules, load_alert_rules
 from worker.rulefile import Problem, RuleFileError
+from worker.scoring.churn_model import ChurnModel, Feature, LoadedChurnModel, load_churn_model
 from worker.scoring.scorecard import LoadedScorecard, Scorecard, load_scorecard
 
 
@@ -34,16 +38,21 @@ def diff_rules(old_dir: Path, new_dir: Path) -> list[str]:
     Raises `RuleFileError` with the problems of both directories if either does not load."""
     problems: list[Problem] = []
     loaded = []
+    models: list[LoadedChurnModel | None] = []
     for rules_dir in (old_dir, new_dir):
         try:
-            loaded.append(load_rule_dir(rules_dir))
+            card, alerts = load_rule_dir(rules_dir)
+            loaded.append((card, alerts))
+            models.append(load_churn_model(rules_dir, card.scorecard))
         except RuleFileError as exc:
             problems += exc.problems
     if problems:
         raise RuleFileError(problems)
     (old_card, old_alerts), (new_card, new_alerts) = loaded
+    old_model, new_model = (m.model if m else None for m in models)
     return [*diff_scorecards(old_card.scorecard, new_card.scorecard),
-            *diff_alert_rules(old_alerts.rules, new_alerts.rules)]
+            *diff_alert_rules(old_alerts.rules, new_alerts.rules),
+            *diff_churn_models(old_model, new_model)]
 
 
 def load_rule_dir(rules_dir: Path) -> tuple[LoadedScorecard, LoadedRules]:
@@ -213,3 +222,49 @@ def _condition(expression: str | None) -> str:
 
 def _route(route: Any) -> str:
     return str(route.to) if route.channel is None else f"{route.to} {route.channel}"
+
+
+# -- churn model ------------------------------------------------------------------------------------------
+
+def diff_churn_models(old: ChurnModel | None, new: ChurnModel | None) -> list[str]:
+    """The churn model added, removed, or refitted: its figures, and each feature that moved."""
+    if old is None and new is None:
+        return []
+    if new is None:
+        return ["churn model removed: churn risk goes back to the scorecard's derived.churn_risk rule"]
+    if old is None:
+        return [f"churn model added: churn risk becomes the learned probability of churn within {new.horizon_days} "
+                f"days ({_model_facts(new)})"]
+    lines = []
+    if old.horizon != new.horizon:
+        lines.append(f"churn model horizon {old.horizon_days}d → {new.horizon_days}d")
+    if (old.fitted_at, old.training) != (new.fitted_at, new.training):
+        lines.append(f"churn model refitted: {_model_facts(old)} → {_model_facts(new)}")
+    if old.l2 != new.l2:
+        lines.append(f"churn model l2 {_show(old.l2)} → {_show(new.l2)}")
+    if old.intercept != new.intercept:
+        lines.append(f"churn model intercept {_show(old.intercept)} → {_show(new.intercept)}")
+    before = {_feature_key(f): f for f in old.features}
+    after = {_feature_key(f): f for f in new.features}
+    for key in [*before, *(k for k in after if k not in before)]:
+        a, b = before.get(key), after.get(key)
+        if b is None:
+            lines.append(f"churn model feature {key} removed")
+        elif a is None:
+            lines.append(f"churn model feature {key} added (weight {_show(b.weight)})")
+        elif a != b:
+            moved = [f"{name} {_show(getattr(a, name))} → {_show(getattr(b, name))}"
+                     for name in ("weight", "mean", "scale", "uses") if getattr(a, name) != getattr(b, name)]
+            lines.append(f"churn model feature {key}: " + ", ".join(moved))
+    return lines
+
+
+def _feature_key(feature: Feature) -> str:
+    return feature.label
+
+
+def _model_facts(model: ChurnModel) -> str:
+    held = model.validation.auc if model.validation else None
+    return (f"fitted {model.fitted_at.date()} on {model.training.from_} to {model.training.to}, "
+            f"{model.training.lost_renewals} lost and {model.training.won_renewals} won renewals, held-out AUC "
+            f"{'-' if held is None else f'{held:.2f}'}")

@@ -1,7 +1,9 @@
-"""The rules in force: the last scorecard and alert rules that loaded cleanly.
+"""The rules in force: the last scorecard, alert rules and churn model that loaded cleanly.
 
 Ops edit the files while the worker runs. A broken edit must never stop scoring or alerting: the worker
-keeps its last good rules, logs every problem with file, line and field, and says so on `/healthz`.
+keeps its last good rules, logs every problem with file, line and field, and says so on `/healthz`. The churn
+model (`churn_model.yaml`) is optional: without it churn risk is the scorecard's rule; a broken one keeps the
+last good model while that still fits the scorecard in force.
 """
 
 from __future__ import annotations
@@ -14,15 +16,29 @@ from pathlib import Path
 from worker.alerting.rules import LoadedRules, load_alert_rules
 from worker.errors import NoGoodRules
 from worker.rulefile import RuleFileError, read_rule_bytes
+from worker.scoring.churn_model import (
+    MODEL_FILE,
+    LoadedChurnModel,
+    load_churn_model,
+    read_churn_model,
+    semantic_problems,
+)
 from worker.scoring.scorecard import LoadedScorecard, load_scorecard
 
 log = logging.getLogger(__name__)
 
 
 def load_rules(rules_dir: Path) -> tuple[LoadedScorecard | None, LoadedRules | None, list[str]]:
-    """Both rule files, each None if it failed, and every problem found in either."""
+    """Both rule files, each None if it failed, and every problem found in either or in the churn model."""
+    scorecard, alerts, _, problems = load_all_rules(rules_dir)
+    return scorecard, alerts, problems
+
+
+def load_all_rules(rules_dir: Path) -> tuple[LoadedScorecard | None, LoadedRules | None, LoadedChurnModel | None,
+                                             list[str]]:
+    """The scorecard, the alert rules and the churn model (None when absent or broken), and every problem."""
     problems: list[str] = []
-    scorecard = alerts = None
+    scorecard = alerts = model = None
     try:
         scorecard = load_scorecard(rules_dir)
     except RuleFileError as exc:
@@ -31,10 +47,14 @@ def load_rules(rules_dir: Path) -> tuple[LoadedScorecard | None, LoadedRules | N
         alerts = load_alert_rules(rules_dir)
     except RuleFileError as exc:
         problems += [str(p) for p in exc.problems]
-    return scorecard, alerts, problems
+    try:
+        model = load_churn_model(rules_dir, scorecard.scorecard if scorecard else None)
+    except RuleFileError as exc:
+        problems += [str(p) for p in exc.problems]
+    return scorecard, alerts, model, problems
 
 
-RULE_FILES = ("scorecard.yaml", "alerts.yaml")
+RULE_FILES = ("scorecard.yaml", "alerts.yaml", MODEL_FILE)
 
 
 def rules_fingerprint(rules_dir: Path) -> str:
@@ -55,11 +75,13 @@ class RuleBook:
     rules_dir: Path
     scorecard: LoadedScorecard | None = None
     alerts: LoadedRules | None = None
+    churn_model: LoadedChurnModel | None = None
     problems: list[str] = field(default_factory=list)
     _fingerprint: str | None = field(default=None, repr=False)
 
     def reload(self) -> list[str]:
-        """Load both files; keep the previous good version of any that fails. Returns the problems.
+        """Load the rule files (and the churn model); keep the previous good version of any that fails. Returns
+        the problems.
 
         Unchanged files are not parsed and checked again (a cycle every few minutes would spend a quarter
         of a quiet cycle on it); their problems, if any, are logged again so a broken file stays visible."""
@@ -67,12 +89,41 @@ class RuleBook:
         if fingerprint == self._fingerprint:
             self._log_problems()
             return self.problems
-        scorecard, alerts, self.problems = load_rules(self.rules_dir)
+        scorecard, alerts, model, self.problems = load_all_rules(self.rules_dir)
         self._fingerprint = fingerprint
         self.scorecard = scorecard or self.scorecard
         self.alerts = alerts or self.alerts
+        self.churn_model = self._churn_model(model, checked=scorecard is not None)
         self._log_problems()
         return self.problems
+
+    def _churn_model(self, loaded: LoadedChurnModel | None, *, checked: bool) -> LoadedChurnModel | None:
+        """The model just loaded, once it fits the scorecard in force (`checked`: it was loaded against it; a
+        broken scorecard.yaml leaves the last good one in force, and the model is checked against that one);
+        else, when its file is there, the last good model as long as it fits the scorecard in force; none when
+        the file is gone (churn risk goes back to the scorecard's rule)."""
+        if loaded is not None and not checked and self.scorecard is not None:
+            try:
+                loaded = read_churn_model(loaded.path, self.scorecard.scorecard)
+            except RuleFileError as exc:
+                self.problems += [f"{p} (checked against the last good scorecard, still in force)"
+                                  for p in exc.problems]
+                loaded = None
+        if loaded is not None or self.churn_model is None:
+            return loaded
+        path = self.rules_dir / MODEL_FILE
+        if not path.exists() and not path.is_symlink():
+            return None
+        last = self.churn_model
+        if self.scorecard is not None:
+            stale = semantic_problems(last.model, self.scorecard.scorecard)
+            if stale:
+                self.problems += [f"{last.path}: {message} (the last good churn model no longer fits the scorecard: "
+                                  f"churn risk is the scorecard's rule until it does)" for _, message in stale]
+                return None
+        self.problems.append(f"{path}: keeping the last good churn model (fitted {last.model.fitted_at.date()}, "
+                             f"digest {last.digest}) until the file loads again")
+        return last
 
     def _log_problems(self) -> None:
         for problem in self.problems:

@@ -27,6 +27,7 @@ from rich.table import Table
 from worker.alerting.engine import account_contexts, step_rule
 from worker.alerting.rules import AlertRule, LoadedRules, evaluate
 from worker.rulebook.diff import load_rule_dir
+from worker.scoring.churn_model import load_churn_model
 from worker.scoring.engine import score_accounts
 from worker.store import Store, iso
 
@@ -82,11 +83,13 @@ def preview_rules(store: Store, live_rules_dir: Path, new_rules_dir: Path, as_of
     directory does not load (with every problem of both)."""
     live_card, live_alerts = load_rule_dir(live_rules_dir)
     new_card, new_alerts = load_rule_dir(new_rules_dir)
+    live_model = load_churn_model(live_rules_dir, live_card.scorecard)
+    new_model = load_churn_model(new_rules_dir, new_card.scorecard)
     with snapshot(store) as copy:
         states: States = {(r["rule"], r["account_id"]): r for r in copy.query("SELECT * FROM alerts")}
-        score_accounts(copy, live_card, as_of)
+        score_accounts(copy, live_card, as_of, churn_model=live_model)
         live = {c["account_id"]: c for c in account_contexts(copy)}
-        score_accounts(copy, new_card, as_of)
+        score_accounts(copy, new_card, as_of, churn_model=new_model)
         new = {c["account_id"]: c for c in account_contexts(copy)}
     errors: list[str] = []
     live_match, live_nudge = _outlook(live_alerts, live, states, as_of, errors)

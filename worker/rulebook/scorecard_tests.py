@@ -197,7 +197,7 @@ Number = float | Bounds | None  # None: expected to have no value (no data, no s
 class Expected(_Strict):
     """What the scorecard makes of one account; only what is given is checked."""
 
-    band: Literal["red", "yellow", "green"] | None = None
+    band: Literal["red", "yellow", "green", "unknown"] | None = None
     score: Number = None
     coverage: Number = Field(default=None, description="share of the scorecard's weight that had data (0..1)")
     confidence: str | None = Field(default=None, description="a level (High, Medium, Low) or the whole text")

@@ -19,6 +19,7 @@ from datetime import date, datetime
 from itertools import chain, pairwise
 from typing import Any, cast
 
+from worker.scoring.churn_model import RENEWAL, LoadedChurnModel, drivers
 from worker.scoring.measures import (
     ACTIVITY_KINDS,
     LIBRARY,
@@ -119,12 +120,10 @@ def interpolate(points: list[tuple[float, float]], raw: float) -> float:
     return points[-1][1]
 
 
-def band_of(score: float, scorecard: Scorecard) -> str:
-    if score < scorecard.bands.red:
-        return "red"
-    if score < scorecard.bands.yellow:
-        return "yellow"
-    return "green"
+def band_of(score: float, scorecard: Scorecard, coverage: float = 1.0) -> str:
+    """The band of a score computed on `coverage` of the scorecard's weight (`Scorecard.band`: "unknown" when
+    too little of it had data). A score a CSM pinned by hand is theirs: it has the band of its value."""
+    return scorecard.band(score, coverage)
 
 
 def _measure_raw(store: Store, scorecard: Scorecard, as_of: datetime, *, scoped: bool = False) -> Raw:
@@ -390,22 +389,30 @@ def live_accounts(store: Store, *, scoped: bool = False) -> list[dict[str, Any]]
     return store.query(in_scope(_ACCOUNTS, scoped=scoped))
 
 
-def score_changed_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime) -> ScoringReport:
+def rules_digest(loaded: LoadedScorecard, churn_model: LoadedChurnModel | None) -> str:
+    """What the scores were made of: the scorecard's digest, and the churn model's when one is in force (a new
+    model re-scores every account, as a new scorecard does)."""
+    return loaded.digest if churn_model is None else f"{loaded.digest}+{churn_model.digest}"
+
+
+def score_changed_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
+                           churn_model: LoadedChurnModel | None = None) -> ScoringReport:
     """The cycle's scoring: every account when a whole re-score is due (the first of a day, a new
-    scorecard), otherwise only the accounts whose data changed since they were scored, and nothing at
-    all in a quiet cycle. Both give the same scores: see `worker.store.changes`."""
-    why = full_rescore_due(store, loaded.digest, as_of)
+    scorecard or churn model), otherwise only the accounts whose data changed since they were scored, and
+    nothing at all in a quiet cycle. Both give the same scores: see `worker.store.changes`."""
+    digest = rules_digest(loaded, churn_model)
+    why = full_rescore_due(store, digest, as_of)
     if why is not None:
         log.info("scoring every account: %s", why)
-        report = score_accounts(store, loaded, as_of)
+        report = score_accounts(store, loaded, as_of, churn_model=churn_model)
         report.full_reason = why
         return report
     marked = changes.pending(store, changes.SCORE, as_of)
     if not marked.marks:
         with store.transaction():
-            record_rescore_time(store, loaded.digest, as_of)
+            record_rescore_time(store, digest, as_of)
         return ScoringReport(full=False, bands=_bands(store))
-    return score_accounts(store, loaded, as_of, only=marked)
+    return score_accounts(store, loaded, as_of, only=marked, churn_model=churn_model)
 
 
 def _bands(store: Store) -> dict[str, int]:
@@ -421,12 +428,13 @@ class _Scored:
     changed: int = 0
 
 
-def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts: Collection[str] | None
-                ) -> _Scored:
+def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts: Collection[str] | None,
+                churn_model: LoadedChurnModel | None = None) -> _Scored:
     """Score every live account, or those of `accounts` (read through `temp.scope`), without storing."""
     base = loaded.scorecard
     with account_scope(store, accounts) as scoped:
         raw = _measure_raw(store, base, as_of, scoped=scoped)
+        renewals = LIBRARY[RENEWAL].query(store, {}, as_of, scoped=scoped) if churn_model is not None else {}
         baselines = trend_baselines(store, base, as_of, scoped=scoped)
         ages = newest_data_ages(store, as_of, scoped=scoped)
         previous = {r["account_id"]: r for r in store.query(
@@ -455,6 +463,8 @@ def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts
             for name, c in columns.items() if members[name]}
     json_order = {name: sorted({m.key: n for n, m in enumerate(c.measures)}.items()) for name, c in columns.items()}
     scored_at, day = iso(as_of), as_of.date().isoformat()
+    learned = _LearnedRisk(churn_model, raw, renewals, _plan(base)) if churn_model is not None else None
+    digest = rules_digest(loaded, churn_model)
     scored = _Scored()
     for account, (name, index), override in zip(live, places, overrides, strict=True):
         account_id = account["id"]
@@ -462,7 +472,7 @@ def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts
         raw_row, points_row, shares_row = (r[index] for r in rows[name])
         computed, coverage = found.scores[index], found.coverage[index]
         score = health[name][index]
-        band = band_of(score, scorecard)
+        band = band_of(score, scorecard, 1.0 if override else coverage)
         trend_text, delta = trend(score, baselines.get(account_id), scorecard)
         falling = delta is not None and delta <= -3 * scorecard.trend.flat
         reason = _explain_row(found.measures, raw_row, points_row, shares_row, band, scorecard.max_reasons, falling)
@@ -470,6 +480,9 @@ def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts
             reason = f"{override[1]} (computed {round(computed)}: {reason})"
         churn, expansion = (derived[name][d][index] if d in derived[name] else None
                             for d in ("churn_risk", "expansion_readiness"))
+        churn_drivers = None
+        if learned is not None:
+            churn, churn_drivers = learned.of(account_id)
         measures_json = json.dumps({key: {"points": points_row[n], "raw": raw_row[n], "weight": round(shares_row[n], 4)}
                                     for key, n in json_order[name]})
         scored.score_rows.append({
@@ -478,8 +491,8 @@ def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts
             "churn_risk": churn, "expansion_readiness": expansion,
             "confidence": confidence(coverage, ages.get(account_id), scorecard),
             "overridden": int(bool(override)),
-            "measures": measures_json, "segment": name,
-            "scorecard_hash": loaded.digest, "scored_at": scored_at})
+            "measures": measures_json, "segment": name, "churn_drivers": churn_drivers,
+            "scorecard_hash": digest, "scored_at": scored_at})
         scored.history_rows.append({"account_id": account_id, "day": day, "score": score,
                                     "band": band, "churn_risk": churn, "expansion_readiness": expansion,
                                     "coverage": coverage, "scored_at": scored_at})
@@ -489,10 +502,28 @@ def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts
     return scored
 
 
-def _score_part(path: str, loaded: LoadedScorecard, as_of: datetime, accounts: list[str]) -> _Scored:
+class _LearnedRisk:
+    """Churn risk from the learned model (`worker.scoring.churn_model`) in place of the scorecard's rule: the
+    model's probability, and the terms that drive it for the account, as the JSON `scores.churn_drivers` keeps."""
+
+    def __init__(self, loaded: LoadedChurnModel, raw: Raw, renewals: Mapping[str, float],
+                 plan: tuple[_GroupPlan, ...]) -> None:
+        self.model = loaded.model
+        self.columns = {f.measure: renewals if f.measure == RENEWAL else raw.get(f.measure, {})
+                        for f in self.model.features}
+        self.describe = {m.qualified: (m.measure, m.params) for group in plan for m in group.measures}
+
+    def of(self, account_id: str) -> tuple[float, str]:
+        values = {measure: column.get(account_id) for measure, column in self.columns.items()}
+        found = drivers(self.model, values, self.describe)
+        return self.model.risk(values), json.dumps([d.as_json() for d in found])
+
+
+def _score_part(path: str, loaded: LoadedScorecard, as_of: datetime, accounts: list[str],
+                churn_model: LoadedChurnModel | None = None) -> _Scored:
     """`_score_some` on a read-only connection of its own: a pool process's part, or this process's."""
     with Store.open_readonly(path) as store:
-        return _score_some(store, loaded, as_of, accounts)
+        return _score_some(store, loaded, as_of, accounts, churn_model)
 
 
 # A whole re-score splits the accounts over processes (one per core, at most this many) when there are enough
@@ -508,13 +539,14 @@ def scoring_processes() -> int:
 
 
 def _scored_parts(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts: Collection[str] | None,
-                  processes: int, parallel_from: int) -> Generator[_Scored, None, None]:
+                  processes: int, parallel_from: int, churn_model: LoadedChurnModel | None
+                  ) -> Generator[_Scored, None, None]:
     """The scores of `accounts` (None: every live account) in parts, as they are ready: this process's own
     part first, while the pool's are still being computed, so that it can be stored meanwhile."""
     ids = [] if accounts is not None else [
         str(a) for (a,) in store.conn.execute("SELECT id FROM accounts WHERE is_deleted = 0 ORDER BY id")]
     if accounts is not None or processes < 2 or len(ids) < max(parallel_from, 2) or not store.on_disk:
-        yield _score_some(store, loaded, as_of, accounts)
+        yield _score_some(store, loaded, as_of, accounts, churn_model)
         return
     size = -(-len(ids) // processes)
     parts = [ids[n:n + size] for n in range(0, len(ids), size)]
@@ -523,29 +555,32 @@ def _scored_parts(store: Store, loaded: LoadedScorecard, as_of: datetime, accoun
     # This process scores the first part itself: one process fewer to start, one part fewer to pickle back
     # (a part's rows make a large pickle, slow to load here).
     with ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context) as pool:
-        others = [pool.submit(_score_part, str(store.path), loaded, as_of, part) for part in parts[1:]]
+        others = [pool.submit(_score_part, str(store.path), loaded, as_of, part, churn_model)
+                  for part in parts[1:]]
         # Read, like the pool's processes, through a reader of its own: its small page cache scans a part in
         # less CPU than the writer's 64 MB one, and this part is the one the others wait for (measured:
         # BENCHMARKS.md, 'Figures behind the code').
-        yield _score_part(str(store.path), loaded, as_of, parts[0])
+        yield _score_part(str(store.path), loaded, as_of, parts[0], churn_model)
         for future in others:
             yield future.result()
 
 
 def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
                    only: changes.ChangeSet | None = None, processes: int | None = None,
-                   parallel_from: int = PARALLEL_FROM_ACCOUNTS) -> ScoringReport:
+                   parallel_from: int = PARALLEL_FROM_ACCOUNTS,
+                   churn_model: LoadedChurnModel | None = None) -> ScoringReport:
     """Score every live account, or only the accounts `only` names, in one transaction that keeps one
     history row per account per day and clears the change marks it answered.
 
     Set-based: one query per distinct measure, one for the accounts, one for the trend baselines; the
     per-account work in Python is arithmetic only. With `only`, each query seeks just those accounts; a
     whole re-score of many accounts runs in `processes` parts (default: one per core), this process storing
-    its own part while the others are still computing theirs (they read the last committed state).
+    its own part while the others are still computing theirs (they read the last committed state). With
+    `churn_model`, churn risk is the learned model's probability instead of the scorecard's rule.
     """
     answered = only if only is not None else changes.pending(store, changes.SCORE, as_of)
     parts = _scored_parts(store, loaded, as_of, only.accounts if only is not None else None,
-                          scoring_processes() if processes is None else processes, parallel_from)
+                          scoring_processes() if processes is None else processes, parallel_from, churn_model)
     report = ScoringReport(full=only is None)
     bands: Counter[str] = Counter()
     try:
@@ -564,9 +599,9 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
             conn.executemany("DELETE FROM scores WHERE account_id = ?", [(a,) for a in sorted(stale - scored)])
             changes.clear(conn, answered)  # the rows that changed are marked for evaluation and write-back
             if only is None:
-                record_full_rescore(store, loaded.digest, as_of)
+                record_full_rescore(store, rules_digest(loaded, churn_model), as_of)
             else:
-                record_rescore_time(store, loaded.digest, as_of)
+                record_rescore_time(store, rules_digest(loaded, churn_model), as_of)
     finally:
         parts.close()
     report.scored = len(scored)

@@ -6,12 +6,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
+from worker.scoring.scorecard import BANDS as BANDS
 from worker.store import Store
-
-BANDS: Final = ("red", "yellow", "green")
-"""Every band a score can fall in, worst first (`scoring.engine.band_of`)."""
 
 
 def read_scores(store: Store, *, band: str | None = None, owner: str | None = None,

@@ -99,6 +99,13 @@ class Measure:
                 bound[f"{key}_json"] = json.dumps([str(v) for v in value])
             else:
                 bound[key] = value
+        window, baseline = bound.get("window"), bound.get("baseline")
+        if isinstance(window, float) and isinstance(baseline, float):
+            # Against the account's own usual: the last `window` whole days (today's included) and the
+            # `baseline` days before them, which never overlap (see `_against_usual`).
+            recent_from = as_of.date() - timedelta(days=round(window) - 1)
+            bound["recent_from"] = recent_from.isoformat()
+            bound["baseline_from"] = (recent_from - timedelta(days=round(baseline))).isoformat()
         return bound
 
 
@@ -227,6 +234,116 @@ _EVENTS_BEFORE = ("sum(CASE WHEN u.day > date(:window_start, '-' || CAST(:window
 
 def _hours(value: float) -> str:
     return _plural(value, "hour") if value < 48 else f"{round(value / 24, 1):g} days"
+
+
+# -- against the account's own usual ---------------------------------------------------------------------------
+#
+# A level says little across kinds of account: a low-touch customer is always quiet, a grumpy one always terse.
+# These measures read the last `window` days (today's included: from `recent_from`) against the `baseline` days
+# before them (from `baseline_from`; the two never overlap), so a quiet account that was always quiet is as
+# usual and one that went quiet is not. A count is compared as a ratio of daily rates, 1 being as usual, each
+# side given one event more (a pseudo-count): an account that usually has a meeting every three months is not
+# "down 100%" after one month without, while one that usually has four a month and had none is down 80%. A
+# share or a tone is compared as a difference, 0 being as usual. An account has no value, not a decline,
+# when it has too little baseline: no data from before the baseline began (new to us), or fewer than
+# `min_baseline` of the things counted in it (nothing usual to fall from).
+
+# The account has data of any kind from before its baseline began: it was a customer we knew all along.
+_KNOWN_BEFORE_BASELINE = " OR ".join(
+    [f"""EXISTS (SELECT 1 FROM activities h WHERE h.account_id = acc.id AND h.kind = '{kind}'
+                 AND h.is_deleted = 0 AND h.occurred_at < :baseline_from)""" for kind in
+     ("meeting", "call", "email", "ticket", "ticket_comment")]
+    + ["EXISTS (SELECT 1 FROM usage_daily hu WHERE hu.account_id = acc.id AND hu.day < :baseline_from)"])
+
+_RECENT = "a.occurred_at >= :recent_from"
+_IN_BASELINE = "a.occurred_at < :recent_from"
+
+
+def _count_against_usual(condition: str) -> str:
+    """Activities meeting `condition` per day in the window against the baseline's rate (1 = as usual)."""
+    return f"""SELECT id, CASE WHEN known AND baseline_count >= :min_baseline
+                              THEN (recent_count + 1.0) / (baseline_count * :window / :baseline + 1.0) END
+        FROM (SELECT acc.id, coalesce(sum({_RECENT}), 0) AS recent_count,
+                     coalesce(sum({_IN_BASELINE}), 0) AS baseline_count, ({_KNOWN_BEFORE_BASELINE}) AS known
+              FROM accounts acc
+              LEFT JOIN activities a ON a.account_id = acc.id AND a.is_deleted = 0 AND {condition}
+                   AND a.occurred_at >= :baseline_from AND a.occurred_at <= :as_of
+              WHERE acc.is_deleted = 0 AND SCOPE(acc.id) GROUP BY acc.id)"""
+
+
+def _mean_against_usual(condition: str, value: str) -> str:
+    """The mean of `value` over the window's activities meeting `condition`, less its mean over the baseline
+    (0 = as usual): no value without an activity in the window or with fewer than `min_baseline` before."""
+    return f"""SELECT id, CASE WHEN known AND baseline_count >= :min_baseline AND recent_count > 0
+                              THEN recent_mean - baseline_mean END
+        FROM (SELECT acc.id, count(CASE WHEN {_RECENT} THEN 1 END) AS recent_count,
+                     count(CASE WHEN {_IN_BASELINE} THEN 1 END) AS baseline_count,
+                     avg(CASE WHEN {_RECENT} THEN {value} END) AS recent_mean,
+                     avg(CASE WHEN {_IN_BASELINE} THEN {value} END) AS baseline_mean,
+                     ({_KNOWN_BEFORE_BASELINE}) AS known
+              FROM accounts acc
+              JOIN activities a ON a.account_id = acc.id AND a.is_deleted = 0 AND {condition}
+                   AND a.occurred_at >= :baseline_from AND a.occurred_at <= :as_of
+              WHERE acc.is_deleted = 0 AND SCOPE(acc.id) GROUP BY acc.id)"""
+
+
+def _answered_by(direction: str) -> str:
+    """1 when an email of `direction` to the account answers the email `a` within `within`, else 0."""
+    return f"""EXISTS (SELECT 1 FROM activities r WHERE r.account_id = a.account_id AND r.kind = 'email'
+                   AND r.direction = '{direction}' AND r.is_deleted = 0 AND r.occurred_at >= a.occurred_at
+                   AND julianday(r.occurred_at) - julianday(a.occurred_at) <= :within AND r.occurred_at <= :as_of)"""
+
+
+# An email is judged once `within` whole days have passed since its day (as `inbound_answered_share` does).
+_JUDGED = "julianday(:as_of_day) - julianday(a.occurred_at, 'start of day') > :within"
+
+# Usage against its own usual: the window's days against the baseline's, in the usage pass (`query_usage`), for an
+# account whose usage feed reaches back before its baseline.
+_USAGE_KNOWN_BEFORE_BASELINE = "min(u.day) < :baseline_from"
+
+
+def _usage_against_usual(per_day: str) -> str:
+    """`per_day` summed over the window's days against the baseline's rate (1 = as usual)."""
+    recent = f"coalesce(sum(CASE WHEN u.day >= :recent_from THEN {per_day} END), 0)"
+    baseline = f"coalesce(sum(CASE WHEN u.day >= :baseline_from AND u.day < :recent_from THEN {per_day} END), 0)"
+    return f"""CASE WHEN {_USAGE_KNOWN_BEFORE_BASELINE} AND {baseline} >= :min_baseline
+                    THEN ({recent} + 1.0) / ({baseline} * :window / :baseline + 1.0) END"""
+
+
+def _against_usual(what: str) -> Callable[[float, Params], str]:
+    """A ratio to the usual in words: "Meetings down 70% on their usual (30 days)"."""
+    def say(value: float, params: Params) -> str:
+        span = _window(params)
+        if value <= 0.85:
+            return f"{what} down {round((1 - value) * 100)}% on their usual ({span})"
+        if value >= 1.15:
+            return (f"{what} at {value:.1f}x their usual ({span})" if value >= 2
+                    else f"{what} up {round((value - 1) * 100)}% on their usual ({span})")
+        return f"{what} as usual ({span})"
+    return say
+
+
+def _share_against_usual(what: str) -> Callable[[float, Params], str]:
+    """A change of share in words: "Inbound emails answered: 40 points fewer than usual (30 days)"."""
+    def say(value: float, params: Params) -> str:
+        points = round(abs(value) * 100)
+        if points < 10:
+            return f"{what} as usual ({_window(params)})"
+        return f"{what}: {points} points {'fewer' if value < 0 else 'more'} than usual ({_window(params)})"
+    return say
+
+
+def _tone_against_usual(value: float, params: Params) -> str:
+    if value <= -0.1:
+        return f"Customer messages more negative than usual ({value:+.2f}, {_window(params)})"
+    if value >= 0.1:
+        return f"Customer messages warmer than usual ({value:+.2f}, {_window(params)})"
+    return f"Customer messages sound as usual ({value:+.2f}, {_window(params)})"
+
+
+_AGAINST_USUAL = {"window": timedelta(days=30), "baseline": timedelta(days=180)}
+_INBOUND_TEXT = ("a.direction = 'in' AND a.sentiment IS NOT NULL "
+                 "AND a.kind IN ('email', 'ticket_comment', 'ticket')")
 
 
 LIBRARY: dict[str, Measure] = {m.name: m for m in (
@@ -366,6 +483,51 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
                  coalesce(max(CASE WHEN u.day > :window_start THEN u.active_users END), 0) * 1.0
                  / {_SEATS_CONTRACTED} END""",
         lambda v, p: f"Peak use reaches {round(v * 100)}% of contracted seats", over_usage_days=True),
+    Measure(
+        "meetings_vs_usual", "Meetings per day in `window` against the `baseline` before it (1 = as usual)",
+        {**_AGAINST_USUAL, "min_baseline": 2},
+        _count_against_usual("a.kind = 'meeting'"), _against_usual("Meetings")),
+    Measure(
+        "two_way_touches_vs_usual",
+        "Meetings, calls and email replies (either way, within `within`) per day in `window` against the "
+        "`baseline` before it (1 = as usual)",
+        {**_AGAINST_USUAL, "min_baseline": 3, "within": timedelta(days=14)},
+        _count_against_usual(f"(a.kind IN ('meeting', 'call') OR (a.kind = 'email' {_ANSWERED_EITHER_WAY}))"),
+        _against_usual("Two-way touches")),
+    Measure(
+        "customer_reply_rate_vs_usual",
+        "Share of our emails the customer answered within `within`, in `window` less in the `baseline` before "
+        "it (0 = as usual)",
+        {**_AGAINST_USUAL, "min_baseline": 3, "within": timedelta(days=7)},
+        _mean_against_usual(f"a.kind = 'email' AND a.direction = 'out' AND {_JUDGED}", _answered_by("in")),
+        _share_against_usual("Our emails answered by the customer")),
+    Measure(
+        "inbound_answered_vs_usual",
+        "Share of inbound emails we answered within `within`, in `window` less in the `baseline` before it "
+        "(0 = as usual)",
+        {**_AGAINST_USUAL, "min_baseline": 3, "within": timedelta(days=2)},
+        _mean_against_usual(f"a.kind = 'email' AND a.direction = 'in' AND {_JUDGED}", _answered_by("out")),
+        _share_against_usual("Inbound emails answered")),
+    Measure(
+        "sentiment_vs_usual",
+        "Mean sentiment of inbound emails and ticket comments in `window` less in the `baseline` before it "
+        "(0 = as usual)",
+        {**_AGAINST_USUAL, "min_baseline": 3},
+        _mean_against_usual(_INBOUND_TEXT, "a.sentiment"), _tone_against_usual),
+    Measure(
+        "tickets_vs_usual", "Tickets opened per day in `window` against the `baseline` before it (1 = as usual)",
+        {**_AGAINST_USUAL, "min_baseline": 0},
+        _count_against_usual("a.kind = 'ticket'"), _against_usual("Tickets")),
+    Measure(
+        "active_days_vs_usual",
+        "Days with an active user in `window` against the `baseline` before it (1 = as usual)",
+        {**_AGAINST_USUAL, "min_baseline": 5},
+        _usage_against_usual("(u.active_users > 0)"), _against_usual("Days of product use"), over_usage_days=True),
+    Measure(
+        "active_users_vs_usual",
+        "Daily active users in `window` against the `baseline` before it (1 = as usual)",
+        {**_AGAINST_USUAL, "min_baseline": 5},
+        _usage_against_usual("u.active_users"), _against_usual("Active users"), over_usage_days=True),
     Measure(
         "days_to_renewal", "Days until the next open renewal closes", {},
         """SELECT o.account_id, min(julianday(o.close_date) - julianday(:as_of_day))

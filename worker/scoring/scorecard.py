@@ -43,6 +43,7 @@ class MeasureSpec(_Strict):
     within: Duration | None = None
     half_life: Duration | None = None
     baseline: Duration | None = None
+    min_baseline: float | None = Field(default=None, ge=0, description="the least activity that makes a usual")
     priorities: list[str] | None = None
 
     @field_validator("points")
@@ -59,6 +60,7 @@ class MeasureSpec(_Strict):
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in (("window", self.window), ("within", self.within),
                                   ("half_life", self.half_life), ("baseline", self.baseline),
+                                  ("min_baseline", self.min_baseline),
                                   ("priorities", tuple(self.priorities) if self.priorities else None))
                 if v is not None}
 
@@ -113,9 +115,17 @@ class Segment(_Strict):
     measures: dict[str, MeasureOverride] = Field(default_factory=dict, description='keys "group.measure"')
 
 
+UNKNOWN = "unknown"
+"""The band of a score with too little data behind it to call it red, yellow or green (`Scorecard.band`)."""
+
+BANDS = ("red", "yellow", "green", UNKNOWN)
+"""Every band a score can fall in: the three a score earns, worst first, then "we do not know"."""
+
+
 class Bands(_Strict):
     red: float = Field(ge=0, le=100)
     yellow: float = Field(ge=0, le=100)
+    min_coverage: float = Field(default=0, ge=0, le=1, description="below this coverage the band is unknown")
 
     @model_validator(mode="after")
     def _ordered(self) -> Bands:
@@ -146,6 +156,22 @@ class Scorecard(_Strict):
     groups: dict[str, GroupSpec] = Field(min_length=1)
     derived: dict[Literal["churn_risk", "expansion_readiness"], DerivedSpec] = Field(default_factory=dict)
     segments: list[Segment] = Field(default_factory=list)
+
+    def band(self, score: float, coverage: float) -> str:
+        """The band of a score, or `unknown` when too little of the scorecard had data to call it.
+
+        A score is a weighted mean of what there was: an account we know almost nothing about would otherwise be
+        called red or green by the measures that the missing-data policy fills in (`zero`, `neutral`) or by the
+        one or two it has, and a CSM would act on a guess. Coverage (the share of the scorecard's weight whose
+        measures had data) below `bands.min_coverage`, or none at all, says "we do not know" instead.
+        """
+        if coverage <= 0 or coverage < self.bands.min_coverage:
+            return UNKNOWN
+        if score < self.bands.red:
+            return "red"
+        if score < self.bands.yellow:
+            return "yellow"
+        return "green"
 
     def all_measures(self) -> list[tuple[tuple[str | int, ...], str, MeasureSpec]]:
         """(location in the file, library name, spec) of every measure, groups then derived scores."""

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from worker.config import Settings
-from worker.cycle import Clients, Cycle, build_clients, stop_on_signals
+from worker.cycle import Clients, Cycle, RefitJob, build_clients, stop_on_signals
 from worker.errors import HealthServerError
 from worker.rulebook.in_force import RuleBook
 from worker.service.http import HealthServer, HealthState
@@ -26,9 +26,10 @@ from worker.store import Store
 log = logging.getLogger(__name__)
 
 
-def run_forever(settings: Settings, *, dry_run: bool = False) -> int:
+def run_forever(settings: Settings, *, dry_run: bool = False, refit: RefitJob | None = None) -> int:
     """Serve until SIGTERM or SIGINT; 0 once stopped. A setting, the database or the HTTP port that cannot be
-    used raises its `HealthbeatError` before anything runs (the CLI names it and exits with its status)."""
+    used raises its `HealthbeatError` before anything runs (the CLI names it and exits with its status).
+    `refit` fits the churn model again on its slow schedule, in a cycle's last stage."""
     with stop_on_signals() as stop:
         clients = build_clients(settings, stop=stop)
         try:
@@ -36,12 +37,13 @@ def run_forever(settings: Settings, *, dry_run: bool = False) -> int:
         except BaseException:
             clients.close()
             raise
-        return _serve(settings, store, clients, stop, dry_run=dry_run)
+        return _serve(settings, store, clients, stop, dry_run=dry_run, refit=refit)
 
 
-def _serve(settings: Settings, store: Store, clients: Clients, stop: threading.Event, *, dry_run: bool) -> int:
+def _serve(settings: Settings, store: Store, clients: Clients, stop: threading.Event, *, dry_run: bool,
+           refit: RefitJob | None = None) -> int:
     rulebook = RuleBook(settings.rules_dir)
-    cycle = Cycle(store, settings, rulebook, clients, dry_run=dry_run, stop=stop)
+    cycle = Cycle(store, settings, rulebook, clients, dry_run=dry_run, stop=stop, refit=refit)
     metrics = Metrics()
     health = HealthState(settings.interval)
     health.record_store(read_store_facts(store))

@@ -63,7 +63,9 @@ def full_rescore_due(store: Store, scorecard_digest: str, as_of: datetime) -> st
         return "no whole re-score on record"
     state = json.loads(last)
     if state.get("scorecard") != scorecard_digest:
-        return "the scorecard changed"
+        # the digest is the scorecard's, then "+" and the churn model's when one is in force
+        before, now = str(state.get("scorecard")).partition("+"), scorecard_digest.partition("+")
+        return "the scorecard changed" if before[0] != now[0] else "the churn model in force changed"
     if state.get("day") != as_of.date().isoformat():
         return "a new day (ages and windows move with the date)"
     if state.get("as_of", "") > iso(as_of):

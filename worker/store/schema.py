@@ -265,6 +265,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX activities_parent ON activities (parent_id) WHERE parent_id IS NOT NULL;
     DELETE FROM sync_state WHERE stream = 'zendesk.tickets';
     """,
+    # When each opportunity was created in the CRM (`CreatedDate`), so that a backtest or a churn model's fit
+    # sees a renewal only from the day it existed: a renewal opened two months before its close was unknown a
+    # year before, and reading it then leaks the calendar into the past. The opportunities stored before hold
+    # no creation time, so their stream starts once more from the beginning (Opportunities are read whole:
+    # a few calls; nothing the score reads changes, so nothing is re-scored).
+    """
+    ALTER TABLE opportunities ADD COLUMN created_at TEXT;
+    DELETE FROM sync_state WHERE stream = 'salesforce.Opportunity';
+    """,
+    # With a learned churn model in force (`rules/churn_model.yaml`), what drives an account's churn risk: the
+    # model's largest terms for it, as JSON (measure, raw value, weight x standardised value, in words), for
+    # `healthbeat explain`. NULL while churn risk is the scorecard's rule, whose measures `measures` holds.
+    """
+    ALTER TABLE scores ADD COLUMN churn_drivers TEXT;
+    """,
 )
 
 

@@ -179,7 +179,8 @@ def _opportunity_rows(r: dict[str, Any]) -> list[tuple[str, Row]]:
         "id": _sf_id(r.get("Id")), "account_id": r.get("AccountId"), "name": r.get("Name"), "type": r.get("Type"),
         "stage": r.get("StageName"), "amount": _number(r, "Amount"), "close_date": _day(r, "CloseDate"),
         "is_closed": int(bool(r.get("IsClosed"))), "is_won": int(bool(r.get("IsWon"))),
-        "is_deleted": _deleted(r), "modstamp": _sf_time(r["SystemModstamp"])})]
+        "is_deleted": _deleted(r), "created_at": _sf_time(r.get("CreatedDate")),
+        "modstamp": _sf_time(r["SystemModstamp"])})]
 
 
 def _activity(source_id: Any, kind: str, r: dict[str, Any], *, occurred: Any, account_id: Any,
@@ -285,7 +286,7 @@ SALESFORCE_STREAMS: tuple[SalesforceStream, ...] = (
                       "Health_Override__c", "Health_Override_Reason__c", "Health_Override_Until__c"),
                      _account_rows),
     SalesforceStream("Opportunity", (*_STAMP, "AccountId", "StageName", "CloseDate", "IsDeleted"),
-                     ("Name", "Type", "Amount", "IsClosed", "IsWon"), _opportunity_rows),
+                     ("Name", "Type", "Amount", "IsClosed", "IsWon", "CreatedDate"), _opportunity_rows),
     SalesforceStream("Event", (*_STAMP, "AccountId", "IsDeleted"),
                      ("WhatId", "Subject", "StartDateTime", "ActivityDateTime", "IsChild", "IsRecurrence"),
                      _event_rows, activity=True),
