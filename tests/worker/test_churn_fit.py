@@ -7,8 +7,6 @@ on a three-measure scorecard so that a replay costs a second or two.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import subprocess
 import sys
 import threading
@@ -22,6 +20,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.root_powers import without_root_powers
 from tests.worker.churn_history import (
     PAIRS_HORIZON,
     UNTIL,
@@ -458,16 +457,6 @@ def test_a_refit_with_too_little_history_says_why_and_waits_for_the_next_turn(tm
     assert again is None and not (rules / PROPOSED_FILE).exists()
 
 
-def _without_root_powers() -> None:
-    """Root writes anywhere: in the child, drop the capabilities that let it, so a read-only folder is one."""
-    if os.geteuid() != 0:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
 REFIT_IN_A_CHILD = """
 import logging, sys
 from datetime import UTC, datetime, timedelta
@@ -491,7 +480,7 @@ def test_a_refit_beside_rules_in_a_read_only_folder_writes_nothing_and_says_so(c
     try:
         result = subprocess.run([sys.executable, "-c", REFIT_IN_A_CHILD, str(tmp_path / "copy.db"), str(rules)],
                                 capture_output=True, text=True, timeout=120, check=False,
-                                preexec_fn=_without_root_powers)
+                                preexec_fn=without_root_powers)
     finally:
         rules.chmod(0o755)
 

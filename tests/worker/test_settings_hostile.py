@@ -3,7 +3,6 @@ with a traceback, and a blank value in `.env` (as `.env.example` ships them) mea
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from connectors.salesforce.client import MY_DOMAIN_FORM
 from tests.connectors.salesforce_keys import SigningIdentity, make_signing_identity
+from tests.root_powers import without_root_powers
 from tests.worker.test_cli import RULES_DIR, healthbeat
 from worker.config import load_settings
 from worker.demo.harness import Sandboxes, sandbox_environment
@@ -50,21 +50,11 @@ def test_a_ca_bundle_that_does_not_exist_is_refused_naming_the_setting_and_the_p
     assert name in stderr and str(missing) in stderr
 
 
-def _without_root_powers() -> None:
-    """Root writes anywhere: in the child, drop the capabilities that let it, so a read-only folder is one."""
-    if os.geteuid() != 0:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
 def _as_an_ordinary_user(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEALTHBEAT_", "SALESFORCE_"))}
     return subprocess.run([sys.executable, "-c", "from worker.cli import main; main()", *args], capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=60, check=False,
-                          preexec_fn=_without_root_powers)
+                          preexec_fn=without_root_powers)
 
 
 def test_a_database_in_a_folder_that_cannot_be_written_is_named(tmp_path: Path) -> None:

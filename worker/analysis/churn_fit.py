@@ -74,13 +74,12 @@ from worker.scoring.churn_model import (
     Period,
     Training,
     Validation,
-    duration_text,
     load_churn_model,
     measure_uses,
     problem_of,
     read_churn_model,
 )
-from worker.scoring.scorecard import LoadedScorecard, Scorecard
+from worker.scoring.scorecard import LoadedScorecard, Scorecard, duration_text
 from worker.store import Store, iso
 from worker.terminal import counted
 

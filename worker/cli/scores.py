@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -43,6 +45,10 @@ from worker.terminal import (
     plain,
     scores_table,
 )
+
+if TYPE_CHECKING:
+    from worker.config import Settings
+    from worker.scoring.scorecard import LoadedScorecard
 
 SCORE_COLUMNS = ("account_id", "name", "owner", "segment", "score", "band", "trend", "churn_risk",
                  "expansion_readiness", "coverage", "confidence", "reason")
@@ -177,51 +183,28 @@ def churn_text(churn: dict[str, object]) -> str:
     return head + (", driven by " + "; ".join(parts) if parts else "") + " (weight × standardised value)."
 
 
-@app.command()
-def backtest(
-        period: Annotated[str, typer.Option(help="How far back the snapshots go, e.g. 365d or 78w.")] = "365d",
-        step: Annotated[str, typer.Option(help="Time between snapshots, e.g. 7d or 30d.")] = "14d",
-        horizon: Annotated[str, typer.Option(help="Churn counts when it comes within this time of a snapshot.")]
-        = "90d",
-        until: Annotated[str | None, typer.Option(help="Last snapshot day, YYYY-MM-DD (default: today).")] = None,
-        fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
-        plot: Annotated[Path | None, typer.Option(help="Write PNG charts to this folder "
-                                                       "(needs the charts extra).")] = None,
-        guardrail: Annotated[list[str] | None, typer.Option(help="A band share ops accept, e.g. red:5-25 "
-                                                                 "(repeatable; default red:5-25).")] = None,
-        renewal_type: Annotated[list[str] | None, typer.Option(help="An Opportunity Type that is a renewal "
-                                                                    "(repeatable; default Renewal).")] = None,
-        renewal_name: Annotated[str, typer.Option(help="A word in an Opportunity's name that makes it a renewal "
-                                                       "('' to go by type alone).")] = "renewal",
-        churn_field: Annotated[str | None, typer.Option(help="A column of the accounts table holding a churn "
-                                                             "date, used beside the renewals.")] = None,
-        tune: Annotated[bool, typer.Option("--tune", help="Fit weights on the earlier snapshots, check them on "
-                                                          "the later ones, and write a proposal to --out.")] = False,
-        out: Annotated[Path | None, typer.Option(help="Where --tune writes the proposed scorecard.")] = None,
-        db: DbOption = None, rules_dir: RulesOption = None, verbose: VerboseOption = False) -> None:
-    """How well the health score foresaw churn, replayed from the store; --tune proposes better weights."""
-    from datetime import UTC, date, datetime, time
+UntilOption = Annotated[str | None, typer.Option(help="Last snapshot day, YYYY-MM-DD (default: today).")]
+RenewalTypeOption = Annotated[list[str] | None, typer.Option(help="An Opportunity Type that is a renewal "
+                                                                   "(repeatable; default Renewal).")]
+RenewalNameOption = Annotated[str, typer.Option(help="A word in an Opportunity's name that makes it a renewal "
+                                                     "('' to go by type alone).")]
+ChurnFieldOption = Annotated[str | None, typer.Option(help="A column of the accounts table holding a churn date, "
+                                                           "used beside the renewals.")]
 
-    from worker.analysis.backtest import Guardrail, Plan
-    from worker.analysis.command import run_command
-    from worker.analysis.outcomes import OutcomeRules, read_outcomes
+
+def _history_inputs(fmt: str, until: str | None, db: Path | None, rules_dir: Path | None
+                    ) -> tuple[datetime, Settings, LoadedScorecard, RuleBook]:
+    """What a replay of the store's history needs: the last snapshot moment (no later than now), the settings,
+    the scorecard in force and the rule book; exits 2 on a bad option, 1 without a scorecard or a store."""
     from worker.clock import system_clock
-    from worker.config import parse_duration
 
-    setup_logging(verbose)
     if fmt not in ("table", "json"):
         err.print(error_text(f"--format must be table or json, not {fmt!r}"))
         raise typer.Exit(2)
-    if tune != (out is not None):
-        err.print("[red]--tune and --out go together: --tune --out FILE[/red]")
-        raise typer.Exit(2)
     try:
-        last = (datetime.combine(date.fromisoformat(until), time(23, 59, 59), UTC) if until else system_clock())
-        plan = Plan(until=min(last, system_clock()), period=parse_duration(period), step=parse_duration(step),
-                    horizon=parse_duration(horizon),
-                    guardrails=tuple(Guardrail.parse(g) for g in guardrail or ["red:5-25"]))
+        last = datetime.combine(date.fromisoformat(until), time(23, 59, 59), UTC) if until else system_clock()
     except ValueError as exc:
-        err.print(error_text(str(exc)))
+        err.print(error_text(f"--until: {exc}"))
         raise typer.Exit(2) from None
     settings = cli_settings(db, rules_dir)
     rulebook = RuleBook(settings.rules_dir)
@@ -231,15 +214,57 @@ def backtest(
     if not settings.db.exists():
         err.print(error_text(f"No database at {settings.db}: run a cycle first (healthbeat run --once)."))
         raise typer.Exit(1)
+    return min(last, system_clock()), settings, rulebook.scorecard, rulebook
+
+
+def _finish(output: str, messages: Sequence[str], exit_code: int) -> NoReturn:
+    typer.echo(output)
+    for message in messages:
+        err.print(message, markup=False, highlight=False)
+    raise typer.Exit(exit_code)
+
+
+@app.command()
+def backtest(
+        period: Annotated[str, typer.Option(help="How far back the snapshots go, e.g. 365d or 78w.")] = "365d",
+        step: Annotated[str, typer.Option(help="Time between snapshots, e.g. 7d or 30d.")] = "14d",
+        horizon: Annotated[str, typer.Option(help="Churn counts when it comes within this time of a snapshot.")]
+        = "90d",
+        until: UntilOption = None,
+        fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+        plot: Annotated[Path | None, typer.Option(help="Write PNG charts to this folder "
+                                                       "(needs the charts extra).")] = None,
+        guardrail: Annotated[list[str] | None, typer.Option(help="A band share ops accept, e.g. red:5-25 "
+                                                                 "(repeatable; default red:5-25).")] = None,
+        renewal_type: RenewalTypeOption = None, renewal_name: RenewalNameOption = "renewal",
+        churn_field: ChurnFieldOption = None,
+        tune: Annotated[bool, typer.Option("--tune", help="Fit weights on the earlier snapshots, check them on "
+                                                          "the later ones, and write a proposal to --out.")] = False,
+        out: Annotated[Path | None, typer.Option(help="Where --tune writes the proposed scorecard.")] = None,
+        db: DbOption = None, rules_dir: RulesOption = None, verbose: VerboseOption = False) -> None:
+    """How well the health score foresaw churn, replayed from the store; --tune proposes better weights."""
+    from worker.analysis.backtest import Guardrail, Plan
+    from worker.analysis.command import run_command
+    from worker.analysis.outcomes import OutcomeRules, read_outcomes
+    from worker.config import parse_duration
+
+    setup_logging(verbose)
+    if tune != (out is not None):
+        err.print("[red]--tune and --out go together: --tune --out FILE[/red]")
+        raise typer.Exit(2)
+    last, settings, scorecard, rulebook = _history_inputs(fmt, until, db, rules_dir)
+    try:
+        plan = Plan(until=last, period=parse_duration(period), step=parse_duration(step),
+                    horizon=parse_duration(horizon),
+                    guardrails=tuple(Guardrail.parse(g) for g in guardrail or ["red:5-25"]))
+    except ValueError as exc:
+        err.print(error_text(str(exc)))
+        raise typer.Exit(2) from None
     rules = OutcomeRules(tuple(renewal_type or ["Renewal"]), renewal_name or None, churn_field)
     with open_store(settings, lock=False) as store:
-        outcomes = read_outcomes(store, rules)
-        result = run_command(store, rulebook.scorecard, rulebook.alerts, outcomes, plan, fmt=fmt, plot_dir=plot,
-                             tune_out=out)
-    typer.echo(result.output)
-    for message in result.messages:
-        err.print(message, markup=False, highlight=False)
-    raise typer.Exit(result.exit_code)
+        result = run_command(store, scorecard, rulebook.alerts, read_outcomes(store, rules), plan, fmt=fmt,
+                             plot_dir=plot, tune_out=out)
+    _finish(result.output, result.messages, result.exit_code)
 
 
 churn_model_app = typer.Typer(no_args_is_help=True, help="The churn model learned from the org's own history.")
@@ -252,19 +277,13 @@ def churn_model_fit(
                                                        "RULES_DIR/churn_model.proposed.yaml, not in force).")] = None,
         horizon: Annotated[str, typer.Option(help="Churn risk is the chance of churn within this.")] = "90d",
         step: Annotated[str, typer.Option(help="Time between the replayed snapshots.")] = "14d",
-        until: Annotated[str | None, typer.Option(help="Last snapshot day, YYYY-MM-DD (default: today).")] = None,
+        until: UntilOption = None,
         fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
-        renewal_type: Annotated[list[str] | None, typer.Option(help="An Opportunity Type that is a renewal "
-                                                                    "(repeatable; default Renewal).")] = None,
-        renewal_name: Annotated[str, typer.Option(help="A word in an Opportunity's name that makes it a renewal "
-                                                       "('' to go by type alone).")] = "renewal",
-        churn_field: Annotated[str | None, typer.Option(help="A column of the accounts table holding a churn "
-                                                             "date, used beside the renewals.")] = None,
+        renewal_type: RenewalTypeOption = None, renewal_name: RenewalNameOption = "renewal",
+        churn_field: ChurnFieldOption = None,
         db: DbOption = None, rules_dir: RulesOption = None, verbose: VerboseOption = False) -> None:
     """Fit the churn model on the store's whole history (renewals lost and won, the measures as they stood),
     judge it on the latest period it never saw, and write it as a rule file to review and adopt."""
-    from datetime import UTC, date, datetime, time
-
     from worker.analysis.backtest import Plan
     from worker.analysis.command import fit_command
     from worker.analysis.outcomes import OutcomeRules, read_outcomes
@@ -273,31 +292,17 @@ def churn_model_fit(
     from worker.scoring.churn_model import PROPOSED_FILE
 
     setup_logging(verbose)
-    if fmt not in ("table", "json"):
-        err.print(error_text(f"--format must be table or json, not {fmt!r}"))
-        raise typer.Exit(2)
+    last, settings, scorecard, _ = _history_inputs(fmt, until, db, rules_dir)
     try:
-        last = (datetime.combine(date.fromisoformat(until), time(23, 59, 59), UTC) if until else system_clock())
-        plan = Plan(until=min(last, system_clock()), step=parse_duration(step), horizon=parse_duration(horizon))
+        plan = Plan(until=last, step=parse_duration(step), horizon=parse_duration(horizon))
     except ValueError as exc:
         err.print(error_text(str(exc)))
         raise typer.Exit(2) from None
-    settings = cli_settings(db, rules_dir)
-    rulebook = RuleBook(settings.rules_dir)
-    rulebook.reload()
-    if rulebook.scorecard is None:
-        raise typer.Exit(1)
-    if not settings.db.exists():
-        err.print(error_text(f"No database at {settings.db}: run a cycle first (healthbeat run --once)."))
-        raise typer.Exit(1)
     rules = OutcomeRules(tuple(renewal_type or ["Renewal"]), renewal_name or None, churn_field)
     with open_store(settings, lock=False) as store:
-        result = fit_command(store, rulebook.scorecard, read_outcomes(store, rules), plan,
+        result = fit_command(store, scorecard, read_outcomes(store, rules), plan,
                              out or settings.rules_dir / PROPOSED_FILE, fmt=fmt, now=system_clock())
-    typer.echo(result.output)
-    for message in result.messages:
-        err.print(message, markup=False, highlight=False)
-    raise typer.Exit(result.exit_code)
+    _finish(result.output, result.messages, result.exit_code)
 
 
 override_app = typer.Typer(no_args_is_help=True, help="Pin an account's score by hand (a CSM override).")
@@ -313,7 +318,7 @@ def override_set(account: AccountArgument,
                  by: Annotated[str | None, typer.Option(help="Who set it.")] = None,
                  db: DbOption = None) -> None:
     """Pin an account's score until a date; it shows as pinned and expires by itself."""
-    from datetime import date, timedelta
+    from datetime import timedelta
 
     from worker.clock import system_clock
 

@@ -19,7 +19,7 @@ from typing import Any
 from worker.alerting.rules import AlertRule, AlertRules, LoadedRules, load_alert_rules
 from worker.rulefile import Problem, RuleFileError
 from worker.scoring.churn_model import ChurnModel, Feature, LoadedChurnModel, load_churn_model
-from worker.scoring.scorecard import LoadedScorecard, Scorecard, load_scorecard
+from worker.scoring.scorecard import LoadedScorecard, Scorecard, duration_text, load_scorecard
 
 
 class _Absent:
@@ -163,15 +163,6 @@ def _show(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_show(v) for v in value) + "]"
     return str(value)
-
-
-def duration_text(value: timedelta) -> str:
-    """The largest whole unit of `d`, `h`, `m`, `s`, as the rule files write durations."""
-    seconds = int(value.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 # -- alert rules ------------------------------------------------------------------------------------------

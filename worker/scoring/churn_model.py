@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from worker.rulefile import LoadedFile, Problem, RuleFileError, raise_problems, read_yaml, validate
 from worker.scoring.measures import LIBRARY, Measure
-from worker.scoring.scorecard import Duration, Scorecard
+from worker.scoring.scorecard import Duration, Scorecard, duration_text
 
 MODEL_FILE = "churn_model.yaml"
 PROPOSED_FILE = "churn_model.proposed.yaml"
@@ -190,15 +190,6 @@ def measure_uses(scorecard: Scorecard) -> dict[str, str]:
             params = ", ".join(f"{k}={_param(v)}" for k, v in sorted(given.items()))
             uses[f"{group}.{key}"] = f"{name}({params})"
     return uses
-
-
-def duration_text(value: timedelta) -> str:
-    """A duration as the rule files write it: the largest whole unit of d, h, m, s (90d, 36h)."""
-    seconds = int(value.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _param(value: Any) -> str:

@@ -115,6 +115,15 @@ class Segment(_Strict):
     measures: dict[str, MeasureOverride] = Field(default_factory=dict, description='keys "group.measure"')
 
 
+def duration_text(value: timedelta) -> str:
+    """A duration as the rule files write it: the largest whole unit of d, h, m, s (90d, 36h)."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 UNKNOWN = "unknown"
 """The band of a score with too little data behind it to call it red, yellow or green (`Scorecard.band`)."""
 
