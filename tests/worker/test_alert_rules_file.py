@@ -346,6 +346,16 @@ def test_a_template_that_fails_on_real_data_falls_back_to_the_plain_facts() -> N
     assert text == "Acme Labs: health 37.0 (red). No two-way touch in 41 days"
 
 
+def test_the_shipped_turned_red_message_never_shows_a_red_score_at_the_red_threshold(rules_dir: Path) -> None:
+    """Red is below 55: a nudge that says "turned red: health 55" reads as a mistake to the owner."""
+    rule = next(r for r in load_alert_rules(rules_dir).rules.rules if r.name == "turned_red")
+    context = {**SAMPLE_CONTEXT, "score": 54.6, "previous_score": 58.2, "band": "red"}
+
+    text = render_message(rule, context, "https://example.my.salesforce.com/001000000000001AAA")
+
+    assert "turned red: health 54 (was 58)." in text
+
+
 def test_a_template_missing_a_value_at_send_time_falls_back_to_the_plain_facts() -> None:
     rule = make_rule(message="{{ account_name }} is owned by {{ owner_email }}")
     context = {k: v for k, v in SAMPLE_CONTEXT.items() if k != "owner_email"}
