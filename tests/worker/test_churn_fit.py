@@ -547,3 +547,36 @@ def test_a_refit_that_fails_is_logged_the_cycle_goes_on_and_it_waits_for_its_nex
     assert report.refit == "failed (MemoryError: the replay's copy of the store); the next try is in 7d"
     assert scheduled_refit(copied, load_scorecard(rules), rules, UNTIL + timedelta(hours=1), timedelta(days=7),
                            _never) is None
+
+
+def test_a_worker_killed_during_a_refit_does_not_start_it_again_at_its_restart(
+        history: History, copied: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of memory, the kernel kills the worker mid-replay: no exception reaches Python. Were the attempt
+    recorded only after the fit, every restart would run the same replay and be killed the same way."""
+    rules = small_rules(tmp_path / "rules")
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise SystemExit("SIGKILL stands in here: nothing after this line of the refit runs")
+    monkeypatch.setattr(churn_fit, "replay", killed)
+    with pytest.raises(SystemExit):
+        scheduled_refit(copied, history.scorecard, rules, UNTIL, timedelta(days=7), _never)
+    monkeypatch.undo()
+
+    restarted = scheduled_refit(copied, history.scorecard, rules, UNTIL + timedelta(minutes=15), timedelta(days=7),
+                                _never)
+
+    assert restarted is None and not (rules / PROPOSED_FILE).exists()
+
+
+def test_a_refit_stopped_on_request_runs_again_at_the_next_cycle(history: History, copied: Store,
+                                                                 tmp_path: Path) -> None:
+    rules = small_rules(tmp_path / "rules")
+    last = iso(UNTIL - timedelta(days=8))
+    copied.save_cursor(REFIT_CURSOR, last, 0, UNTIL)
+
+    said = scheduled_refit(copied, history.scorecard, rules, UNTIL, timedelta(days=7), lambda: True)
+
+    assert said == "stopped on request (it runs again next cycle)"
+    assert copied.cursor(REFIT_CURSOR) == last
+    assert scheduled_refit(copied, history.scorecard, rules, UNTIL + timedelta(minutes=15), timedelta(days=7),
+                           _never) == f"proposal written to {rules / PROPOSED_FILE}"

@@ -746,9 +746,16 @@ def scheduled_refit(store: Store, loaded: LoadedScorecard, rules_dir: Path, now:
     proposal job never fails every cycle of the worker that runs it."""
     if not refit_due(store, now, every):
         return None
+    previous = store.cursor(REFIT_CURSOR)
+    # The attempt is recorded before it starts: a worker killed during the replay (out of memory, say) must not
+    # start it again at every restart, each one killed the same way.
+    with store.transaction():
+        store.save_cursor(REFIT_CURSOR, iso(now), 0, now)
     try:
         report = refit(store, loaded, rules_dir, read_outcomes(store), now, stop=stop)
     except ReplayStopped:
+        with store.transaction():
+            store.save_cursor(REFIT_CURSOR, previous, 0, now)
         return "stopped on request (it runs again next cycle)"
     except Exception as exc:  # a proposal must never fail the cycle, nor every cycle after it until it works
         log.exception("churn model refit failed; the next try is in %s", duration_text(every))

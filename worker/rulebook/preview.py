@@ -114,11 +114,9 @@ def preview_rules(store: Store, live_rules_dir: Path, new_rules_dir: Path, as_of
 
 
 def snapshot(store: Store) -> Store:
-    """An in-memory copy of the store through SQLite's online backup: a consistent picture, and a place
-    where scoring may write without touching the live database."""
-    copy = Store(":memory:")
-    store.conn.backup(copy.conn)
-    return copy
+    """A copy of the store (`Store.scratch_copy`): a consistent picture, and a place where scoring may write
+    without touching the live database."""
+    return store.scratch_copy()
 
 
 def _outlook(rules: LoadedRules, contexts: Contexts, states: States, now: datetime, errors: list[str]

@@ -14,6 +14,7 @@ import logging
 import operator
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -133,6 +134,27 @@ class Store:
 
     def __enter__(self) -> Store:
         return self
+
+    def scratch_copy(self, *, on_disk_from: int = 256 * 1024 * 1024) -> Store:
+        """A private copy to replay or rewrite (a backtest, a churn model's fit, a preview, a dry run) through
+        SQLite's online backup: a consistent picture, written to without touching this store. A store of
+        `on_disk_from` bytes or more is copied to a temporary file beside it, deleted when the copy closes: a
+        copy in memory would double the worker's memory for the length of a weekly refit, and a container's
+        limit would kill it; a smaller one is copied into memory."""
+        size = self.path.stat().st_size if self.on_disk and self.path.exists() else 0
+        if size < on_disk_from:
+            copy = Store(":memory:")
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.scratch-", suffix=".db", dir=self.path.parent)
+            os.close(fd)
+            os.unlink(name)  # Store creates it 0600 itself
+            copy = _ScratchStore(name)
+        try:
+            self.conn.backup(copy.conn)
+        except BaseException:
+            copy.close()
+            raise
+        return copy
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -369,3 +391,13 @@ def _statements(script: str) -> list[str]:
     if pending.strip(" \n;"):
         statements.append(pending.strip())
     return statements
+
+
+class _ScratchStore(Store):
+    """A store in a temporary file (`Store.scratch_copy`): its file and SQLite's -wal and -shm go when it closes."""
+
+    def close(self) -> None:
+        super().close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")
