@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     # rounded up: the history that the churn model and `backtest --tune` learn from.
     salesforce_backfill: Duration = Field(default=timedelta(days=730),
                                           validation_alias="HEALTHBEAT_SALESFORCE_BACKFILL")
+    # A daily row per account in the custom object Health_Snapshot__c (README "Salesforce fields"): on or off.
+    salesforce_snapshots: bool = Field(default=False, validation_alias="HEALTHBEAT_SALESFORCE_SNAPSHOTS")
 
     zendesk_url: str | None = Field(default=None, validation_alias="ZENDESK_URL")
     zendesk_email: str | None = Field(default=None, validation_alias="ZENDESK_EMAIL")

@@ -27,6 +27,7 @@ from worker.alerting.engine import AlertReport, evaluate_alerts
 from worker.clock import Clock, system_clock
 from worker.config import Settings
 from worker.delivery.notify import NotifyReport, send_nudges
+from worker.delivery.snapshots import SnapshotReport, push_snapshots
 from worker.delivery.writeback import WritebackReport, plan_writeback, push_scores
 from worker.errors import NoGoodRules, SyncAborted
 from worker.rulebook.in_force import RuleBook
@@ -96,6 +97,7 @@ class CycleReport:
     scoring: ScoringReport | None = None
     alerts: AlertReport | None = None
     writeback: WritebackReport | None = None
+    snapshots: SnapshotReport | None = None
     notify: NotifyReport | None = None
     stages: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -131,6 +133,9 @@ class CycleReport:
             if self.writeback.read_only_fields:
                 parts.append("read-only for the integration user, not written: "
                              + ", ".join(self.writeback.read_only_fields))
+        if self.snapshots and (self.snapshots.sent or self.snapshots.failed or self.snapshots.waiting):
+            parts.append(f"health snapshots {self.snapshots.sent} ({self.snapshots.failed} failed, "
+                         f"{self.snapshots.waiting} waiting)")
         if self.notify:
             parts.append(f"nudges sent {self.notify.sent} ({self.notify.failed} failed, "
                          f"{self.notify.waiting} waiting)")
@@ -146,6 +151,8 @@ class CycleReport:
             if self.sync else []
         if self.writeback and self.writeback.errors:
             found += [f"writeback: {error}" for error in self.writeback.errors]
+        if self.snapshots and self.snapshots.errors:
+            found += [f"snapshots: {error}" for error in self.snapshots.errors]
         if self.notify and self.notify.blocked:
             found.append(f"notify: {self.notify.blocked}")
         if self.error:
@@ -287,15 +294,20 @@ class Cycle:
 
     def writeback(self, report: CycleReport) -> None:
         plan_writeback(self.store, self.clock())
-        if report.sync is not None and report.sync.salesforce_limited:
+        limited = report.sync is not None and report.sync.salesforce_limited
+        if limited:
             log.warning("writeback: Salesforce's daily API limit was reached during sync; the writes wait "
                         "in the outbox for the next cycle")
-            return
-        # a stop request ends the wait before retrying locked records: those rows are in flight, and the next
-        # cycle checks them against Salesforce before sending anything again
-        sleep = _sleep_unless_stopped(self.stop) if self.stop is not None else time.sleep
-        report.writeback = push_scores(self.store, self.clients.salesforce, self.clock(), dry_run=self.dry_run,
-                                       sleep=sleep)
+        else:
+            # a stop request ends the wait before retrying locked records: those rows are in flight, and the next
+            # cycle checks them against Salesforce before sending anything again
+            sleep = _sleep_unless_stopped(self.stop) if self.stop is not None else time.sleep
+            report.writeback = push_scores(self.store, self.clients.salesforce, self.clock(), dry_run=self.dry_run,
+                                           sleep=sleep)
+            limited = "daily_limit" in report.writeback.error_kinds
+        # the day's health snapshots (HEALTHBEAT_SALESFORCE_SNAPSHOTS): planned even when the limit holds them back
+        report.snapshots = push_snapshots(self.store, self.clients.salesforce, self.clock(), self.settings,
+                                          limited=limited, dry_run=self.dry_run)
 
     def notify(self, report: CycleReport) -> None:
         _, alerts = self.rulebook.require()
@@ -387,7 +399,8 @@ FULL_CYCLE: tuple[Stage, ...] = (
     Stage("sync", "pull new and changed activity into the store; score the new texts' sentiment", Cycle.sync),
     Stage("score", "score the accounts whose data changed", Cycle.score),
     Stage("evaluate", "step the alert rules over the scores that moved; owe nudges in the outbox", Cycle.evaluate),
-    Stage("writeback", "write the changed scores to the Salesforce Account fields", Cycle.writeback),
+    Stage("writeback", "write the changed scores to the Salesforce Account fields, and the day's health snapshots "
+                       "(HEALTHBEAT_SALESFORCE_SNAPSHOTS)", Cycle.writeback),
     Stage("notify", "send the nudges the outbox owes to Slack", Cycle.notify),
     Stage("prune", "clear old text and history, once a day (HEALTHBEAT_RETENTION_*); fit the churn model again, "
                    "once a week (HEALTHBEAT_CHURN_REFIT), as a proposal beside the rules", Cycle.prune),

@@ -195,6 +195,17 @@ class WriteResult:
 
 
 @dataclass(frozen=True)
+class UpsertResult:
+    """The outcome for one record of an upsert on an external id: the record's Id when saved, whether it was
+    created (else an existing record with that key was updated), and ``"CODE: message"`` errors."""
+
+    record_id: str | None
+    success: bool
+    created: bool
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ApiUsage:
     """Daily API requests used and allowed, from the latest ``Sforce-Limit-Info`` header."""
 
@@ -452,6 +463,35 @@ class SalesforceClient:
             results.extend(_match_results(sobject, chunk_ids, answer))
         return results
 
+    def upsert_records(self, sobject: str, external_id: str, records: Sequence[dict[str, Any]]) -> list[UpsertResult]:
+        """Upsert ``records`` on their ``external_id`` field in collections of 200 (``PATCH
+        composite/sobjects/{sobject}/{external_id}``, ``allOrNone: false``); one result per record, in order.
+
+        Sent twice, the same records update what the first send created: a write that may be repeated after a
+        crash never duplicates. Raises :class:`SalesforceError` if the answer does not match the request one to
+        one, and ``ValueError`` for a record without its key or a key twice in one call (Salesforce refuses
+        both records)."""
+        for name in (sobject, external_id):
+            if not _SOBJECT_NAME.match(name):
+                raise ValueError(f"not an API name: {name!r}")
+        keys = [record.get(external_id) for record in records]
+        if any(key in (None, "") for key in keys):
+            raise ValueError(f"every record of an upsert on {external_id} needs a value for it")
+        duplicates = sorted(str(k) for k, n in Counter(keys).items() if n > 1)
+        if duplicates:
+            raise ValueError(f"the same {external_id} appears twice in one upsert: {duplicates[:3]}")
+        path = f"composite/sobjects/{sobject}/{external_id}"
+        results: list[UpsertResult] = []
+        for start in range(0, len(records), COLLECTION_LIMIT):
+            chunk = records[start : start + COLLECTION_LIMIT]
+            body = json.dumps(
+                {"allOrNone": False, "records": [{"attributes": {"type": sobject}, **record} for record in chunk]},
+                default=_json_value,
+            )
+            answer = self._call("upsert", functools.partial(self._patch_collection, body=body, path=path))
+            results.extend(_upsert_results(sobject, len(chunk), answer))
+        return results
+
     # --- plumbing ------------------------------------------------------------------------
 
     def _kwargs(self) -> dict[str, Any]:
@@ -536,8 +576,8 @@ class SalesforceClient:
     def _query_more(self, sf: Salesforce, url: str) -> Any:
         return sf.query_more(url, identifier_is_url=True, **self._kwargs())
 
-    def _patch_collection(self, sf: Salesforce, body: str) -> Any:
-        return sf.restful("composite/sobjects", method="PATCH", data=body, **self._kwargs())
+    def _patch_collection(self, sf: Salesforce, body: str, path: str = "composite/sobjects") -> Any:
+        return sf.restful(path, method="PATCH", data=body, **self._kwargs())
 
     def _describe(self, sf: Salesforce, sobject: str) -> Any:
         try:
@@ -757,6 +797,29 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     raise TypeError(f"cannot send {type(value).__name__} to Salesforce")
+
+
+def _upsert_results(sobject: str, count: int, answer: Any) -> list[UpsertResult]:
+    """Salesforce's results of an upsert, refusing any answer that is not one per record."""
+    if not isinstance(answer, list) or len(answer) != count:
+        got = len(answer) if isinstance(answer, list) else type(answer).__name__
+        raise SalesforceError(
+            f"Salesforce answered an upsert of {count} {sobject} records with {got} results; "
+            "refusing to guess which were saved"
+        )
+    results = []
+    for item in answer:
+        if not isinstance(item, dict) or not isinstance(item.get("success"), bool):
+            raise SalesforceError(f"Salesforce returned a malformed upsert result for {sobject}")
+        errors = tuple(
+            f"{e.get('statusCode', 'UNKNOWN')}: {e.get('message', '')}"
+            for e in item.get("errors") or ()
+            if isinstance(e, dict)
+        )
+        record_id = item.get("id")
+        results.append(UpsertResult(str(record_id) if record_id else None, item["success"],
+                                    item.get("created") is True, errors))
+    return results
 
 
 def _match_results(sobject: str, ids: list[str], answer: Any) -> list[WriteResult]:

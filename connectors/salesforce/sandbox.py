@@ -21,7 +21,11 @@ Faults are injected on demand and consumed by the next matching requests: error 
 (:meth:`~SalesforceSandbox.fail_next`), slow responses for client timeouts
 (:meth:`~SalesforceSandbox.stall_next`), dropped connections
 (:meth:`~SalesforceSandbox.drop_next`), session expiry (:meth:`~SalesforceSandbox.expire_sessions`)
-and per-record write failures (:meth:`~SalesforceSandbox.fail_records_next_update`).
+and per-record write failures (:meth:`~SalesforceSandbox.fail_records_next_update`,
+:meth:`~SalesforceSandbox.fail_keys_next_upsert`).
+
+Upserts on an external id (``PATCH composite/sobjects/{sObject}/{externalIdField}``) create or update
+records matched on that field, up to 200 a call, each answered with Salesforce's UpsertResult.
 
 Usage::
 
@@ -56,6 +60,7 @@ import trustme
 from connectors.salesforce.ids import is_salesforce_id, make_id, to_18
 from connectors.salesforce.sandbox_oauth import ConnectedApp, answer_token_request
 from connectors.salesforce.schema import (
+    SNAPSHOT_OBJECT,
     FieldValueError,
     Schema,
     SObjectSpec,
@@ -262,6 +267,8 @@ class SalesforceSandbox:
             if "CaseNumber" in spec.fields and record["CaseNumber"] is None:
                 self._case_number += 1
                 record["CaseNumber"] = f"{self._case_number:08d}"
+            if spec.name == SNAPSHOT_OBJECT and record["Name"] is None:  # its Auto Number name field
+                record["Name"] = f"HS-{len(self._data[spec.name]) + 1:06d}"
             self._data[spec.name][record_id] = record
             self._indexes[spec.name].add(record)
             return record_id
@@ -393,6 +400,16 @@ class SalesforceSandbox:
         with self._lock:
             for record_id in record_ids:
                 self._failing_records[to_18(record_id)] = (error_code, message)
+
+    def fail_keys_next_upsert(
+        self, keys: Iterable[str], error_code: str = "UNABLE_TO_LOCK_ROW",
+        message: str = "unable to obtain exclusive access to this record",
+    ) -> None:
+        """Make the next collection upsert of each record with one of these external id values fail for that
+        record only."""
+        with self._lock:
+            for key in keys:
+                self._failing_records[key] = (error_code, message)
 
     # --- internals shared with the request handler -------------------------------------------
 
@@ -554,6 +571,8 @@ class _Api:
         head = parts[0] if parts else ""
         if method == "PATCH" and parts == ["composite", "sobjects"]:
             return self.composite_update(body)
+        if method == "PATCH" and len(parts) == 4 and parts[:2] == ["composite", "sobjects"]:
+            return self.composite_upsert(parts[2], parts[3], body)
         if parts == ["composite", "sobjects"]:
             return self.not_allowed(method, "PATCH")
         if method != "GET":
@@ -737,6 +756,128 @@ class _Api:
                     self.sb._restamped(update.sobject, update.record, old_stamp)
                     results.append({"id": update.known_id, "success": True, "errors": []})
         return _Response(200, results, record_count=len(records))
+
+    # --- sObject Collections upsert on an external id ------------------------------------
+
+    def composite_upsert(self, sobject: str, external_id: str, body: bytes) -> _Response:
+        """``PATCH composite/sobjects/{sobject}/{externalIdField}``: create or update up to 200 records matched
+        on the external id, each answered on its own with an UpsertResult (``id``, ``success``, ``errors``,
+        ``created``)."""
+        spec = self.sb.schema.sobject(sobject)
+        if spec is None:
+            return _not_found()
+        key_spec = spec.field(external_id)
+        if key_spec is None or not key_spec.external_id:
+            return _errors(400, "INVALID_FIELD",
+                           f"Field name provided, {external_id} is not an External ID or indexed field for {spec.name}")
+        try:
+            payload = json.loads(body or b"null")
+        except ValueError as exc:
+            return _errors(400, "JSON_PARSER_ERROR", f"Unexpected character in request body: {exc}")
+        if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
+            return _errors(400, "JSON_PARSER_ERROR", "The request body must be an object with a records list")
+        records = payload["records"]
+        if len(records) > MAX_COLLECTION_SIZE:
+            return _Response(400, [{"message": "record limit reached. cannot submit more than 200 records into this "
+                                               "call", "errorCode": "EXCEEDED_ID_LIMIT"}], record_count=len(records))
+        all_or_none = payload.get("allOrNone", False) is True
+        with self.sb._lock:
+            try:
+                prepared = [_prepare_upsert(self.sb, spec, key_spec.name, raw, index)
+                            for index, raw in enumerate(records)]
+            except FieldValueError as exc:
+                return _Response(400, [{"message": exc.message, "errorCode": exc.code}], record_count=len(records))
+            counts: dict[str, int] = {}
+            for upsert in prepared:
+                if upsert.key is not None:
+                    counts[upsert.key] = counts.get(upsert.key, 0) + 1
+            for upsert in prepared:
+                if upsert.key is not None and counts[upsert.key] > 1 and not upsert.errors:
+                    upsert.errors.append(_error("DUPLICATE_EXTERNAL_ID",
+                                                f"Duplicate external id specified: {upsert.key}", [key_spec.name]))
+            failed = any(u.errors for u in prepared)
+            held = {str(r[key_spec.name]).lower(): r for r in self.sb._rows(spec, include_deleted=False)
+                    if r.get(key_spec.name) is not None}
+            results: list[dict[str, Any]] = []
+            for upsert in prepared:
+                if upsert.errors:
+                    results.append({"id": None, "success": False, "errors": upsert.errors, "created": False})
+                elif all_or_none and failed:
+                    results.append({"id": None, "success": False, "created": False,
+                                    "errors": [_error("ALL_OR_NONE_OPERATION_ROLLED_BACK", _ROLLED_BACK)]})
+                else:
+                    assert upsert.key is not None
+                    record = held.get(upsert.key.lower())
+                    if record is None:
+                        record_id = self.sb.insert(spec.name, {**upsert.changes, key_spec.name: upsert.key})
+                        held[upsert.key.lower()] = self.sb._data[spec.name][record_id]
+                        results.append({"id": record_id, "success": True, "errors": [], "created": True})
+                    else:
+                        self.sb.update(spec.name, record["Id"], upsert.changes)
+                        results.append({"id": record["Id"], "success": True, "errors": [], "created": False})
+        return _Response(200, results, record_count=len(records))
+
+
+@dataclass
+class _Upsert:
+    key: str | None = None
+    changes: dict[str, Any] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _prepare_upsert(sb: SalesforceSandbox, spec: SObjectSpec, key_field: str, raw: Any, index: int) -> _Upsert:
+    """Check one record of a collection upsert; raise FieldValueError when the JSON itself is bad."""
+    if not isinstance(raw, dict):
+        raise FieldValueError("JSON_PARSER_ERROR", f"records[{index}] is not an object", "")
+    upsert = _Upsert()
+    attributes = raw.get("attributes")
+    type_name = attributes.get("type") if isinstance(attributes, dict) else None
+    if not isinstance(type_name, str):
+        upsert.errors.append(_error("INVALID_TYPE", "Must specify a type in attributes"))
+        return upsert
+    if type_name.lower() != spec.name.lower():
+        upsert.errors.append(_error("INVALID_TYPE", f"This request can only upsert {spec.name} records, "
+                                                    f"not {type_name}"))
+        return upsert
+    key_name = next((k for k in raw if k.lower() == key_field.lower()), None)
+    key = raw.get(key_name) if key_name else None
+    if not isinstance(key, str) or not key.strip():
+        upsert.errors.append(_error("MISSING_ARGUMENT", f"{key_field} not specified", [key_field]))
+        return upsert
+    upsert.key = key
+    for name, value in raw.items():
+        if name in ("attributes", key_name):
+            continue
+        field_spec = spec.field(name)
+        if field_spec is None:
+            upsert.errors.append(
+                _error("INVALID_FIELD", f"No such column '{name}' on sobject of type {spec.name}", [name]))
+            return upsert
+        if not field_spec.updateable:
+            upsert.errors.append(_error("INVALID_FIELD_FOR_INSERT_UPDATE", _READ_ONLY.format(field=field_spec.name),
+                                        [field_spec.name]))
+            return upsert
+        try:
+            stored = normalize_value(field_spec, value)
+        except FieldValueError as exc:
+            if exc.code == "JSON_PARSER_ERROR":
+                raise
+            upsert.errors.append(_error(exc.code, exc.message, [field_spec.name]))
+            return upsert
+        if field_spec.type == "reference" and stored is not None:
+            target = next((sb._data[t].get(stored) for t in field_spec.reference_to if t in sb._data), None)
+            if target is None:
+                upsert.errors.append(_error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id",
+                                            [field_spec.name]))
+                return upsert
+            if target.get("IsDeleted"):
+                upsert.errors.append(_error("ENTITY_IS_DELETED", "entity is deleted", [field_spec.name]))
+                return upsert
+        upsert.changes[field_spec.name] = stored
+    injected = sb._failing_records.pop(key, None)
+    if injected is not None:
+        upsert.errors.append(_error(*injected))
+    return upsert
 
 
 @dataclass

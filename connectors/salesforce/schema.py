@@ -23,6 +23,8 @@ from typing import Any, Final, Literal
 from connectors.salesforce.ids import to_18
 
 __all__ = [
+    "SNAPSHOT_KEY",
+    "SNAPSHOT_OBJECT",
     "SUPPORTED_TYPES",
     "FieldSpec",
     "FieldType",
@@ -87,6 +89,9 @@ class FieldSpec:
     picklist_values: tuple[str, ...] = ()
     restricted_picklist: bool = False
     default: Any = None
+    external_id: bool = False
+    """An External ID field: upserts match records on it (a custom text, number or email field)."""
+    unique: bool = False
 
     @property
     def custom(self) -> bool:
@@ -124,6 +129,8 @@ class FieldSpec:
             ],
             "restrictedPicklist": self.restricted_picklist,
             "soapType": _SOAP_TYPES[self.type],
+            "externalId": self.external_id,
+            "unique": self.unique,
         }
 
 
@@ -445,6 +452,33 @@ def _standard_objects() -> list[SObjectSpec]:
     return [account, user, event, task, email, case, opportunity]
 
 
+SNAPSHOT_OBJECT: Final = "Health_Snapshot__c"
+SNAPSHOT_KEY: Final = "Snapshot_Key__c"
+
+
+def _custom_objects() -> list[SObjectSpec]:
+    """The custom objects Healthbeat's Metadata API package deploys (`healthbeat salesforce fields --package`):
+    one health snapshot per account and day, matched on its external id (the account's Id and the day)."""
+    snapshot = _object(
+        SNAPSHOT_OBJECT,
+        "a05",
+        [
+            _id(),
+            _text("Name", 80, updateable=False, nillable=False),  # an Auto Number name field: Salesforce fills it
+            _ref("Account__c", "Account"),
+            _f("Date__c", "date"),
+            _number("Score__c", 5, 2),
+            _text("Band__c", 40),
+            _number("Churn_Risk__c", 5, 2),
+            _number("Expansion_Readiness__c", 5, 2),
+            _text("Confidence__c", 40),
+            _text(SNAPSHOT_KEY, 40, external_id=True, unique=True),
+            *_system_fields(),
+        ],
+    )
+    return [snapshot]
+
+
 def build_schema(missing_fields: Mapping[str, Set[str]] | None = None,
                  read_only_fields: Mapping[str, Set[str]] | None = None) -> Schema:
     """The sandbox org, minus ``missing_fields`` (object name → field names; ``{"*"}`` drops the object).
@@ -456,7 +490,7 @@ def build_schema(missing_fields: Mapping[str, Set[str]] | None = None,
     update that sets one fails that record with ``INVALID_FIELD_FOR_INSERT_UPDATE``.
     """
     missing = {name.lower(): {f.lower() for f in names} for name, names in (missing_fields or {}).items()}
-    known = {o.name.lower(): o for o in _standard_objects()}
+    known = {o.name.lower(): o for o in [*_standard_objects(), *_custom_objects()]}
     for name, names in missing.items():
         if name not in known:
             raise KeyError(f"missing_fields names an unknown sObject: {name!r}")

@@ -393,6 +393,38 @@ def test_update_of_201_records_takes_exactly_two_collection_calls(
     assert sf_sandbox.get("Account", ids[-1])["Health_Score__c"] == 50.0
 
 
+def _snapshots(account_id: str, days: range) -> list[dict[str, object]]:
+    return [{"Snapshot_Key__c": f"{account_id}-{day}", "Account__c": account_id, "Score__c": 50} for day in days]
+
+
+def test_an_upsert_of_201_records_takes_two_calls_and_sent_again_creates_nothing(
+    sf_client: SalesforceClient, sf_sandbox: SalesforceSandbox
+) -> None:
+    account = sf_sandbox.insert("Account", {"Name": "Acme"})
+    path = f"{V}/composite/sobjects/Health_Snapshot__c/Snapshot_Key__c"
+    sf_sandbox.reset_calls()
+
+    first = sf_client.upsert_records("Health_Snapshot__c", "Snapshot_Key__c", _snapshots(account, range(201)))
+    again = sf_client.upsert_records("Health_Snapshot__c", "Snapshot_Key__c", _snapshots(account, range(201)))
+
+    calls = [(c.method, c.record_count) for c in sf_sandbox.calls if c.path == path]
+    assert calls == [("PATCH", 200), ("PATCH", 1)] * 2
+    assert all(r.success and r.created for r in first) and all(r.success and not r.created for r in again)
+    assert [r.record_id for r in again] == [r.record_id for r in first]
+
+
+@pytest.mark.parametrize("records", [[{"Score__c": 1}], [{"Snapshot_Key__c": "k"}, {"Snapshot_Key__c": "k"}]],
+                         ids=["no key", "a key twice"])
+def test_an_upsert_salesforce_would_refuse_whole_is_not_sent(
+    sf_client: SalesforceClient, sf_sandbox: SalesforceSandbox, records: list[dict[str, object]]
+) -> None:
+    sf_sandbox.reset_calls()
+
+    with pytest.raises(ValueError, match="Snapshot_Key__c"):
+        sf_client.upsert_records("Health_Snapshot__c", "Snapshot_Key__c", records)
+    assert sf_sandbox.calls == []
+
+
 def test_per_record_failure_is_reported_and_the_other_records_are_saved(
     sf_client: SalesforceClient, sf_sandbox: SalesforceSandbox
 ) -> None:

@@ -285,6 +285,7 @@ def test_global_describe_lists_every_object_with_its_key_prefix(sf_http: httpx.C
         "EmailMessage": "02s",
         "Case": "500",
         "Opportunity": "006",
+        "Health_Snapshot__c": "a05",
     }
 
 

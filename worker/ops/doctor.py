@@ -37,7 +37,13 @@ from worker.config import Settings, load_settings
 from worker.delivery.writeback import DEFAULT_FIELDS
 from worker.errors import ConfigError
 from worker.logs import RedactingFilter
-from worker.ops.salesforce_fields import ACCOUNT_FIELDS, PERMISSION_SET, CustomField
+from worker.ops.salesforce_fields import (
+    ACCOUNT_FIELDS,
+    PERMISSION_SET,
+    SNAPSHOT_FIELDS,
+    SNAPSHOT_OBJECT,
+    CustomField,
+)
 from worker.rulebook.in_force import load_rules
 from worker.store import MIGRATIONS, iso
 
@@ -312,7 +318,8 @@ def _salesforce(settings: Settings) -> list[Check]:
                               "nothing is written back without Health_Score__c; other missing fields are skipped"),
                 _fields_check(names[3], [f for f in ACCOUNT_FIELDS if not f.written], available,
                               "CSM overrides are ignored while these are missing"),
-                _field_access(names[4], available, client.updateable_fields("Account"))]
+                _field_access(names[4], available, client.updateable_fields("Account")),
+                *_snapshot_object(settings, client)]
     finally:
         client.close()
 
@@ -348,6 +355,32 @@ def _field_access(name: str, available: Mapping[str, str], updateable: Iterable[
                      f"Permission Sets → {PERMISSION_SET} or yours → Object Settings → Accounts → Field "
                      "Permissions), or deploy the one `healthbeat salesforce fields --package DIR` writes")
     return Check(name, True, f"the integration user may edit {', '.join(existing)}")
+
+
+def _snapshot_object(settings: Settings, client: SalesforceClient) -> list[Check]:
+    """With HEALTHBEAT_SALESFORCE_SNAPSHOTS on, whether Health_Snapshot__c exists with its fields and the
+    integration user may write them; nothing to say when it is off."""
+    name = "Salesforce snapshots"
+    if not settings.salesforce_snapshots:
+        return []
+    deploy = (f"deploy it with `healthbeat salesforce fields --package DIR` (objects/{SNAPSHOT_OBJECT}.object and "
+              f"the permission set {PERMISSION_SET}), or set HEALTHBEAT_SALESFORCE_SNAPSHOTS=off")
+    try:
+        available = client.describe_fields(SNAPSHOT_OBJECT)
+    except SalesforceError:
+        return [Check(name, False, f"HEALTHBEAT_SALESFORCE_SNAPSHOTS is on but {SNAPSHOT_OBJECT} does not exist "
+                                   "in Salesforce (or the integration user cannot see it): no snapshot is written",
+                      deploy)]
+    missing, wrong = field_problems(SNAPSHOT_FIELDS, available)
+    editable = {field.lower() for field in client.updateable_fields(SNAPSHOT_OBJECT)}
+    read_only = [f.name for f in SNAPSHOT_FIELDS if f.name not in missing and f.name.lower() not in editable]
+    found = [f"lacks {', '.join(missing)}"] if missing else []
+    found += ["wrong type: " + "; ".join(wrong)] if wrong else []
+    found += [f"the integration user cannot edit {', '.join(read_only)}"] if read_only else []
+    if found:
+        return [Check(name, False, f"{SNAPSHOT_OBJECT} {'; '.join(found)}: snapshots are refused", deploy)]
+    return [Check(name, True, f"{SNAPSHOT_OBJECT} exists with its fields; a snapshot per account is written "
+                              "once a day")]
 
 
 def _api_usage(client: SalesforceClient) -> Check:

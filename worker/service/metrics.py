@@ -26,6 +26,7 @@ from worker.store import Store, iso, parse_iso
 
 if TYPE_CHECKING:
     from worker.cycle import Clients, CycleReport
+    from worker.delivery.snapshots import SnapshotReport
     from worker.delivery.writeback import WritebackReport
     from worker.rulebook.in_force import RuleBook
 
@@ -40,6 +41,8 @@ SYSTEMS: Final = ("salesforce", "zendesk", "slack")
 OWED_STATUSES: Final = ("pending", "inflight", "failed")
 """Outbox rows the remote side has not confirmed yet and that will still be tried."""
 CYCLE_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+SNAPSHOT_ERROR_KINDS: Final = ("locked", "deleted", "other", "daily_limit", "busy", "unavailable")
+"""Refusals of snapshot upserts: per record (locked, deleted: its account is gone, other) or per call."""
 SKIP_REASONS: Final = ("read_only", "missing")
 """Why the write-back leaves an Account field out: field-level security grants no Edit, or there is no such field."""
 
@@ -138,6 +141,13 @@ class Metrics:
                                               "and reason (read_only: the integration user lacks Edit on it; "
                                               "missing: no such field); 0 once it is written.",
                                               ["field", "reason"], registry=r)
+        self.snapshots = Counter("healthbeat_snapshots", "Daily Health_Snapshot__c rows upserted to Salesforce, by "
+                                 "result (sent, failed).", ["result"], registry=r)
+        self.snapshot_calls = Counter("healthbeat_snapshot_calls", "sObject Collections upserts of "
+                                      "Health_Snapshot__c made (up to 200 rows each).", registry=r)
+        self.snapshot_errors = Counter("healthbeat_snapshot_errors", "Salesforce's refusals of snapshot upserts, by "
+                                       "kind: per record locked, deleted (the account is gone), other; per call "
+                                       "daily_limit, busy, unavailable.", ["kind"], registry=r)
         self.nudges = Counter("healthbeat_nudges", "Slack nudges, by result.", ["result"], registry=r)
         self.outbox_depth = Gauge("healthbeat_outbox_depth", "Outbox rows not yet confirmed, by kind.",
                                   ["kind"], registry=r)
@@ -159,6 +169,10 @@ class Metrics:
             self.api_calls.labels(system)
         for kind in ERROR_KINDS:
             self.writeback_errors.labels(kind)
+        for result in ("sent", "failed"):
+            self.snapshots.labels(result)
+        for kind in SNAPSHOT_ERROR_KINDS:
+            self.snapshot_errors.labels(kind)
         for name in DEFAULT_FIELDS.values():
             for reason in SKIP_REASONS:
                 self.writeback_skipped_fields.labels(name, reason)
@@ -208,6 +222,14 @@ class Metrics:
             for reason in SKIP_REASONS:
                 self.writeback_skipped_fields.labels(name, reason).set(1 if name in skipped[reason] else 0)
 
+    def count_snapshots(self, report: SnapshotReport) -> None:
+        """A snapshot push's calls, rows written and refused, and refusals by kind."""
+        self.snapshot_calls.inc(report.calls)
+        self.snapshots.labels("sent").inc(report.sent)
+        self.snapshots.labels("failed").inc(report.failed)
+        for kind, count in report.error_kinds.items():
+            self.snapshot_errors.labels(kind).inc(count)
+
     def set_rules(self, rulebook: RuleBook) -> None:
         self.rules_ok.set(1 if rulebook.healthy else 0)
 
@@ -227,6 +249,8 @@ def observe_cycle(metrics: Metrics, report: CycleReport, store: Store, *, client
                 metrics.records_synced.labels(stream).inc(count)
     if report.writeback is not None:
         metrics.count_writeback(report.writeback)
+    if report.snapshots is not None:
+        metrics.count_snapshots(report.snapshots)
     if report.notify is not None:
         metrics.nudges.labels("sent").inc(report.notify.sent)
         metrics.nudges.labels("failed").inc(report.notify.failed)
