@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import pytest
 
 from worker.rulefile import Problem, RuleFileError
+
+SHIPPED = Path(__file__).resolve().parents[2] / "rules"
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -38,3 +41,13 @@ def problems_from(load: Callable[[Path], Any], rules_dir: Path) -> list[Problem]
     with pytest.raises(RuleFileError) as caught:
         load(rules_dir)
     return caught.value.problems
+
+
+def turned_red_only(folder: Path) -> Path:
+    """The shipped scorecard and alert rules with turned_red alone, in `folder`: for tests of how one nudge
+    travels, which the other shipped rules (another nudge about the same account) would blur."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "scorecard.yaml").write_text((SHIPPED / "scorecard.yaml").read_text())
+    head, *rules = re.split(r"(?m)^(?=  - name: )", (SHIPPED / "alerts.yaml").read_text())
+    (folder / "alerts.yaml").write_text(head + next(r for r in rules if r.startswith("  - name: turned_red\n")))
+    return folder

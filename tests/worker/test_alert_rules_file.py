@@ -69,7 +69,8 @@ def test_the_shipped_alert_rules_load(rules_dir: Path) -> None:
     loaded = load_alert_rules(rules_dir)
 
     assert isinstance(loaded, LoadedRules)
-    assert [r.name for r in loaded.rules.rules] == ["turned_red"]
+    assert [r.name for r in loaded.rules.rules] == \
+        ["turned_red", "churn_risk_high", "expansion_ready", "gone_silent", "sharp_drop"]
 
 
 def test_a_file_without_rules_loads_as_no_rules(rules_dir: Path, alerts_file: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from connectors.sandboxes.world import World, advance, stir_trouble
-from tests.worker.test_cli import RULES_DIR
+from tests.worker.rule_files import turned_red_only
 from worker.clock import ShiftedClock
 from worker.cycle import Cycle
 from worker.demo.harness import Sandboxes
@@ -19,10 +19,8 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def _rules(tmp_path: Path, old: str = "", new: str = "") -> Path:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "scorecard.yaml").write_text((RULES_DIR / "scorecard.yaml").read_text())
-    text = (RULES_DIR / "alerts.yaml").read_text()
+    rules = turned_red_only(tmp_path / "rules")  # these tests follow one nudge per account turning red
+    text = (rules / "alerts.yaml").read_text()
     if old:
         assert text.count(old) == 1, old
         text = text.replace(old, new)
@@ -93,7 +91,9 @@ def test_a_nudge_waits_for_the_owners_delivery_window_then_goes_out_once(
 
 
 def test_a_silenced_account_turns_red_without_a_nudge_and_the_others_still_get_theirs(
-        world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, clock: ShiftedClock) -> None:
+        world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, clock: ShiftedClock,
+        tmp_path: Path) -> None:
+    cycle.rulebook = RuleBook(_rules(tmp_path))
     cycle.run()
     owners = [o for o in world.slack_user_ids if _healthy_accounts_of(world, store, o)][:2]
     quiet, loud = (_healthy_accounts_of(world, store, o)[0] for o in owners)
@@ -131,7 +131,9 @@ def test_a_rule_routed_to_owner_and_channel_posts_to_both_once(
 
 
 def test_text_from_data_is_escaped_so_an_account_name_never_pings_a_channel(
-        world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, clock: ShiftedClock) -> None:
+        world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, clock: ShiftedClock,
+        tmp_path: Path) -> None:
+    cycle.rulebook = RuleBook(_rules(tmp_path))
     cycle.run()
     owner = _owner_with_slack(world, store, 1)
     account = _healthy_accounts_of(world, store, owner)[0]

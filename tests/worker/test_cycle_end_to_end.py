@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import SecretStr
 
 from connectors.sandboxes.world import World, advance, stir_trouble
+from tests.worker.rule_files import turned_red_only
 from worker.clock import ShiftedClock
 from worker.config import Settings
 from worker.cycle import Cycle, build_clients
@@ -68,7 +70,8 @@ def test_second_cycle_without_change_writes_nothing_and_posts_nothing(
 
 
 def test_accounts_that_turn_red_nudge_their_owner_once_with_the_reason(
-        world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, clock: ShiftedClock) -> None:
+        world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, clock: ShiftedClock, tmp_path: Path) -> None:
+    cycle.rulebook = RuleBook(turned_red_only(tmp_path / "rules"))
     cycle.run()
     troubled, _ = _bad_weeks(world, store, clock)
     sandboxes.slack.reset_calls()

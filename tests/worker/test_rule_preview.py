@@ -104,7 +104,7 @@ def test_accounts_a_band_move_turns_red_match_the_unchanged_rule_and_would_be_nu
     into_red = [c for c in preview.changes if c.band[1] == "red"]
     assert into_red
     assert all((c.newly_matching, c.nudges_gained) == (("turned_red",), ("turned_red",)) for c in into_red)
-    [rule] = preview.rules
+    rule = next(r for r in preview.rules if r.rule == "turned_red")
     assert (rule.rule, rule.status, rule.nudges, rule.newly_matching) == \
         ("turned_red", "kept", (0, len(into_red)), len(into_red))
 
@@ -119,7 +119,7 @@ def test_a_rule_whose_meaning_changed_starts_fresh_and_nudges_no_account_already
 
     preview = preview_rules(store, live, new, as_of)
 
-    [rule] = preview.rules
+    rule = next(r for r in preview.rules if r.rule == "turned_red")
     assert (rule.status, rule.matching, rule.nudges) == ("starts fresh", (red, below), (0, 0))
     assert all(c.newly_matching == ("turned_red",) and not c.nudges_gained for c in preview.changes)
 

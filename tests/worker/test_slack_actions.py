@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from connectors.sandboxes.world import World, advance, stir_trouble
 from connectors.slack.client import SlackClient
 from connectors.slack.sandbox import PostedMessage, SlackSandbox, slack_signature
-from worker.alerting.message import feedback_block
+from worker.alerting.message import NudgePayload, digest_message, feedback_block
 from worker.clock import ShiftedClock
 from worker.config import Settings
 from worker.cycle import Cycle
@@ -63,7 +63,7 @@ def _nudge_one(world: World, sandboxes: Sandboxes, cycle: Cycle, store: Store, c
     stir_trouble(world, [account.id], clock())
     cycle.run(("sync", "score", "evaluate", "notify"))
     (row,) = store.query("SELECT dedup_key, remote_ref FROM outbox WHERE account_id = ? AND status = 'sent' "
-                         "AND dedup_key LIKE 'nudge:%:fire'", (account.id,))
+                         "AND dedup_key LIKE 'nudge:turned_red:%:fire'", (account.id,))
     channel, ts = row["remote_ref"].split(":")
     message = next(m for m in sandboxes.slack.messages if (m.channel, m.ts) == (channel, ts))
     clicker = world.slack_user_ids[account.owner_id] if owner_in_slack else next(iter(world.slack_user_ids.values()))
@@ -370,6 +370,20 @@ def test_receipts_take_the_dividers_place_so_a_full_digest_stays_within_50_block
     assert len(blocks) == len(drawn) == 46
     assert [b["type"] for b in drawn[1:4]] == ["section", "actions", "context"]
     assert with_receipts(drawn, votes) == drawn  # redrawing never stacks receipts
+
+
+def test_a_digest_names_an_account_two_rules_speak_of_once_and_keeps_both_messages() -> None:
+    def nudge(rule: str, account: str, name: str) -> NudgePayload:
+        return NudgePayload(f"nudge:{rule}:{account}:1:fire", rule, "fire", account, name, f"{name}: {rule}",
+                            f"https://example.my.salesforce.com/{account}")
+
+    text, blocks = digest_message([nudge("turned_red", "001A", "Wayne Health"), nudge("turned_red", "001B", "Zorg"),
+                                   nudge("churn_risk_high", "001B", "Zorg")])
+
+    assert text == "2 of your accounts need attention: Wayne Health; Zorg"
+    assert blocks[0]["text"]["text"] == "2 accounts need attention"
+    assert [b["text"]["text"] for b in blocks if b["type"] == "section"] == [
+        "Wayne Health: turned_red", "Zorg: turned_red", "Zorg: churn_risk_high"]
 
 
 def test_the_manifest_asks_for_every_scope_the_worker_needs_and_sends_clicks_to_slack_actions() -> None:

@@ -168,12 +168,15 @@ def nudge_payload(rule: AlertRule, context: Mapping[str, Any], key: NudgeKey, de
 
 
 def digest_message(payloads: Sequence[NudgePayload]) -> tuple[str, list[dict[str, Any]]]:
-    """One message listing several accounts: the same facts as single nudges, without the flood."""
-    count = len(payloads)
-    text = f"{count} of your accounts need attention: " + "; ".join(
-        slack_escape(p.account_name or "") for p in payloads)
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": f"{count} accounts need attention"}}]
+    """One message listing several accounts: the same facts as single nudges, without the flood. An account two
+    rules speak of at once (turned red, and its churn risk high) is counted and named once, each rule's message
+    kept below."""
+    names = list(dict.fromkeys(p.account_name or p.account_id for p in payloads))
+    count = len(names)
+    what = f"{count} of your accounts need attention" if count > 1 else "One of your accounts needs attention"
+    text = f"{what}: " + "; ".join(slack_escape(name) for name in names)
+    heading = f"{count} accounts need attention" if count > 1 else f"{len(payloads)} nudges about one account"
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": heading}}]
     for payload in payloads:
         blocks += [
             {"type": "section", "text": {"type": "mrkdwn", "text": payload.text[:MAX_TEXT]},
