@@ -26,6 +26,7 @@ from connectors.zendesk.client import ZendeskClient
 from worker.alerting.engine import AlertReport, evaluate_alerts
 from worker.clock import Clock, system_clock
 from worker.config import Settings
+from worker.delivery.home_tab import HomeReport, republish_home_tabs
 from worker.delivery.notify import NotifyReport, send_nudges
 from worker.delivery.snapshots import SnapshotReport, push_snapshots
 from worker.delivery.writeback import WritebackReport, plan_writeback, push_scores
@@ -98,6 +99,7 @@ class CycleReport:
     alerts: AlertReport | None = None
     writeback: WritebackReport | None = None
     snapshots: SnapshotReport | None = None
+    home: HomeReport | None = None  # the Slack Home tabs republished after the nudges
     notify: NotifyReport | None = None
     stages: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -314,6 +316,9 @@ class Cycle:
         report.notify = send_nudges(self.store, self.clients.slack, self.clock(),
                                     fallback_channel=self.settings.slack_fallback_channel,
                                     digest_min=alerts.rules.digest.min, dry_run=self.dry_run)
+        # the Home tabs owners opened, where one of their accounts changed band
+        report.home = republish_home_tabs(self.store, self.clients.slack, record_url(self.store, self.settings),
+                                          self.clock(), dry_run=self.dry_run)
 
     def prune(self, report: CycleReport) -> None:
         if prune_due(self.store, self.clock()):
@@ -401,7 +406,8 @@ FULL_CYCLE: tuple[Stage, ...] = (
     Stage("evaluate", "step the alert rules over the scores that moved; owe nudges in the outbox", Cycle.evaluate),
     Stage("writeback", "write the changed scores to the Salesforce Account fields, and the day's health snapshots "
                        "(HEALTHBEAT_SALESFORCE_SNAPSHOTS)", Cycle.writeback),
-    Stage("notify", "send the nudges the outbox owes to Slack", Cycle.notify),
+    Stage("notify", "send the nudges the outbox owes to Slack; republish the Home tabs whose accounts changed band",
+          Cycle.notify),
     Stage("prune", "clear old text and history, once a day (HEALTHBEAT_RETENTION_*); fit the churn model again, "
                    "once a week (HEALTHBEAT_CHURN_REFIT), as a proposal beside the rules", Cycle.prune),
 )

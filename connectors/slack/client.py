@@ -262,6 +262,27 @@ class SlackClient:
                               blocks=blocks)
         return SentMessage(channel=str(response["channel"]), ts=str(response["ts"]))
 
+    def publish_home(self, user_id: str, view: dict[str, Any]) -> str:
+        """Publish ``view`` (``type: home``) as this user's Home tab of the app (``views.publish``); the view's id.
+
+        Publishing again replaces the tab, so a repeat after a 5xx is harmless and slack-sdk's handlers may retry.
+        """
+        response = self._call("views.publish", self._web.views_publish, user_id=user_id, view=view)
+        return str((response.get("view") or {}).get("id") or "")
+
+    def email_of(self, user_id: str) -> str | None:
+        """The email of this Slack user (``users.info``, needs ``users:read.email``), or None: unknown, deleted,
+        a bot, or no email shown. The reverse of `user_id_for_email`; not cached (a Home tab opens rarely)."""
+        try:
+            response = self._call("users.info", self._web.users_info, user=user_id)
+        except SlackRecipientError:
+            return None
+        user = response.get("user") or {}
+        email = (user.get("profile") or {}).get("email")
+        if user.get("deleted") or user.get("is_bot") or not email:
+            return None
+        return str(email)
+
     def find_by_metadata(self, channel: str, *, event_type: str, key: str, key_field: str = "dedup_key",
                          oldest: float | None = None, limit: int = 200) -> SentMessage | None:
         """The newest message in ``channel`` whose metadata has ``event_type`` and payload[key_field] == key.

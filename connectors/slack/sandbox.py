@@ -8,7 +8,8 @@ comes as ``Authorization: Bearer`` or a ``token`` form field; errors are HTTP 20
 answer carries ``X-OAuth-Scopes`` and a method refuses a token without its scope (``missing_scope``).
 
 Methods: ``auth.test``, ``users.lookupByEmail``, ``users.info``, ``conversations.open``,
-``conversations.list``, ``conversations.history``, ``chat.postMessage``, ``chat.update``, ``views.open``.
+``conversations.list``, ``conversations.history``, ``chat.postMessage``, ``chat.update``, ``views.open``,
+``views.publish`` (a user's Home tab: the latest view published for each user is in `SlackSandbox.home_views`).
 Response shapes follow Slack's OpenAPI spec (``/work/shared/reference/slack_web_openapi_v2.json``) plus
 what Slack added after it (message ``metadata``, ``include_all_metadata``, ``invalid_blocks``), which
 the tests check.
@@ -18,7 +19,9 @@ or submits a modal. `SlackSandbox.send_interaction` does that the way Slack does
 ``payload=<json>``, ``X-Slack-Request-Timestamp`` and ``X-Slack-Signature: v0=HMAC-SHA256(secret,
 "v0:{timestamp}:{body}")``, optionally ``X-Slack-Retry-Num``); `SlackSandbox.block_actions_payload` and
 `SlackSandbox.view_submission_payload` build the payloads from a posted message or an opened modal, with
-a ``trigger_id`` that ``views.open`` accepts once, within three seconds, as Slack does.
+a ``trigger_id`` that ``views.open`` accepts once, within three seconds, as Slack does;
+`SlackSandbox.home_block_actions_payload` is a click on a published Home tab. `SlackSandbox.send_event` and
+`SlackSandbox.app_home_opened` send Events API requests (a signed JSON body) to the app's events URL.
 
 Faults on demand with `SlackSandbox.fail_next`: any error code and status (429 with ``Retry-After``,
 5xx), or `LOST_ANSWER`: the call is carried out but the connection closes unanswered.
@@ -224,6 +227,8 @@ class SlackSandbox:
         self.messages: list[PostedMessage] = []
         self.calls: list[ApiCall] = []
         self.views: list[OpenedView] = []
+        self.home_views: dict[str, dict[str, Any]] = {}
+        """user id -> the Home tab view last published for them (as Slack answered it)."""
         self._triggers: dict[str, _Trigger] = {}
         self._users[BOT_USER_ID] = _User(BOT_USER_ID, "", BOT_NAME, "America/New_York", True, False,
                                          int(clock()))
@@ -370,6 +375,30 @@ class SlackSandbox:
                 "actions": [action],
             }
 
+    def home_block_actions_payload(self, user: str, action_id: str, *, value: str | None = None) -> dict[str, Any]:
+        """The ``block_actions`` payload of a click on ``user``'s Home tab: its container is the view (``type``
+        "view", no channel, no message), as Slack sends for clicks in a surface that is not a message."""
+        with self._lock:
+            view = self.home_views.get(user)
+            if view is None:
+                raise ValueError(f"no Home tab published for {user}")
+            found = _find_element(view.get("blocks") or [], action_id, value)
+            if found is None:
+                raise ValueError(f"the Home tab of {user} has no element {action_id!r}"
+                                 + (f" with value {value!r}" if value is not None else ""))
+            block_id, element = found
+            action: dict[str, Any] = {"action_id": action_id, "block_id": block_id, "type": element.get("type"),
+                                      "action_ts": self._next_ts()}
+            for key in ("text", "value", "style", "url"):
+                if key in element:
+                    action[key] = element[key]
+            return {
+                "type": "block_actions", "user": self._actor_json(user), "api_app_id": APP_ID,
+                "token": VERIFICATION_TOKEN, "container": {"type": "view", "view_id": view["id"]},
+                "trigger_id": self.new_trigger(user), "team": {"id": TEAM_ID, "domain": "healthbeat-sandbox"},
+                "enterprise": None, "is_enterprise_install": False, "view": view, "actions": [action],
+            }
+
     def view_submission_payload(self, view: OpenedView, values: Mapping[str, str]) -> dict[str, Any]:
         """The ``view_submission`` payload Slack sends when the modal's user presses its submit button.
 
@@ -415,6 +444,38 @@ class SlackSandbox:
             headers["X-Slack-Retry-Num"] = str(retry_num)
             headers["X-Slack-Retry-Reason"] = "http_timeout"
         return post_form(url, body, headers, timeout=timeout)
+
+    def send_event(self, url: str, body: Mapping[str, Any], signing_secret: str | None, *,
+                   timestamp: int | None = None, timeout: float = 5.0) -> InteractionResult:
+        """POST an Events API request to the app's events URL as Slack does: a JSON body, signed like an
+        interaction (docs.slack.dev/apis/events-api: ``url_verification``, then ``event_callback``s)."""
+        raw = json.dumps(body).encode()
+        stamp = int(self._clock()) if timestamp is None else timestamp
+        headers = {"Content-Type": "application/json", "User-Agent": "Slackbot 1.0"}
+        if signing_secret is not None:
+            headers["X-Slack-Request-Timestamp"] = str(stamp)
+            headers["X-Slack-Signature"] = slack_signature(signing_secret, stamp, raw)
+        return post_form(url, raw, headers, timeout=timeout)
+
+    def app_home_opened(self, url: str, user: str, signing_secret: str | None, *, tab: str = "home",
+                        timestamp: int | None = None) -> InteractionResult:
+        """``user`` opens the app's Home tab: Slack's signed ``event_callback`` with ``app_home_opened``."""
+        return self.send_event(url, self.app_home_opened_payload(user, tab=tab), signing_secret, timestamp=timestamp)
+
+    def app_home_opened_payload(self, user: str, *, tab: str = "home") -> dict[str, Any]:
+        """The ``event_callback`` envelope Slack sends when ``user`` opens a tab of the app's App Home."""
+        self._known_user(user)
+        with self._lock:
+            event_id = self._new_id("Ev")
+            dm = self._dm_for(user)
+            published = self.home_views.get(user)
+        event: dict[str, Any] = {"type": "app_home_opened", "user": user, "channel": dm, "tab": tab,
+                                 "event_ts": f"{self._clock():.6f}"}
+        if published is not None and tab == "home":
+            event["view"] = published
+        return {"token": VERIFICATION_TOKEN, "team_id": TEAM_ID, "api_app_id": APP_ID, "event": event,
+                "type": "event_callback", "event_id": event_id, "event_time": int(self._clock()),
+                "authorizations": [{"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}]}
 
     def click(self, url: str, message: PostedMessage, action_id: str, signing_secret: str | None, *, user: str,
               value: str | None = None) -> InteractionResult:
@@ -792,6 +853,39 @@ def _views_open(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
     return {"view": opened}
 
 
+def _views_publish(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
+    """A user's Home tab (docs.slack.dev/reference/methods/views.publish, .../reference/views/home-tab-views)."""
+    user_id = _str(params, "user_id")
+    if not user_id:
+        raise _ApiError("invalid_arguments", extra={"response_metadata": {
+            "messages": ["[ERROR] missing required field: user_id"]}})
+    if "view" not in params:
+        raise _ApiError("invalid_arguments", extra={"response_metadata": {
+            "messages": ["[ERROR] missing required field: view"]}})
+    view = _json_param(params, "view", "invalid_arguments")
+    problem = _home_view_problem(view)
+    if problem is not None:
+        raise _ApiError("invalid_arguments", extra={"response_metadata": {"messages": [f"[ERROR] {problem}"]}})
+    user = sb._users.get(user_id)
+    if user is None or user.deleted:
+        raise _ApiError("not_found")
+    old = sb.home_views.get(user_id)
+    given_hash = _str(params, "hash")
+    if given_hash and old is not None and given_hash != old["hash"]:
+        raise _ApiError("hash_conflict")
+    view_id = old["id"] if old is not None else sb._new_id("V")
+    published = {
+        "id": view_id, "team_id": TEAM_ID, "type": "home", "close": None, "submit": None,
+        "blocks": view.get("blocks") or [], "private_metadata": view.get("private_metadata", ""),
+        "callback_id": view.get("callback_id", ""), "state": {"values": {}},
+        "hash": f"{int(sb._clock())}.{sb._new_id('H')}", "clear_on_close": False, "notify_on_close": False,
+        "root_view_id": view_id, "previous_view_id": None, "app_id": APP_ID,
+        "external_id": view.get("external_id", ""), "bot_id": BOT_ID,
+    }
+    sb.home_views[user_id] = published
+    return {"view": published}
+
+
 def _no_scope(sb: SlackSandbox, params: dict[str, Any]) -> tuple[str, ...]:
     return ()
 
@@ -825,6 +919,7 @@ _METHODS: dict[str, tuple[Handler, ScopeRule]] = {
     "chat.postMessage": (_chat_post_message, _fixed("chat:write")),
     "chat.update": (_chat_update, _fixed("chat:write")),
     "views.open": (_views_open, _no_scope),  # Slack: "Required scopes: none"; a trigger_id is the permission
+    "views.publish": (_views_publish, _no_scope),  # Slack's OpenAPI spec: "Requires scope: `none`"
 }
 
 
@@ -1019,6 +1114,34 @@ def _view_problem(view: Any) -> str | None:
     for key, most in (("private_metadata", 3000), ("callback_id", 255), ("external_id", 255)):
         if key in view and (not isinstance(view[key], str) or len(view[key]) > most):
             return f"{key} must be a string of at most {most} characters"
+    return None
+
+
+_HOME_BLOCK_TYPES = {"actions", "context", "divider", "header", "image", "input", "rich_text", "section", "video"}
+"""The blocks Block Kit's reference lists as available in Home tabs (`file` and `markdown` are for messages only)."""
+
+
+def _home_view_problem(view: Any) -> str | None:
+    """Why ``views.publish`` would refuse this Home tab view (Slack's home tab view reference), or None."""
+    if not isinstance(view, dict):
+        return "must provide an object [json-pointer:/view]"
+    if view.get("type") != "home":
+        return "view type must be home [json-pointer:/view/type]"
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list):
+        return "blocks is required and must be an array [json-pointer:/view/blocks]"
+    if len(blocks) > MAX_VIEW_BLOCKS:
+        return f"no more than {MAX_VIEW_BLOCKS} items allowed [json-pointer:/view/blocks]"
+    block_ids: set[str] = set()
+    for index, block in enumerate(blocks):
+        if not isinstance(block, dict) or block.get("type") not in _HOME_BLOCK_TYPES:
+            return f"unsupported type for a home tab [json-pointer:/view/blocks/{index}/type]"
+        problem = _block_problem(block, block_ids) or _input_problem(block)
+        if problem is not None:
+            return f"{problem} [json-pointer:/view/blocks/{index}]"
+    for key, most in (("private_metadata", 3000), ("callback_id", 255), ("external_id", 255)):
+        if key in view and (not isinstance(view[key], str) or len(view[key]) > most):
+            return f"{key} must be a string of at most {most} characters [json-pointer:/view/{key}]"
     return None
 
 

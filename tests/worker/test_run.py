@@ -77,6 +77,28 @@ def test_run_serves_health_and_metrics_and_stops_cleanly_on_sigterm(
         worker.communicate()
 
 
+def test_run_serves_slack_events_and_publishes_the_home_tab_an_owner_opens(
+        world: World, sandboxes: Sandboxes, usage_dir: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**sandbox_environment(sandboxes, tmp_path / "hb.db", usage_dir, RULES_DIR),
+           "HEALTHBEAT_INTERVAL": "1h", "HEALTHBEAT_HTTP_PORT": port, "SLACK_SIGNING_SECRET": "s3cr3t-signing"}
+    owner, user = sorted(world.slack_user_ids.items())[0]
+    worker = _start(env, tmp_path)
+    try:
+        _wait_for(lambda: json.loads(_get(f"http://127.0.0.1:{port}/healthz")[1] or "{}").get("last_success"), 60)
+
+        answer = sandboxes.slack.app_home_opened(f"http://127.0.0.1:{port}/slack/events", user, "s3cr3t-signing")
+        _wait_for(lambda: user in sandboxes.slack.home_views, 20)
+
+        assert answer.status == 200
+        shown = json.dumps(sandboxes.slack.home_views[user])
+        owned = sum(1 for a in world.accounts if a.owner_id == owner)
+        assert f"{owned} scored accounts" in shown  # the tab is this owner's, from the store the cycle wrote
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+
+
 def test_a_second_worker_on_the_same_database_refuses_to_start(
         world: World, sandboxes: Sandboxes, usage_dir: Path, tmp_path: Path) -> None:
     env = {**sandbox_environment(sandboxes, tmp_path / "hb.db", usage_dir, RULES_DIR),

@@ -1,4 +1,5 @@
-"""The worker's HTTP side while `healthbeat run` runs: `GET /healthz`, `GET /metrics`, `POST /slack/actions`.
+"""The worker's HTTP side while `healthbeat run` runs: `GET /healthz`, `GET /metrics`, `POST /slack/actions`,
+`POST /slack/events` (Slack's Events API, for the Home tab: `worker.service.slack_home`).
 
 The scheduler tells a `HealthState` what each cycle did; request threads only read that state (under its
 lock) and the metrics registry, never the store, so a slow scrape cannot hold up a cycle or see half a

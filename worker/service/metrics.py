@@ -43,6 +43,7 @@ OWED_STATUSES: Final = ("pending", "inflight", "failed")
 CYCLE_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 SNAPSHOT_ERROR_KINDS: Final = ("locked", "deleted", "other", "daily_limit", "busy", "unavailable")
 """Refusals of snapshot upserts: per record (locked, deleted: its account is gone, other) or per call."""
+HOME_RESULTS: Final = ("published", "failed")
 SKIP_REASONS: Final = ("read_only", "missing")
 """Why the write-back leaves an Account field out: field-level security grants no Edit, or there is no such field."""
 
@@ -158,6 +159,9 @@ class Metrics:
                                   "Unix time the last successful cycle finished (0: none yet).", registry=r)
         self.rules_ok = Gauge("healthbeat_rules_ok", "1 if the rule files loaded cleanly, 0 if broken.",
                               registry=r)
+        self.home_views = Counter("healthbeat_home_views", "Slack Home tab views published (views.publish), by "
+                                  "result (published, failed): when an owner opens the tab, and after a cycle "
+                                  "for tabs whose accounts changed band.", ["result"], registry=r)
         self._calls_seen: dict[str, int] = {}
         # Known label values exist from the start at zero, so rate() and absent() behave from the first scrape.
         for outcome in ("ok", "failed", "crashed"):
@@ -179,6 +183,8 @@ class Metrics:
         for kind in OUTBOX_KINDS:
             self.outbox_depth.labels(kind)
             self.outbox_dead.labels(kind)
+        for result in HOME_RESULTS:
+            self.home_views.labels(result)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format (see `CONTENT_TYPE`)."""
@@ -230,6 +236,11 @@ class Metrics:
         for kind, count in report.error_kinds.items():
             self.snapshot_errors.labels(kind).inc(count)
 
+    def count_home(self, *, published: int = 0, failed: int = 0) -> None:
+        """Home tab publishes: from `/slack/events` (a tab opened) and from a cycle's republish pass."""
+        self.home_views.labels("published").inc(published)
+        self.home_views.labels("failed").inc(failed)
+
     def set_rules(self, rulebook: RuleBook) -> None:
         self.rules_ok.set(1 if rulebook.healthy else 0)
 
@@ -254,6 +265,8 @@ def observe_cycle(metrics: Metrics, report: CycleReport, store: Store, *, client
     if report.notify is not None:
         metrics.nudges.labels("sent").inc(report.notify.sent)
         metrics.nudges.labels("failed").inc(report.notify.failed)
+    if report.home is not None:
+        metrics.count_home(published=report.home.published, failed=report.home.failed)
     if clients is not None:
         totals = {"salesforce": clients.salesforce.calls}
         if clients.zendesk is not None:

@@ -21,6 +21,7 @@ from worker.rulebook.in_force import RuleBook
 from worker.service.http import HealthServer, HealthState
 from worker.service.metrics import Metrics, observe_cycle, read_store_facts
 from worker.service.slack_actions import build_slack_actions
+from worker.service.slack_home import build_slack_events
 from worker.store import Store
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,12 @@ def _serve(settings: Settings, store: Store, clients: Clients, stop: threading.E
     server = HealthServer(health, metrics, port=settings.http_port)
     actions = build_slack_actions(settings)  # its own database connection and Slack client
     server.routes.add("POST", "/slack/actions", actions.handle)
+    events = build_slack_events(settings, metrics=metrics)  # its own database connection and Slack client
+    server.routes.add("POST", "/slack/events", events.handle)
     try:
         server.start()
     except HealthServerError:
+        events.close()
         actions.close()
         clients.close()
         store.close()
@@ -84,6 +88,7 @@ def _serve(settings: Settings, store: Store, clients: Clients, stop: threading.E
     stop.wait()
     scheduler.shutdown(wait=True)
     server.stop()
+    events.close()
     actions.close()
     clients.close()
     store.close()

@@ -105,6 +105,18 @@ def verify_signature(signing_secret: str, headers: Mapping[str, str], body: byte
     return None
 
 
+def refusal(secret: str | None, request: Request, now: float, route: str) -> Response | None:
+    """The 401 for a request to `route` that is not Slack's (or when no signing secret is set: nothing can be
+    verified), logged; None when the request is Slack's."""
+    if secret is None:
+        return Response.json(401, {"error": "not_configured", "detail": "SLACK_SIGNING_SECRET is not set"})
+    problem = verify_signature(secret, request.headers, request.body, now)
+    if problem is not None:
+        log.warning("%s: refused a request: %s", route, problem)
+        return Response.json(401, {"error": "invalid_signature"})
+    return None
+
+
 # -- the modal and the receipts -----------------------------------------------------------------------------
 
 def _option(days: int) -> dict[str, Any]:
@@ -355,12 +367,9 @@ class SlackActions:
     # -- the route ----------------------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
-        if self._secret is None:
-            return Response.json(401, {"error": "not_configured", "detail": "SLACK_SIGNING_SECRET is not set"})
-        problem = verify_signature(self._secret, request.headers, request.body, self._epoch())
-        if problem is not None:
-            log.warning("slack actions: refused a request: %s", problem)
-            return Response.json(401, {"error": "invalid_signature"})
+        refused = refusal(self._secret, request, self._epoch(), "slack actions")
+        if refused is not None:
+            return refused
         retry = request.headers.get("x-slack-retry-num")
         if retry:
             log.info("slack actions: Slack retry #%s (%s)", retry, request.headers.get("x-slack-retry-reason", "?"))

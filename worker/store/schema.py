@@ -280,6 +280,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE scores ADD COLUMN churn_drivers TEXT;
     """,
+    # The Slack users who opened Healthbeat's Home tab, each with the Salesforce owner they were found to be (by
+    # email) and the bands their tab last showed, so that a cycle republishes only the tabs whose bands changed
+    # and never publishes one nobody opened (`worker.delivery.home_tab`).
+    """
+    CREATE TABLE home_tabs (
+        slack_user_id TEXT PRIMARY KEY, owner_id TEXT, opened_at TEXT NOT NULL, published_at TEXT,
+        shown TEXT, last_error TEXT);
+    """,
 )
 
 

@@ -1,0 +1,145 @@
+"""`POST /slack/events`: Slack's Events API, for the Home tab ("my accounts", `worker.delivery.home_tab`).
+
+Slack sends two kinds of request here: `url_verification` once, when the events URL is set in the app's
+settings (answered with its `challenge`), and `event_callback`s, of which only `app_home_opened` on the
+"home" tab is ours. Every request is checked first as `/slack/actions` checks its own (the same
+`verify_signature`: Slack's v0 signature and a timestamp within five minutes); one that is not Slack's gets
+401, the URL check included, so the URL can only be set by someone with the signing secret.
+
+Slack gives up after three seconds and then retries, so an event is acknowledged at once and the Home view is
+built and published (`views.publish`) afterwards, on one background thread with its own store connection
+and Slack client; an owner who opens the tab twice while a publish is queued gets one publish. Only that
+thread touches the store or Slack, so request threads never wait for either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Final
+
+from connectors.slack.client import SlackClient, SlackError
+from worker.clock import Clock, system_clock
+from worker.config import Settings
+from worker.cycle import record_url
+from worker.delivery.home_tab import home_opened
+from worker.service.http import Request, Response
+from worker.service.metrics import Metrics
+from worker.service.slack_actions import refusal
+from worker.store import Store
+
+__all__ = ["BUSY_TIMEOUT_MS", "SlackEvents", "build_slack_events"]
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS: Final = 5000
+"""How long a publish waits for a cycle's write transaction (off the request path: it may wait longer)."""
+
+
+class SlackEvents:
+    """The `/slack/events` route: `server.routes.add("POST", "/slack/events", events.handle)`.
+
+    `store` must be a connection of its own (only the background thread uses it); `slack` may be None when
+    Slack is not configured (events are acknowledged, nothing is published). `metrics` counts the publishes.
+    """
+
+    def __init__(self, store: Store, *, signing_secret: str | None, slack: SlackClient | None,
+                 instance_url: Callable[[Store], str], metrics: Metrics | None = None, clock: Clock = system_clock,
+                 epoch: Callable[[], float] = time.time, owns_store: bool = False) -> None:
+        self.store = store
+        self._secret = signing_secret or None
+        self._slack = slack
+        self._instance_url = instance_url
+        self._metrics = metrics
+        self._clock = clock
+        self._epoch = epoch
+        self._owns_store = owns_store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack-home")
+        self._lock = threading.Lock()
+        self._queued: set[str] = set()
+        self._pending: list[Future[None]] = []
+        store.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if self._secret is None:
+            log.warning("SLACK_SIGNING_SECRET is not set: /slack/events refuses every request (401), so the "
+                        "Home tab shows nothing")
+
+    def handle(self, request: Request) -> Response:
+        refused = refusal(self._secret, request, self._epoch(), "slack events")
+        if refused is not None:
+            return refused
+        try:
+            body = json.loads(request.body)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            body = None
+        if not isinstance(body, dict):
+            log.warning("slack events: a signed request whose body is not a JSON object")
+            return Response.json(400, {"error": "bad_request", "detail": "expected a JSON object"})
+        kind = body.get("type")
+        if kind == "url_verification":
+            return Response.json(200, {"challenge": str(body.get("challenge") or "")})
+        event = body.get("event")
+        if kind == "event_callback" and isinstance(event, dict) and event.get("type") == "app_home_opened":
+            user = event.get("user")
+            if event.get("tab", "home") == "home" and isinstance(user, str) and user:
+                self._schedule(user)
+        return Response(200)  # whatever else Slack sends (the Messages tab, other events) is not ours
+
+    def _schedule(self, user_id: str) -> None:
+        if self._slack is None:
+            return
+        with self._lock:
+            if user_id in self._queued:
+                return  # opened again before the last publish ran: that one shows the same
+            self._queued.add(user_id)
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(self._executor.submit(self._publish, user_id))
+
+    def _publish(self, user_id: str) -> None:
+        assert self._slack is not None
+        with self._lock:
+            self._queued.discard(user_id)
+        try:
+            home_opened(self.store, self._slack, user_id, self._instance_url(self.store), self._clock())
+        except SlackError as exc:
+            log.warning("slack events: could not publish the Home tab of %s: %s", user_id, exc)
+            self._count(failed=1)
+        except Exception:
+            log.exception("slack events: building the Home tab of %s failed", user_id)
+            self._count(failed=1)
+        else:
+            self._count(published=1)
+
+    def _count(self, *, published: int = 0, failed: int = 0) -> None:
+        if self._metrics is not None:
+            self._metrics.count_home(published=published, failed=failed)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait for the publishes scheduled so far (tests; shutdown)."""
+        with self._lock:
+            pending = list(self._pending)
+        wait(pending, timeout=timeout)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        if self._owns_store:
+            self.store.close()
+
+
+def build_slack_events(settings: Settings, *, metrics: Metrics | None = None,
+                       clock: Clock = system_clock) -> SlackEvents:
+    """The handler as the scheduler runs it: its own database connection and Slack client."""
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_configured and settings.slack_bot_token \
+        else None
+    slack = (SlackClient(token, base_url=settings.slack_api_url, max_retry_wait=10.0, ca_bundle=settings.ca_bundle)
+             if token else None)
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+
+    def instance_url(store: Store) -> str:
+        return record_url(store, settings)
+
+    return SlackEvents(Store(settings.db), signing_secret=secret, slack=slack, instance_url=instance_url,
+                       metrics=metrics, clock=clock, owns_store=True)
