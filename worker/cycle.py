@@ -182,6 +182,11 @@ def record_url(store: Store, settings: Settings) -> str:
     return store.cursor("salesforce.instance_url") or settings.salesforce_login_url
 
 
+BASELINE_WAIT = timedelta(days=1)
+"""How long a new alert rule's baseline waits for a sync that reads every source (`Cycle.evaluate`)."""
+_BASELINES_WAITING = "alerts.baselines_waiting_since"
+
+
 RefitJob = Callable[[Store, LoadedScorecard, Path, datetime, timedelta, Callable[[], bool]], str | None]
 """Fits the churn model again when `every` has passed since the last time and leaves a proposal beside the rules
 (`worker.analysis.churn_fit.scheduled_refit`); None when not due. The commands that start cycles hand it in:
@@ -290,9 +295,30 @@ class Cycle:
 
     def evaluate(self, report: CycleReport) -> None:
         _, alerts = self.rulebook.require()
-        whole_sync = report.sync is None or not report.sync.failed_streams
         report.alerts = evaluate_alerts(self.store, alerts, self.clock(),
-                                        record_url=record_url(self.store, self.settings), take_baselines=whole_sync)
+                                        record_url=record_url(self.store, self.settings),
+                                        take_baselines=self._baselines_may_be_taken(report))
+
+    def _baselines_may_be_taken(self, report: CycleReport) -> bool:
+        """A new rule's baseline waits for a cycle whose sync read every source (`evaluate_alerts`), but not for
+        ever: a source that fails every cycle (a wrong Zendesk token) must not keep every new rule silent, so
+        after `BASELINE_WAIT` of partial syncs the baseline is taken on what there is."""
+        now = self.clock()
+        waiting_since = self.store.cursor(_BASELINES_WAITING)
+        if report.sync is None or not report.sync.failed_streams:
+            if waiting_since is not None:
+                with self.store.transaction():
+                    self.store.save_cursor(_BASELINES_WAITING, None, 0, now)
+            return True
+        if waiting_since is None:
+            with self.store.transaction():
+                self.store.save_cursor(_BASELINES_WAITING, iso(now), 0, now)
+            return False
+        if datetime.fromisoformat(waiting_since.replace("Z", "+00:00")) + BASELINE_WAIT > now:
+            return False
+        log.warning("alert baselines have waited %s for a sync that reads every source (failing: %s); taking them "
+                    "on what there is", BASELINE_WAIT, ", ".join(sorted(report.sync.failed_streams)))
+        return True
 
     def writeback(self, report: CycleReport) -> None:
         plan_writeback(self.store, self.clock())
