@@ -72,6 +72,7 @@ ACCOUNTS = st.fixed_dictionaries({
     "previous_score": _number(0, 100), "trend_delta": _number(-100, 100), "trend": st.just("↓ -27 (30d)"),
     "reason": st.just("No two-way touch in 41 days"), "coverage": st.floats(0, 1),
     "churn_risk": _number(0, 100), "expansion_readiness": _number(0, 100), "days_silent": _number(0, 400),
+    "days_to_renewal": _number(0, 800),
     "overridden": st.booleans(), "segment": st.just(""), "account_type": st.just("Customer - Direct"),
     "owner": st.just("Dana Whitfield"), "owner_email": st.just("dana@example.com"),
     "measures": st.fixed_dictionaries({
@@ -122,3 +123,16 @@ def test_every_shipped_message_renders_on_every_account_of_a_world(cycle: Cycle,
         for context in contexts:
             text = template.render(**context, rule=rule.name, url="https://example.my.salesforce.com/x").strip()
             assert context["account_name"] in text and "None" not in text, (rule.name, text)
+
+
+def test_a_condition_reads_the_days_to_the_open_renewal_as_of_the_score(cycle: Cycle, world: World,
+                                                                          store: Store) -> None:
+    cycle.run()
+    open_renewals = {r["account_id"]: r["days"] for r in store.query(
+        "SELECT o.account_id, min(julianday(o.close_date) - julianday(date(s.scored_at))) AS days "
+        "FROM opportunities o JOIN scores s USING (account_id) WHERE o.is_closed = 0 AND o.is_deleted = 0 "
+        "AND o.close_date >= date(s.scored_at) GROUP BY o.account_id")}
+
+    contexts = {c["account_id"]: c["days_to_renewal"] for c in account_contexts(store)}
+
+    assert open_renewals and contexts == {a: open_renewals.get(a) for a in contexts}  # None without one

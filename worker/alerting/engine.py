@@ -46,7 +46,10 @@ def account_contexts(store: Store, accounts: Collection[str] | None = None) -> l
         SELECT s.account_id, s.score, s.band, s.computed_score, s.trend, s.trend_delta, s.reason,
                s.coverage, s.churn_risk, s.expansion_readiness, s.overridden, s.measures, s.segment,
                a.name AS account_name, a.type AS account_type, a.owner_id,
-               u.name AS owner, u.email AS owner_email, u.timezone AS owner_timezone
+               u.name AS owner, u.email AS owner_email, u.timezone AS owner_timezone,
+               (SELECT min(julianday(o.close_date) - julianday(date(s.scored_at))) FROM opportunities o
+                WHERE o.account_id = s.account_id AND o.is_deleted = 0 AND o.is_closed = 0
+                  AND o.close_date >= date(s.scored_at)) AS days_to_renewal
         FROM scores s JOIN accounts a ON a.id = s.account_id AND a.is_deleted = 0
         LEFT JOIN users u ON u.source = 'salesforce' AND u.source_id = a.owner_id
         {only} ORDER BY s.account_id""", () if accounts is None else (json.dumps(sorted(accounts)),))

@@ -30,7 +30,8 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "account_id": "001000000000001AAA", "score": 35.0, "band": "red", "computed_score": 35.0,
     "previous_score": 62.0, "trend": "↓ -27 (30d)", "reason": "No two-way touch in 41 days",
     "trend_delta": -27.0, "coverage": 0.9, "churn_risk": 71.0, "expansion_readiness": 12.0,
-    "days_silent": 41.0, "overridden": False, "segment": "", "account_type": "Customer - Direct",
+    "days_silent": 41.0, "days_to_renewal": 40.0, "overridden": False, "segment": "",
+    "account_type": "Customer - Direct",
     "owner": "Dana Whitfield", "owner_email": "dana@example.com", "account_name": "Acme Labs",
     "measures": {"days_since_two_way_touch": 41.0},
 }
@@ -70,10 +71,11 @@ def sample_contexts() -> list[dict[str, Any]]:
     """The sample account, then variants that sweep each number over its range (and a first score with no
     history), so checks see the values a rule will meet, not one lucky account."""
     samples = [dict(SAMPLE_CONTEXT), {**SAMPLE_CONTEXT, "previous_score": None, "trend_delta": None,
-                                      "days_silent": None}]
+                                      "days_silent": None, "days_to_renewal": None}]
     ranges = {"score": range(0, 101, 5), "computed_score": range(0, 101, 5), "churn_risk": range(0, 101, 5),
               "expansion_readiness": range(0, 101, 5), "coverage": [i / 20 for i in range(21)],
               "trend_delta": range(-60, 61, 5), "days_silent": range(0, 121, 5),
+              "days_to_renewal": range(0, 366, 15),
               "previous_score": range(0, 101, 5)}
     bands = {"red": range(0, 50), "yellow": range(50, 75), "green": range(75, 101)}
     for name, values in ranges.items():

@@ -265,7 +265,8 @@ def replay(store: Store, loaded: LoadedScorecard, alerts: LoadedRules | None, da
                     continue  # nothing known about it yet: not a customer we could have scored
                 person = people.get(account_id, {})
                 context = _context(account, person, scorecard, raw, computed, coverage, results,
-                                   segment.name if segment else "", scores[account_id], day)
+                                   segment.name if segment else "", scores[account_id], day,
+                                   signals["renewal_proximity"].get(account_id))
                 contexts.append(context)
                 result.observations.append(Observation(
                     account_id, person.get("owner_id"), day, computed, context["band"], coverage,
@@ -351,7 +352,7 @@ def leaking_measures(store: Store, scorecard: Scorecard, day: date, until: datet
 
 def _context(account: Mapping[str, Any], person: Mapping[str, Any], scorecard: Scorecard, raw: Raw,
              score: float, coverage: float, results: list[MeasureResult], segment: str,
-             earlier: list[tuple[date, float]], day: date) -> dict[str, Any]:
+             earlier: list[tuple[date, float]], day: date, days_to_renewal: float | None) -> dict[str, Any]:
     """The names an alert condition may use, as `worker.alerting.engine.account_contexts` gives them."""
     window_start = day - scorecard.trend.window
     baseline = next((s for d, s in earlier if window_start <= d < day), None)
@@ -369,7 +370,7 @@ def _context(account: Mapping[str, Any], person: Mapping[str, Any], scorecard: S
         "owner": person.get("owner") or "", "owner_email": person.get("owner_email"),
         "owner_id": person.get("owner_id"),
         "previous_score": None if delta is None else round(score - delta, 2),
-        "days_silent": measures.get("days_since_two_way_touch"),
+        "days_silent": measures.get("days_since_two_way_touch"), "days_to_renewal": days_to_renewal,
     }
 
 
