@@ -61,6 +61,7 @@ from connectors.salesforce.ids import is_salesforce_id, make_id, to_18
 from connectors.salesforce.sandbox_oauth import ConnectedApp, answer_token_request
 from connectors.salesforce.schema import (
     SNAPSHOT_OBJECT,
+    FieldSpec,
     FieldValueError,
     Schema,
     SObjectSpec,
@@ -830,9 +831,8 @@ def _prepare_upsert(sb: SalesforceSandbox, spec: SObjectSpec, key_field: str, ra
     if not isinstance(raw, dict):
         raise FieldValueError("JSON_PARSER_ERROR", f"records[{index}] is not an object", "")
     upsert = _Upsert()
-    attributes = raw.get("attributes")
-    type_name = attributes.get("type") if isinstance(attributes, dict) else None
-    if not isinstance(type_name, str):
+    type_name = _type_of(raw)
+    if type_name is None:
         upsert.errors.append(_error("INVALID_TYPE", "Must specify a type in attributes"))
         return upsert
     if type_name.lower() != spec.name.lower():
@@ -845,35 +845,22 @@ def _prepare_upsert(sb: SalesforceSandbox, spec: SObjectSpec, key_field: str, ra
         upsert.errors.append(_error("MISSING_ARGUMENT", f"{key_field} not specified", [key_field]))
         return upsert
     upsert.key = key
-    for name, value in raw.items():
-        if name in ("attributes", key_name):
-            continue
-        field_spec = spec.field(name)
-        if field_spec is None:
-            upsert.errors.append(
-                _error("INVALID_FIELD", f"No such column '{name}' on sobject of type {spec.name}", [name]))
-            return upsert
-        if not field_spec.updateable:
-            upsert.errors.append(_error("INVALID_FIELD_FOR_INSERT_UPDATE", _READ_ONLY.format(field=field_spec.name),
-                                        [field_spec.name]))
-            return upsert
-        try:
-            stored = normalize_value(field_spec, value)
-        except FieldValueError as exc:
-            if exc.code == "JSON_PARSER_ERROR":
-                raise
-            upsert.errors.append(_error(exc.code, exc.message, [field_spec.name]))
-            return upsert
-        if field_spec.type == "reference" and stored is not None:
-            target = next((sb._data[t].get(stored) for t in field_spec.reference_to if t in sb._data), None)
-            if target is None:
-                upsert.errors.append(_error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id",
-                                            [field_spec.name]))
-                return upsert
-            if target.get("IsDeleted"):
-                upsert.errors.append(_error("ENTITY_IS_DELETED", "entity is deleted", [field_spec.name]))
-                return upsert
-        upsert.changes[field_spec.name] = stored
+
+    def live_target(field_spec: FieldSpec, stored: Any) -> dict[str, Any] | None:
+        """A lookup must name a record that exists and is not in the recycle bin."""
+        if field_spec.type != "reference" or stored is None:
+            return None
+        target = next((sb._data[t].get(stored) for t in field_spec.reference_to if t in sb._data), None)
+        if target is None:
+            return _error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [field_spec.name])
+        if target.get("IsDeleted"):
+            return _error("ENTITY_IS_DELETED", "entity is deleted", [field_spec.name])
+        return None
+
+    upsert.changes, error = _written_values(spec, raw, ("attributes", key_name), live_target)
+    if error is not None:
+        upsert.errors.append(error)
+        return upsert
     injected = sb._failing_records.pop(key, None)
     if injected is not None:
         upsert.errors.append(_error(*injected))
@@ -893,14 +880,50 @@ def _error(code: str, message: str, fields: Iterable[str] = ()) -> dict[str, Any
     return {"statusCode": code, "message": message, "fields": list(fields)}
 
 
+def _type_of(raw: dict[str, Any]) -> str | None:
+    """The sObject type a collection record names in its ``attributes``, or None when it names none."""
+    attributes = raw.get("attributes")
+    type_name = attributes.get("type") if isinstance(attributes, dict) else None
+    return type_name if isinstance(type_name, str) else None
+
+
+def _written_values(spec: SObjectSpec, raw: dict[str, Any], skip: tuple[str | None, ...],
+                    check: Callable[[FieldSpec, Any], dict[str, Any] | None] | None = None
+                    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The fields a collection record (update or upsert) writes, by API name with their values as stored, or
+    the first error Salesforce answers for the record, in the record's field order: a field the object does
+    not have, one the user may not edit, a value of the wrong type, or what ``check`` refuses. Raises
+    FieldValueError when the JSON itself is bad (the whole request fails)."""
+    changes: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in skip:
+            continue
+        field_spec = spec.field(name)
+        if field_spec is None:
+            return changes, _error("INVALID_FIELD", f"No such column '{name}' on sobject of type {spec.name}", [name])
+        if not field_spec.updateable:
+            return changes, _error("INVALID_FIELD_FOR_INSERT_UPDATE", _READ_ONLY.format(field=field_spec.name),
+                                   [field_spec.name])
+        try:
+            stored = normalize_value(field_spec, value)
+        except FieldValueError as exc:
+            if exc.code == "JSON_PARSER_ERROR":
+                raise
+            return changes, _error(exc.code, exc.message, [field_spec.name])
+        refused = check(field_spec, stored) if check is not None else None
+        if refused is not None:
+            return changes, refused
+        changes[field_spec.name] = stored
+    return changes, None
+
+
 def _prepare_update(sb: SalesforceSandbox, raw: Any, index: int) -> _Update:
     """Check one record of a collection update; raise FieldValueError when the JSON itself is bad."""
     if not isinstance(raw, dict):
         raise FieldValueError("JSON_PARSER_ERROR", f"records[{index}] is not an object", "")
     update = _Update()
-    attributes = raw.get("attributes")
-    type_name = attributes.get("type") if isinstance(attributes, dict) else None
-    if not isinstance(type_name, str):
+    type_name = _type_of(raw)
+    if type_name is None:
         update.errors.append(_error("INVALID_TYPE", "Must specify a type in attributes"))
         return update
     spec = sb.schema.sobject(type_name)
@@ -925,31 +948,10 @@ def _prepare_update(sb: SalesforceSandbox, raw: Any, index: int) -> _Update:
     if record.get("IsDeleted"):
         update.errors.append(_error("ENTITY_IS_DELETED", "entity is deleted"))
         return update
-    for name, value in raw.items():
-        if name in ("attributes", id_key):
-            continue
-        field_spec = spec.field(name)
-        if field_spec is None:
-            update.errors.append(
-                _error("INVALID_FIELD", f"No such column '{name}' on sobject of type {spec.name}", [name])
-            )
-            return update
-        if not field_spec.updateable:
-            update.errors.append(
-                _error(
-                    "INVALID_FIELD_FOR_INSERT_UPDATE",
-                    _READ_ONLY.format(field=field_spec.name),
-                    [field_spec.name],
-                )
-            )
-            return update
-        try:
-            update.changes[field_spec.name] = normalize_value(field_spec, value)
-        except FieldValueError as exc:
-            if exc.code == "JSON_PARSER_ERROR":
-                raise
-            update.errors.append(_error(exc.code, exc.message, [field_spec.name]))
-            return update
+    update.changes, error = _written_values(spec, raw, ("attributes", id_key))
+    if error is not None:
+        update.errors.append(error)
+        return update
     injected = sb._failing_records.pop(record_id, None)
     if injected is not None:
         update.errors.append(_error(*injected))

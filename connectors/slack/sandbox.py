@@ -351,16 +351,7 @@ class SlackSandbox:
             current = next((m for m in self.messages if m.channel == message.channel and m.ts == message.ts), None)
             if current is None:
                 raise ValueError(f"no message {message.ts} in {message.channel}")
-            found = _find_element(current.blocks or [], action_id, value)
-            if found is None:
-                raise ValueError(f"message {message.ts} has no element {action_id!r}"
-                                 + (f" with value {value!r}" if value is not None else ""))
-            block_id, element = found
-            action: dict[str, Any] = {"action_id": action_id, "block_id": block_id, "type": element.get("type"),
-                                      "action_ts": self._next_ts()}
-            for key in ("text", "value", "style", "url"):
-                if key in element:
-                    action[key] = element[key]
+            action = self._clicked(current.blocks or [], action_id, value, f"message {message.ts}")
             channel_name = "directmessage" if current.kind == "im" else self._channels[current.channel].name
             return {
                 "type": "block_actions", "user": self._actor_json(user), "api_app_id": APP_ID,
@@ -375,6 +366,22 @@ class SlackSandbox:
                 "actions": [action],
             }
 
+    def _clicked(self, blocks: list[dict[str, Any]], action_id: str, value: str | None, where: str
+                 ) -> dict[str, Any]:
+        """The ``actions`` entry of a click on the element ``action_id`` (``value`` picking among several) of
+        ``blocks``, in a message or a view alike; ValueError when ``where`` has no such element. Under the lock."""
+        found = _find_element(blocks, action_id, value)
+        if found is None:
+            raise ValueError(f"{where} has no element {action_id!r}"
+                             + (f" with value {value!r}" if value is not None else ""))
+        block_id, element = found
+        action: dict[str, Any] = {"action_id": action_id, "block_id": block_id, "type": element.get("type"),
+                                  "action_ts": self._next_ts()}
+        for key in ("text", "value", "style", "url"):
+            if key in element:
+                action[key] = element[key]
+        return action
+
     def home_block_actions_payload(self, user: str, action_id: str, *, value: str | None = None) -> dict[str, Any]:
         """The ``block_actions`` payload of a click on ``user``'s Home tab: its container is the view (``type``
         "view", no channel, no message), as Slack sends for clicks in a surface that is not a message."""
@@ -382,16 +389,7 @@ class SlackSandbox:
             view = self.home_views.get(user)
             if view is None:
                 raise ValueError(f"no Home tab published for {user}")
-            found = _find_element(view.get("blocks") or [], action_id, value)
-            if found is None:
-                raise ValueError(f"the Home tab of {user} has no element {action_id!r}"
-                                 + (f" with value {value!r}" if value is not None else ""))
-            block_id, element = found
-            action: dict[str, Any] = {"action_id": action_id, "block_id": block_id, "type": element.get("type"),
-                                      "action_ts": self._next_ts()}
-            for key in ("text", "value", "style", "url"):
-                if key in element:
-                    action[key] = element[key]
+            action = self._clicked(view.get("blocks") or [], action_id, value, f"the Home tab of {user}")
             return {
                 "type": "block_actions", "user": self._actor_json(user), "api_app_id": APP_ID,
                 "token": VERIFICATION_TOKEN, "container": {"type": "view", "view_id": view["id"]},
