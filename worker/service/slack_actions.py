@@ -335,6 +335,37 @@ def _nudge(text: str) -> NudgeKey | None:
 
 # -- the handler --------------------------------------------------------------------------------------------
 
+class AfterTheAnswer:
+    """One background thread for what a Slack route does after answering (Slack gives up at three seconds):
+    updating a message, publishing a Home tab. `flush` waits for what was handed over so far (tests, shutdown)."""
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._pending: list[Future[None]] = []
+
+    def submit(self, work: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(self._executor.submit(work, *args))
+
+    def flush(self, timeout: float) -> None:
+        with self._lock:
+            pending = list(self._pending)
+        wait(pending, timeout=timeout)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def slack_credentials(settings: Settings) -> tuple[str | None, str | None]:
+    """The bot token (None while Slack is not configured) and the signing secret, as the Slack routes use them."""
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_configured and settings.slack_bot_token \
+        else None
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    return token, secret
+
+
 class SlackActions:
     """The `/slack/actions` route: `server.routes.add("POST", "/slack/actions", actions.handle)`.
 
@@ -356,9 +387,7 @@ class SlackActions:
         self._owns_store = owns_store
         self._lock = threading.Lock()
         self._slack_lock = threading.Lock()
-        self._pending_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack-actions")
-        self._pending: list[Future[None]] = []
+        self._background = AfterTheAnswer("slack-actions")
         store.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if self._secret is None:
             log.warning("SLACK_SIGNING_SECRET is not set: /slack/actions refuses every request (401), so the "
@@ -491,9 +520,7 @@ class SlackActions:
     def _schedule_update(self, channel: str, ts: str) -> None:
         if self._updater is None:
             return
-        with self._pending_lock:
-            self._pending = [f for f in self._pending if not f.done()]
-            self._pending.append(self._executor.submit(self._update_message, channel, ts))
+        self._background.submit(self._update_message, channel, ts)
 
     def _update_message(self, channel: str, ts: str) -> None:
         """Redraw the receipts from the store: whatever order updates run in, the last one is right."""
@@ -514,12 +541,10 @@ class SlackActions:
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait for the message updates scheduled so far (tests; shutdown)."""
-        with self._pending_lock:
-            pending = list(self._pending)
-        wait(pending, timeout=timeout)
+        self._background.flush(timeout)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._background.shutdown()
         if self._owns_store:
             self.store.close()
 
@@ -564,12 +589,10 @@ def build_slack_actions(settings: Settings, *, clock: Clock = system_clock) -> S
     `views.open` gets a short timeout and no retries (its trigger expires in three seconds); message
     updates, off the request path, get the usual retries.
     """
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_configured and settings.slack_bot_token \
-        else None
+    token, secret = slack_credentials(settings)
     interactive = InteractiveSlack(token, base_url=settings.slack_api_url, timeout=2, max_retries=0) if token else None
     updater = (SlackClient(token, base_url=settings.slack_api_url, max_retry_wait=10.0, ca_bundle=settings.ca_bundle)
                if token else None)
-    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     return SlackActions(Store(settings.db), signing_secret=secret, interactive=interactive, updater=updater,
                         clock=clock, owns_store=True)
 

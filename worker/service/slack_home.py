@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Final
 
 from connectors.slack.client import SlackClient, SlackError
@@ -29,7 +28,7 @@ from worker.cycle import record_url
 from worker.delivery.home_tab import home_opened
 from worker.service.http import Request, Response
 from worker.service.metrics import Metrics
-from worker.service.slack_actions import refusal
+from worker.service.slack_actions import AfterTheAnswer, refusal, slack_credentials
 from worker.store import Store
 
 __all__ = ["BUSY_TIMEOUT_MS", "SlackEvents", "build_slack_events"]
@@ -58,10 +57,9 @@ class SlackEvents:
         self._clock = clock
         self._epoch = epoch
         self._owns_store = owns_store
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack-home")
+        self._background = AfterTheAnswer("slack-home")
         self._lock = threading.Lock()
         self._queued: set[str] = set()
-        self._pending: list[Future[None]] = []
         store.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if self._secret is None:
             log.warning("SLACK_SIGNING_SECRET is not set: /slack/events refuses every request (401), so the "
@@ -95,8 +93,7 @@ class SlackEvents:
             if user_id in self._queued:
                 return  # opened again before the last publish ran: that one shows the same
             self._queued.add(user_id)
-            self._pending = [f for f in self._pending if not f.done()]
-            self._pending.append(self._executor.submit(self._publish, user_id))
+        self._background.submit(self._publish, user_id)
 
     def _publish(self, user_id: str) -> None:
         assert self._slack is not None
@@ -119,12 +116,10 @@ class SlackEvents:
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait for the publishes scheduled so far (tests; shutdown)."""
-        with self._lock:
-            pending = list(self._pending)
-        wait(pending, timeout=timeout)
+        self._background.flush(timeout)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._background.shutdown()
         if self._owns_store:
             self.store.close()
 
@@ -132,11 +127,9 @@ class SlackEvents:
 def build_slack_events(settings: Settings, *, metrics: Metrics | None = None,
                        clock: Clock = system_clock) -> SlackEvents:
     """The handler as the scheduler runs it: its own database connection and Slack client."""
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_configured and settings.slack_bot_token \
-        else None
+    token, secret = slack_credentials(settings)
     slack = (SlackClient(token, base_url=settings.slack_api_url, max_retry_wait=10.0, ca_bundle=settings.ca_bundle)
              if token else None)
-    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
 
     def instance_url(store: Store) -> str:
         return record_url(store, settings)
