@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     rules_dir: Path = Field(default=Path("rules"), validation_alias="HEALTHBEAT_RULES_DIR")
     interval: Duration = Field(default=timedelta(minutes=15), validation_alias="HEALTHBEAT_INTERVAL")
     http_port: int = Field(default=8080, ge=0, le=65535, validation_alias="HEALTHBEAT_HTTP_PORT")
+    # The org this worker serves, on every log line and metric series, so that one log pipeline and one
+    # Prometheus can serve a worker per org (README "Scale"). A short name: letters, digits, `.`, `_`, `-`.
+    org: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+                            validation_alias="HEALTHBEAT_ORG")
 
     # As given: `salesforce_login_url` is the URL in use (the JWT bearer flow has a default, client credentials none).
     salesforce_login_url_given: str | None = Field(default=None, validation_alias="SALESFORCE_LOGIN_URL")
@@ -80,6 +84,10 @@ class Settings(BaseSettings):
                                           validation_alias="HEALTHBEAT_SALESFORCE_BACKFILL")
     # A daily row per account in the custom object Health_Snapshot__c (README "Salesforce fields"): on or off.
     salesforce_snapshots: bool = Field(default=False, validation_alias="HEALTHBEAT_SALESFORCE_SNAPSHOTS")
+    # A backfill (or a catch-up after long downtime) of an object with more rows than this in its window runs as
+    # a Bulk API 2.0 query job instead of REST pages; incremental cycles stay on REST. 0: never Bulk.
+    salesforce_bulk_threshold: int = Field(default=1_000_000, ge=0,
+                                           validation_alias="HEALTHBEAT_SALESFORCE_BULK_THRESHOLD")
 
     zendesk_url: str | None = Field(default=None, validation_alias="ZENDESK_URL")
     zendesk_email: str | None = Field(default=None, validation_alias="ZENDESK_EMAIL")
@@ -94,6 +102,9 @@ class Settings(BaseSettings):
     slack_api_url: str = Field(default="https://slack.com/api/", validation_alias="SLACK_API_URL")
     slack_fallback_channel: str | None = Field(default=None, validation_alias="SLACK_FALLBACK_CHANNEL")
     slack_signing_secret: SecretStr | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET")
+    # An app-level token (xapp-…, scope connections:write): buttons, modals and the Home tab arrive over Socket
+    # Mode, with no public port, instead of /slack/actions and /slack/events.
+    slack_app_token: SecretStr | None = Field(default=None, validation_alias="SLACK_APP_TOKEN")
 
     usage_dir: Path | None = Field(default=None, validation_alias="USAGE_DIR")
 
@@ -117,7 +128,7 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a URL like https://example.com, got {value!r}")
         return value
 
-    @field_validator("zendesk_email", "slack_fallback_channel", "salesforce_client_id", "salesforce_username",
+    @field_validator("org", "zendesk_email", "slack_fallback_channel", "salesforce_client_id", "salesforce_username",
                      "salesforce_private_key_file", "usage_dir", "ca_bundle", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
