@@ -5,10 +5,10 @@ Each module here registers one family of commands on the shared `app`.
 
 from __future__ import annotations
 
-from worker.cli import alerts, cycle, ops, rules, scores, setup
+from worker.cli import alerts, browse, cycle, ops, rules, scores, setup
 from worker.cli.common import app
 
-__all__ = ["alerts", "app", "cycle", "main", "ops", "rules", "scores", "setup"]
+__all__ = ["alerts", "app", "browse", "cycle", "main", "ops", "rules", "scores", "setup"]
 
 
 def main() -> None:

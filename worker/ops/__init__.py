@@ -1,1 +1,2 @@
-"""Operations: `healthbeat doctor` and the Salesforce fields the worker needs (`salesforce fields`)."""
+"""Operations: `healthbeat doctor`, the Salesforce fields the worker needs (`salesforce fields`), and
+`healthbeat browse` (the store read-only in Datasette, with its catalogue)."""
