@@ -29,8 +29,9 @@ BACKFILL = timedelta(days=730)
 """How far back the first sync reads activity (`HEALTHBEAT_SALESFORCE_BACKFILL`'s default): the world's is newer."""
 
 
-def worker_backfill(endpoints: Endpoints, db: Path, rules_dir: Path) -> dict[str, Any]:
-    """The worker's Salesforce sync, from an empty store, as `healthbeat sync` runs it."""
+def worker_backfill(endpoints: Endpoints, db: Path, rules_dir: Path, bulk_threshold: int = 0) -> dict[str, Any]:
+    """The worker's Salesforce sync, from an empty store, as `healthbeat sync` runs it; objects of more than
+    `bulk_threshold` records (0: none) as Bulk API 2.0 query jobs."""
     from worker.clock import system_clock
     from worker.config import load_settings
     from worker.cycle import build_clients
@@ -44,12 +45,13 @@ def worker_backfill(endpoints: Endpoints, db: Path, rules_dir: Path) -> dict[str
     report = SyncReport()
     with Store(db) as store, timed() as timing:
         sync_salesforce(store, clients.salesforce, system_clock(), report, overlap=settings.salesforce_overlap,
-                        api_share=settings.salesforce_api_share, backfill=BACKFILL)
+                        api_share=settings.salesforce_api_share, backfill=BACKFILL, bulk_threshold=bulk_threshold)
     with Store(db) as store:
         stored = int(store.scalar("SELECT count(*) FROM activities"))
     clients.close()
     return {"wall": timing.wall, "cpu": timing.cpu, "peak_rss_mb": timing.peak_rss_mb, "base_rss_mb": base,
             "records": report.total, "activities_stored": stored, "api_calls": clients.salesforce.calls,
+            "bulk_jobs": clients.salesforce.bulk_jobs, "bulk_mb": round(clients.salesforce.bulk_bytes / 1e6, 1),
             "failed_streams": dict(report.failed_streams), "by_stream": dict(report.records),
             "windows": {name: s.windows for name, s in report.streams.items() if s.windows},
             "narrowed": sum(s.narrowed for s in report.streams.values())}

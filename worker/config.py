@@ -180,7 +180,7 @@ class Settings(BaseSettings):
         """Every credential's plain value, so logging can mask each one wherever it appears (the private key's
         text whole and line by line, should a library ever quote part of it)."""
         secrets = (self.salesforce_client_secret, self.zendesk_api_token, self.slack_bot_token,
-                   self.slack_signing_secret)
+                   self.slack_signing_secret, self.slack_app_token)
         values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
         try:
             key = self.salesforce_private_key() if self.salesforce_private_key_file else None

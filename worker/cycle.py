@@ -275,6 +275,7 @@ class Cycle:
                                    salesforce_overlap=settings.salesforce_overlap,
                                    salesforce_api_share=settings.salesforce_api_share,
                                    salesforce_backfill=settings.salesforce_backfill,
+                                   salesforce_bulk_threshold=settings.salesforce_bulk_threshold,
                                    zendesk_backfill=settings.zendesk_backfill, progress=watch)
         except _StopRequested:
             report.sync = watch.partial()

@@ -61,16 +61,21 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError as _LibError
 from simple_salesforce.exceptions import SalesforceExpiredSession as _LibExpiredSession
+from simple_salesforce.util import call_salesforce
 
+from connectors.salesforce.bulk import BulkAllocation, BulkJob, BulkResults, bulk_allocation, csv_records
 from connectors.salesforce.ids import to_18
 
 __all__ = [
+    "BULK_POLL",
     "COLLECTION_LIMIT",
     "GENERIC_LOGIN_HOSTS",
     "JWT_BEARER_GRANT",
     "MY_DOMAIN_FORM",
     "TRANSIENT_RETRY",
     "ApiUsage",
+    "BulkJob",
+    "BulkResults",
     "LoginFlow",
     "RetryPolicy",
     "SalesforceAuthError",
@@ -230,6 +235,10 @@ class RetryPolicy:
 
 TRANSIENT_RETRY: Final = RetryPolicy()
 """The policy for 5xx, timeouts and connection failures: 4 attempts, 0.5 s doubling to 8 s, plus jitter."""
+BULK_POLL: Final = (1.0, 30.0, 6 * 3600.0)
+"""A Bulk API 2.0 query job is polled after 1 s, the wait doubling to 30 s, for at most 6 hours: a job of tens
+of millions of records takes minutes (Salesforce retries a chunk 15 times before it fails the job), and a
+state asked for every 30 s costs 120 calls an hour, nothing beside the daily limit."""
 
 
 # --- exceptions --------------------------------------------------------------------------
@@ -307,6 +316,10 @@ class SalesforceClient:
         self._updateable: dict[str, frozenset[str]] = {}
         self._described_at = time.monotonic()
         self.describe_ttl = describe_ttl
+        self.poll_sleep: Callable[[float], None] = time.sleep
+        """How a wait between polls of a Bulk API 2.0 job is spent (tests record the waits instead)."""
+        self.bulk_jobs = 0  # Bulk API 2.0 query jobs this client created (the org's allocation counts them)
+        self.bulk_bytes = 0  # bytes of Bulk API 2.0 results this client read
 
     def __enter__(self) -> SalesforceClient:
         return self
@@ -427,6 +440,92 @@ class SalesforceClient:
                 raise SalesforceError(f"Salesforce paging is stuck (nextRecordsUrl {next_url!r} repeated or missing)")
             seen.add(next_url)
             page = self._call("query_more", functools.partial(self._query_more, url=next_url))
+
+    def count(self, soql: str, *, include_deleted: bool = False) -> int:
+        """How many records a ``SELECT COUNT() ...`` query counts (its ``totalSize``): one call."""
+        size = self.first_page(soql, include_deleted=include_deleted).get("totalSize")
+        if not isinstance(size, int):
+            raise SalesforceError("Salesforce answered a COUNT() query without a totalSize")
+        return size
+
+    def limits(self) -> dict[str, Any]:
+        """The org's allocations now (``/limits``: ``DailyApiRequests``, ``DailyBulkV2QueryJobs``,
+        ``DailyBulkV2QueryFileStorageMB``..., each ``{"Max", "Remaining"}``); one call."""
+        body = self._call("limits", lambda sf: sf.restful("limits", **self._kwargs()))
+        if not isinstance(body, dict):
+            raise SalesforceError("Salesforce answered /limits with something other than an object")
+        return body
+
+    def bulk_allocation(self) -> BulkAllocation | None:
+        """The org's Bulk API 2.0 query allocation left today (one call to ``/limits``), or None when Salesforce
+        does not say or refuses ``/limits``: `doctor` and `/metrics` report what they can."""
+        try:
+            return bulk_allocation(self.limits())
+        except SalesforceError:
+            return None
+
+    # --- Bulk API 2.0 query jobs (connectors.salesforce.bulk) ---------------------------------
+    #
+    # simple-salesforce's own bulk2 query (``sf.bulk2.Task.query_all``) is not used: it hides the job's id inside
+    # its generator (a restarted worker could not go on reading a job's results by locator), waits with
+    # ``time.sleep`` from a fixed 5 s on for up to 24 hours, and ends a failed job with an error that no longer
+    # says Failed or Aborted. The calls go through its ``call_salesforce`` on this client's session instead, so
+    # that the retry policy, the re-login on an expired session, the error tree and the API usage apply.
+
+    def create_query_job(self, soql: str, *, include_deleted: bool = False) -> BulkJob:
+        """Start a Bulk API 2.0 query job (``queryAll`` with ``include_deleted``); one call."""
+        body = json.dumps({"operation": "queryAll" if include_deleted else "query", "query": soql,
+                           "contentType": "CSV", "columnDelimiter": "COMMA", "lineEnding": "LF"})
+        info = self._call("bulk query job", lambda sf: self._bulk(sf, "POST", "query", data=body).json())
+        self.bulk_jobs += 1
+        return _job(info)
+
+    def query_job(self, job_id: str) -> BulkJob:
+        """A query job's state now; :class:`SalesforceQueryError` (``NOT_FOUND``) once Salesforce deleted it."""
+        return _job(self._call("bulk query job state", lambda sf: self._bulk(sf, "GET", f"query/{job_id}").json()))
+
+    def wait_for_query_job(self, job_id: str, *, poll: tuple[float, float, float] = BULK_POLL) -> BulkJob:
+        """Poll a query job until it ends (JobComplete, Failed or Aborted), waiting ``poll``'s first wait, doubled
+        after each poll up to its longest; a job still running after ``poll``'s limit is aborted and returned so."""
+        first, longest, limit = poll
+        wait, waited = first, 0.0
+        while True:
+            job = self.query_job(job_id)
+            if job.done:
+                return job
+            if waited >= limit:
+                logger.warning("Salesforce query job %s still %s after %.0f s; aborting it", job_id, job.state, waited)
+                self.abort_query_job(job_id)
+                return BulkJob(job_id, "Aborted", f"still {job.state} after {waited:.0f} s")
+            self.poll_sleep(wait)
+            waited += wait
+            wait = min(wait * 2, longest)
+
+    def abort_query_job(self, job_id: str) -> None:
+        """Abort a query job that has not ended (``PATCH {"state": "Aborted"}``)."""
+        body = json.dumps({"state": "Aborted"})
+        self._call("bulk query job abort", lambda sf: self._bulk(sf, "PATCH", f"query/{job_id}", data=body))
+
+    def query_job_results(self, job_id: str, types: dict[str, str], *, locator: str | None = None,
+                          max_records: int = 20_000) -> BulkResults:
+        """One set of a complete job's results, at most ``max_records``, from ``locator`` (None: the first),
+        as REST's typed records (by ``types``, field → describe type); its next locator, None after the last."""
+        params: dict[str, str | int] = {"maxRecords": max_records}
+        if locator:
+            params["locator"] = locator
+        response = self._call("bulk query results", lambda sf: self._bulk(
+            sf, "GET", f"query/{job_id}/results", params=params, accept="text/csv"))
+        after = response.headers.get("Sforce-Locator")
+        content = response.content
+        self.bulk_bytes += len(content)
+        try:
+            records = csv_records(content, types)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SalesforceError(f"Salesforce sent query job {job_id}'s results in a form not CSV: {exc}") from None
+        expected = response.headers.get("Sforce-NumberOfRecords")
+        if expected is not None and expected.isdigit() and int(expected) != len(records):
+            raise SalesforceError(f"Salesforce said {expected} records of query job {job_id} and sent {len(records)}")
+        return BulkResults(records, None if after in (None, "", "null") else after, len(content))
 
     def update_records(self, sobject: str, records: Sequence[dict[str, Any]]) -> list[WriteResult]:
         """Update ``records`` (each with ``"Id"``) in collections of 200; one result per record, in order.
@@ -575,6 +674,11 @@ class SalesforceClient:
 
     def _query_more(self, sf: Salesforce, url: str) -> Any:
         return sf.query_more(url, identifier_is_url=True, **self._kwargs())
+
+    def _bulk(self, sf: Salesforce, method: str, path: str, *, accept: str = "application/json",
+              **kwargs: Any) -> requests.Response:
+        headers = {**sf.headers, "Accept": accept}
+        return call_salesforce(f"{sf.bulk2_url}{path}", method, self._http, headers, **kwargs, **self._kwargs())
 
     def _patch_collection(self, sf: Salesforce, body: str, path: str = "composite/sobjects") -> Any:
         return sf.restful(path, method="PATCH", data=body, **self._kwargs())
@@ -777,6 +881,14 @@ def _plain(record: Any) -> dict[str, Any]:
             if isinstance(value, dict) and "attributes" in value:
                 record[key] = _plain(value)
     return record
+
+
+def _job(info: Any) -> BulkJob:
+    try:
+        return BulkJob.from_info(info)
+    except ValueError:
+        raise SalesforceError("Salesforce answered a Bulk API 2.0 query job call without the job's id and state") \
+            from None
 
 
 def _record_id(record: Any, index: int) -> str:

@@ -12,7 +12,8 @@ reads only the records in that range, from a sorted index, as Salesforce answers
 index. With ``query_timeout_rows``, a query that would scan more records than that answers ``QUERY_TIMEOUT``,
 as Salesforce stops a query that runs for more than about two minutes: a whole large object times out, a
 narrow window of it does not. A deleted record stays in the recycle bin, where ``queryAll`` finds it, for
-15 days by the sandbox's clock, then is gone for good, as after Salesforce empties the bin.
+15 days by the sandbox's clock, then is gone for good, as after Salesforce empties the bin. Bulk API 2.0
+query jobs (``jobs/query``, CSV results by locator) are served by :mod:`connectors.salesforce.sandbox_bulk`.
 
 TLS comes from a throw-away CA made with ``trustme`` (simple-salesforce only speaks https);
 clients trust it through :attr:`SalesforceSandbox.ca_cert_path`.
@@ -58,6 +59,7 @@ from urllib.parse import parse_qs, urlsplit
 import trustme
 
 from connectors.salesforce.ids import is_salesforce_id, make_id, to_18
+from connectors.salesforce.sandbox_bulk import BulkJobs, BulkReply
 from connectors.salesforce.sandbox_oauth import ConnectedApp, answer_token_request
 from connectors.salesforce.schema import (
     SNAPSHOT_OBJECT,
@@ -159,6 +161,7 @@ class SalesforceSandbox:
         missing_fields: Mapping[str, set[str]] | None = None,
         read_only_fields: Mapping[str, set[str]] | None = None,
         query_timeout_rows: int | None = None,
+        bulk_polls_in_progress: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -193,6 +196,9 @@ class SalesforceSandbox:
         self._tmpdir: str | None = None
         self._stopping = threading.Event()
         self._api = _Api(self)
+        self.bulk = BulkJobs(self.schema, lambda bound, deleted: self._bulk_rows(bound, include_deleted=deleted),
+                             polls_in_progress=bulk_polls_in_progress)
+        """Bulk API 2.0 query jobs (:mod:`connectors.salesforce.sandbox_bulk`): failures to inject, jobs to count."""
         self.url = ""
         self.ca_cert_path = ""
 
@@ -486,6 +492,13 @@ class SalesforceSandbox:
             return rows, scanned
         return [r for r in rows if not r["IsDeleted"]], scanned
 
+    def _bulk_rows(self, bound: BoundQuery, *, include_deleted: bool) -> list[dict[str, Any]]:
+        """The rows a Bulk API 2.0 query job answers: as a REST query's, but never stopped for its size."""
+        with self._lock:
+            self._empty_recycle_bin()
+            candidates, _ = self._candidates(bound, include_deleted=include_deleted)
+            return bound.run(candidates)
+
     def _issue(self, access_token: str) -> None:
         with self._lock:
             self._tokens.add(access_token)
@@ -576,6 +589,8 @@ class _Api:
             return self.composite_upsert(parts[2], parts[3], body)
         if parts == ["composite", "sobjects"]:
             return self.not_allowed(method, "PATCH")
+        if parts[:2] == ["jobs", "query"]:
+            return _from_bulk(self.sb.bulk.route(method, version, parts[2:], params, body, self.sb._clock))
         if method != "GET":
             return (
                 self.not_allowed(method, "GET")
@@ -614,6 +629,7 @@ class _Api:
             {
                 "DailyApiRequests": {"Max": limit, "Remaining": max(0, limit - used)},
                 "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
+                **self.sb.bulk.limits(),
             },
         )
 
@@ -971,6 +987,13 @@ def _mark_duplicates(updates: list[_Update]) -> None:
         seen.add(update.known_id)
 
 
+def _from_bulk(reply: BulkReply) -> _Response:
+    """A Bulk API 2.0 answer: CSV results go out as bytes (``text/csv``), the rest as JSON."""
+    if reply.csv is not None:
+        return _Response(reply.status, reply.csv, {"Content-Type": "text/csv", **reply.headers})
+    return _Response(reply.status, reply.body, dict(reply.headers))
+
+
 def _derive(sobject: str, record: dict[str, Any]) -> None:
     """Fields Salesforce computes from others: a Task is closed when its Status is a closed one."""
     if sobject == "Task":
@@ -1211,12 +1234,15 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         response = sandbox._api.handle(self.command, split.path, split.query, headers, body)
         sandbox._record_call(ApiCall(self.command, split.path, split.query, response.status, response.record_count))
-        payload = b"" if response.body is None else json.dumps(response.body).encode()
+        raw = isinstance(response.body, bytes)
+        payload = response.body if raw else b"" if response.body is None else json.dumps(response.body).encode()
+        headers = dict(response.headers)
+        content_type = headers.pop("Content-Type", "application/json;charset=UTF-8")
         try:
             self.send_response(response.status)
-            self.send_header("Content-Type", "application/json;charset=UTF-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
-            for name, value in response.headers.items():
+            for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)

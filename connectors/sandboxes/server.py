@@ -257,6 +257,7 @@ class SandboxServer:
                 "salesforce": len(salesforce_calls),
                 "salesforce_composite_updates": sum(1 for c in salesforce_calls if "composite/sobjects" in c.path),
                 "salesforce_api_calls_used": self.salesforce.api_calls_used,
+                "salesforce_bulk_jobs": self.salesforce.bulk.jobs_created,
                 "zendesk": len(self.zendesk.calls),
                 "slack": dict(Counter(c.method for c in list(self.slack.calls))),
             },

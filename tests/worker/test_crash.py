@@ -13,6 +13,10 @@ answers composite updates slowly (a stall, in both worlds), as it does, so kills
 
 The killed run must end with the same activities, scores, alert episodes, Account fields and Slack nudges
 as the uninterrupted one, each nudge in Slack exactly once, and nothing left unconfirmed in the outbox.
+
+It runs twice: once with both workers backfilling over REST pages, and once with the killed worker
+backfilling every object through Bulk API 2.0 query jobs (a threshold of 1 record) against the uninterrupted
+one on REST, so a Bulk backfill killed anywhere ends with the same store and scores as REST pages.
 """
 
 from __future__ import annotations
@@ -117,6 +121,7 @@ class Outcome:
     crashed_state: dict[str, Any]
     kills: KillTally
     seconds: float
+    backfill: str  # "rest" or "bulk": how the killed worker backfilled
 
 
 def _start_server(folder: Path, now: datetime) -> SandboxProcess:
@@ -139,12 +144,13 @@ def _start_server(folder: Path, now: datetime) -> SandboxProcess:
     return SandboxProcess(process, ready, dict(line.split("=", 1) for line in lines if line))
 
 
-def _worker(server: SandboxProcess, folder: Path) -> Worker:
+def _worker(server: SandboxProcess, folder: Path, *, bulk_threshold: int) -> Worker:
     (folder / "logs").mkdir(parents=True)
     inherited = {k: v for k, v in os.environ.items()
                  if not k.startswith(("HEALTHBEAT_", "SALESFORCE_", "ZENDESK_", "SLACK_", "USAGE_"))}
     environment = {**inherited, **server.environment, "HEALTHBEAT_DB": str(folder / "healthbeat.db"),
-                   "HEALTHBEAT_RULES_DIR": str(RULES_DIR)}
+                   "HEALTHBEAT_RULES_DIR": str(RULES_DIR),
+                   "HEALTHBEAT_SALESFORCE_BULK_THRESHOLD": str(bulk_threshold)}
     return Worker(environment, folder / "healthbeat.db", folder / "logs")
 
 
@@ -247,8 +253,8 @@ class _read:
         self.conn.close()
 
 
-@pytest.fixture(scope="module")
-def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
+@pytest.fixture(scope="module", params=["rest", "bulk"])
+def outcome(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
     started = datetime.now(UTC)
     if (started + timedelta(minutes=3)).date() != started.date():
         pytest.skip("scores count whole days: the two runs must not straddle midnight UTC")
@@ -256,8 +262,8 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
     servers = [_start_server(root / name, started.replace(microsecond=0) - timedelta(days=DAYS_BEHIND))
                for name in ("reference", "crashed")]
     try:
-        reference, crashed = (_worker(server, root / name / "worker")
-                              for server, name in zip(servers, ("reference", "crashed"), strict=True))
+        reference = _worker(servers[0], root / "reference" / "worker", bulk_threshold=0)
+        crashed = _worker(servers[1], root / "crashed" / "worker", bulk_threshold=1 if request.param == "bulk" else 0)
         quiet = servers[0].ready["accounts"][:QUIET]
         _change_both(servers, {"quiet": quiet})  # everyone else's last three weeks
         for server in servers:
@@ -276,7 +282,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
     with _read(reference.db) as reference_db, _read(crashed.db) as crashed_db:
         _count_recoveries(crashed_db, tally)
         yield Outcome(reference_db, crashed_db, states[0], states[1], tally,
-                      (datetime.now(UTC) - started).total_seconds())
+                      (datetime.now(UTC) - started).total_seconds(), request.param)
 
 
 def _change_both(servers: list[SandboxProcess], change: dict[str, Any]) -> None:
@@ -319,6 +325,13 @@ def test_twenty_kills_or_more_and_most_inside_a_cycle_some_mid_send(outcome: Out
     assert kills.mid_cycle >= 10, said
     assert all(count >= 1 for count in kills.per_cycle), said
     assert kills.left_in_flight >= 1, said
+
+
+def test_the_killed_worker_backfilled_the_way_it_was_asked(outcome: Outcome) -> None:
+    jobs = outcome.crashed_state["calls"]["salesforce_bulk_jobs"]
+
+    assert outcome.reference_state["calls"]["salesforce_bulk_jobs"] == 0
+    assert (jobs >= 6) if outcome.backfill == "bulk" else (jobs == 0), f"{jobs} Bulk query jobs"
 
 
 def test_the_uninterrupted_run_had_something_to_lose(outcome: Outcome) -> None:

@@ -44,7 +44,8 @@ def _sync(store: Store, settings: Settings, clients: Clients, clock: ShiftedCloc
     return sync_all(store, clock(), salesforce=clients.salesforce, zendesk=None, usage_dir=None,
                     salesforce_overlap=settings.salesforce_overlap,
                     salesforce_api_share=settings.salesforce_api_share, zendesk_backfill=settings.zendesk_backfill,
-                    salesforce_backfill=settings.salesforce_backfill, progress=progress)
+                    salesforce_backfill=settings.salesforce_backfill, progress=progress,
+                    salesforce_bulk_threshold=0)  # windows of REST pages are what these tests are about
 
 
 def _account(sandboxes: Sandboxes) -> str:

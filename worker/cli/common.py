@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 
 from worker.config import Settings, load_settings
 from worker.errors import ConfigError, HealthbeatError, NoDatabase
-from worker.logs import add_secrets, configure_logging
+from worker.logs import add_secrets, configure_logging, set_org
 from worker.rulefile import RuleFileError
 from worker.store import Store, store_error
 from worker.terminal import clean
@@ -145,6 +145,7 @@ def cli_settings(db: Path | None = None, rules_dir: Path | None = None) -> Setti
         overrides["HEALTHBEAT_RULES_DIR"] = rules_dir
     settings = load_settings(**overrides)
     add_secrets(settings.secret_values())
+    set_org(settings.org)
     return settings
 
 

@@ -311,9 +311,9 @@ def _salesforce(settings: Settings) -> list[Check]:
         except SalesforceError as exc:
             fields_failed = Check(names[2], False, f"describe of Account failed: {exc}",
                                   "give the integration user read access to Account")
-            return [*checks, _api_usage(client), fields_failed,
+            return [*checks, _api_usage(client, settings.salesforce_bulk_threshold), fields_failed,
                     *(_skipped(name, "not checked: describe failed") for name in names[3:])]
-        return [*checks, _api_usage(client),
+        return [*checks, _api_usage(client, settings.salesforce_bulk_threshold),
                 _fields_check(names[2], [f for f in ACCOUNT_FIELDS if f.written], available,
                               "nothing is written back without Health_Score__c; other missing fields are skipped"),
                 _fields_check(names[3], [f for f in ACCOUNT_FIELDS if not f.written], available,
@@ -383,7 +383,7 @@ def _snapshot_object(settings: Settings, client: SalesforceClient) -> list[Check
                               "once a day")]
 
 
-def _api_usage(client: SalesforceClient) -> Check:
+def _api_usage(client: SalesforceClient, bulk_threshold: int = 0) -> Check:
     usage = client.api_usage
     share = usage.share if usage is not None else None
     if usage is None or share is None:
@@ -393,6 +393,14 @@ def _api_usage(client: SalesforceClient) -> Check:
         return Check("Salesforce API usage", False, detail,
                      "other integrations use most of the org's daily limit; the worker stops at "
                      "REQUEST_LIMIT_EXCEEDED: lengthen HEALTHBEAT_INTERVAL or raise the org's limit")
+    bulk = client.bulk_allocation() if bulk_threshold > 0 else None
+    if bulk is None:
+        return Check("Salesforce API usage", True, detail)
+    detail = f"{detail}; {bulk.sentence()}"
+    if bulk.spent:
+        return Check("Salesforce API usage", True, detail,
+                     "large backfills read over REST until the allocation frees up (a rolling 24 hours): slower, "
+                     "and more API requests", warning=True)
     return Check("Salesforce API usage", True, detail)
 
 

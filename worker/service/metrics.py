@@ -7,30 +7,38 @@ What the metrics say comes from two places, both read by the thread that ran the
 report (durations, records, write-backs, nudges) and the store (outbox depth, quarantine, the last
 successful cycle). `read_store_facts` keeps the store's answers as plain values, so the HTTP threads
 that serve `/healthz` and `/metrics` never touch SQLite while a cycle writes to it.
+
+With HEALTHBEAT_ORG set, every series carries the label `org`, so that one Prometheus can scrape a worker per
+org and still tell them apart (README "Scale"). prometheus-client has no registry-wide constant labels: the
+series are kept without it and `_WithOrg` adds it to each sample as `/metrics` is rendered, so a series added
+later (by any module, in `Metrics.__init__`) carries it with no change of its own.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from worker.delivery.writeback import DEFAULT_FIELDS, ERROR_KINDS
 from worker.store import Store, iso, parse_iso
 
 if TYPE_CHECKING:
+    from connectors.salesforce.client import SalesforceClient
     from worker.cycle import Clients, CycleReport
     from worker.delivery.snapshots import SnapshotReport
     from worker.delivery.writeback import WritebackReport
     from worker.rulebook.in_force import RuleBook
 
-__all__ = ["CONTENT_TYPE", "LastCycle", "Metrics", "StoreFacts", "observe_cycle", "read_store_facts"]
+__all__ = ["CONTENT_TYPE", "ORG_LABEL", "LastCycle", "Metrics", "StoreFacts", "observe_cycle", "read_store_facts"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,8 @@ SNAPSHOT_ERROR_KINDS: Final = ("locked", "deleted", "other", "daily_limit", "bus
 HOME_RESULTS: Final = ("published", "failed")
 SKIP_REASONS: Final = ("read_only", "missing")
 """Why the write-back leaves an Account field out: field-level security grants no Edit, or there is no such field."""
+ORG_LABEL: Final = "org"
+"""The label naming the worker's org (HEALTHBEAT_ORG) on every series, when it is set."""
 
 
 @dataclass(frozen=True)
@@ -114,11 +124,36 @@ def _last_cycle(row: Mapping[str, object]) -> LastCycle:
     return LastCycle(str(row["status"]), parse_iso(str(finished)) if finished else None, tuple(problems))
 
 
-class Metrics:
-    """Every Healthbeat series in one registry; `render` gives the Prometheus text format."""
+class _WithOrg(Collector):
+    """The series of `inner`, each sample with the label `org` added: what `/metrics` shows when the worker
+    serves a named org. Collected anew at every scrape, so it never holds a stale copy."""
 
-    def __init__(self) -> None:
+    def __init__(self, inner: CollectorRegistry, org: str) -> None:
+        self.inner = inner
+        self.org = org
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.inner.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            labelled.samples = [sample._replace(labels={ORG_LABEL: self.org, **sample.labels})
+                                for sample in family.samples]
+            yield labelled
+
+
+class Metrics:
+    """Every Healthbeat series in one registry; `render` gives the Prometheus text format.
+
+    `registry` holds the series as the code counts them (tests read samples from it by their own labels);
+    with `org`, `render` shows each with the label `org` too.
+    """
+
+    def __init__(self, *, org: str | None = None) -> None:
         self.registry = CollectorRegistry()
+        self.org = org
+        self._exposed = self.registry
+        if org:
+            self._exposed = CollectorRegistry(auto_describe=False)
+            self._exposed.register(_WithOrg(self.registry, org))
         r = self.registry
         self.cycle_seconds = Histogram("healthbeat_cycle_duration_seconds", "Duration of a full cycle.",
                                        buckets=CYCLE_BUCKETS, registry=r)
@@ -162,6 +197,14 @@ class Metrics:
         self.home_views = Counter("healthbeat_home_views", "Slack Home tab views published (views.publish), by "
                                   "result (published, failed): when an owner opens the tab, and after a cycle "
                                   "for tabs whose accounts changed band.", ["result"], registry=r)
+        self.bulk_jobs = Counter("healthbeat_salesforce_bulk_jobs", "Bulk API 2.0 query jobs created: backfills and "
+                                 "long catch-ups of objects above HEALTHBEAT_SALESFORCE_BULK_THRESHOLD records.",
+                                 registry=r)
+        self.bulk_result_bytes = Counter("healthbeat_salesforce_bulk_result_bytes", "Bytes of Bulk API 2.0 query "
+                                         "results read (the org's allocation counts them).", registry=r)
+        self.bulk_allocation = Gauge("healthbeat_salesforce_bulk_allocation_remaining", "The org's Bulk API 2.0 "
+                                     "query allocation left today, by unit (jobs, mb), as /limits said after the "
+                                     "last cycle that ran a job.", ["unit"], registry=r)
         self._calls_seen: dict[str, int] = {}
         # Known label values exist from the start at zero, so rate() and absent() behave from the first scrape.
         for outcome in ("ok", "failed", "crashed"):
@@ -187,25 +230,40 @@ class Metrics:
             self.home_views.labels(result)
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text exposition format (see `CONTENT_TYPE`)."""
-        return generate_latest(self.registry)
+        """The registry in the Prometheus text exposition format (see `CONTENT_TYPE`), labelled with the org
+        when there is one."""
+        return generate_latest(self._exposed)
 
     def count_crash(self) -> None:
         """A cycle raised instead of returning a report: counted, so a crash loop shows on a graph."""
         self.cycles.labels("crashed").inc()
 
     def count_calls(self, totals: Mapping[str, int]) -> None:
-        """Add the calls made since last time, from the clients' running totals.
-
-        The clients count for their whole life; the counter wants what happened since the last cycle.
-        A total lower than the one seen means a new client started from zero.
-        """
+        """Add the calls made since last time, from the clients' running totals."""
         for system, total in totals.items():
-            seen = self._calls_seen.get(system, 0)
-            delta = total - seen if total >= seen else total
+            delta = self._since_last(system, total)
             if delta > 0:
                 self.api_calls.labels(system).inc(delta)
-            self._calls_seen[system] = total
+
+    def count_bulk(self, client: SalesforceClient) -> None:
+        """Bulk API 2.0 jobs and result bytes since last time; after a cycle that created a job, the allocation
+        left (one call to /limits: none in a cycle without Bulk, which is every incremental one)."""
+        jobs = self._since_last("bulk_jobs", client.bulk_jobs)
+        self.bulk_result_bytes.inc(self._since_last("bulk_bytes", client.bulk_bytes))
+        if jobs <= 0:
+            return
+        self.bulk_jobs.inc(jobs)
+        allocation = client.bulk_allocation()
+        if allocation is not None:
+            self.bulk_allocation.labels("jobs").set(allocation.jobs_left)
+            self.bulk_allocation.labels("mb").set(allocation.mb_left)
+
+    def _since_last(self, name: str, total: int) -> int:
+        """The clients count for their whole life; a counter wants what happened since the last cycle. A total
+        lower than the one seen means a new client started from zero."""
+        seen = self._calls_seen.get(name, 0)
+        self._calls_seen[name] = total
+        return total - seen if total >= seen else total
 
     def set_store_facts(self, facts: StoreFacts) -> None:
         for kind, depth in facts.outbox_depth.items():
@@ -268,6 +326,7 @@ def observe_cycle(metrics: Metrics, report: CycleReport, store: Store, *, client
     if report.home is not None:
         metrics.count_home(published=report.home.published, failed=report.home.failed)
     if clients is not None:
+        metrics.count_bulk(clients.salesforce)
         totals = {"salesforce": clients.salesforce.calls}
         if clients.zendesk is not None:
             totals["zendesk"] = clients.zendesk.calls

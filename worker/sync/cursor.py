@@ -14,6 +14,12 @@ window Salesforce stops and doubling the next after one it answers (short of a w
 window has been read to its end, the cursor moves to that end even if the window held nothing
 (`Cursor.reached`): every record stamped before it is stored. Each move is stored with the pages (or alone,
 for an empty window), so a crash loses nothing and at worst reads one window again.
+
+A backfill (or a long catch-up) of a large object goes as one Bulk API 2.0 query job instead
+(`worker.sync.salesforce_bulk`): its results come in no useful order, so the stamp cannot follow them; the cursor
+keeps the job (`BulkProgress`: its id, the locator of the next set of results, and the end of the span it reads)
+and each set is stored with the locator after it. A restarted worker goes on from that locator while Salesforce
+keeps the job; once the last set is stored, the cursor moves to the job's end.
 """
 
 from __future__ import annotations
@@ -34,16 +40,29 @@ WIDEST = timedelta(days=3650)
 
 
 @dataclass(frozen=True)
+class BulkProgress:
+    """A Bulk API 2.0 query job under way: every record stamped from the cursor's stamp to `end` is in its results;
+    those before `locator` (None: none yet) are stored."""
+
+    job: str
+    locator: str | None
+    end: datetime
+
+
+@dataclass(frozen=True)
 class Cursor:
     stamp: datetime
     id: str
     run: datetime
     window: timedelta | None = None  # the SystemModstamp span one query may cover; None: no limit
+    bulk: BulkProgress | None = None  # a query job being read (its results in no order): the stamp waits for its end
 
     def dump(self) -> str:
         data: dict[str, object] = {"stamp": iso(self.stamp), "id": self.id, "run": iso(self.run)}
         if self.window is not None:
             data["window"] = int(self.window.total_seconds())
+        if self.bulk is not None:
+            data["bulk"] = {"job": self.bulk.job, "locator": self.bulk.locator, "end": iso(self.bulk.end)}
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -54,8 +73,11 @@ class Cursor:
         if text.startswith("{"):
             data = json.loads(text)
             window = data.get("window")
+            bulk = data.get("bulk")
             return cls(parse_iso(data["stamp"]), str(data.get("id") or ""), parse_iso(data["run"]),
-                       timedelta(seconds=int(window)) if window else None)
+                       timedelta(seconds=int(window)) if window else None,
+                       BulkProgress(str(bulk["job"]), bulk.get("locator") or None, parse_iso(bulk["end"]))
+                       if isinstance(bulk, dict) else None)
         stamp = parse_iso(text)
         return cls(stamp, "", stamp)
 
@@ -92,6 +114,9 @@ class Cursor:
 
     def with_window(self, window: timedelta | None) -> Cursor:
         return replace(self, window=window)
+
+    def with_bulk(self, bulk: BulkProgress | None) -> Cursor:
+        return replace(self, bulk=bulk)
 
 
 def narrower(tried: timedelta) -> timedelta | None:

@@ -6,7 +6,9 @@ past the run's start. A stream that fails ends alone; the others still run.
 
 A first read of an activity stream (Events, Tasks, EmailMessages, Cases) reaches back only the backfill
 period (`HEALTHBEAT_SALESFORCE_BACKFILL`); Users, Accounts and Opportunities are read whole. A read that
-Salesforce cannot answer in time (`QUERY_TIMEOUT`) goes on in windows of SystemModstamp (`worker.sync.cursor`).
+Salesforce cannot answer in time (`QUERY_TIMEOUT`) goes on in windows of SystemModstamp (`worker.sync.cursor`); a first
+read or a long catch-up of more records than `HEALTHBEAT_SALESFORCE_BULK_THRESHOLD` goes as a Bulk API 2.0 query job
+(`worker.sync.salesforce_bulk`).
 Records that are no activity of their own are left out here: invitees' copies of a meeting and the master of
 a recurring series, open tasks, internal calls and dials that never connected. Once a day, Accounts and
 Opportunities gone from Salesforce for good are marked deleted (`worker.sync.reconcile`).
@@ -39,7 +41,7 @@ from connectors.salesforce.client import (
 )
 from worker.errors import SyncAborted
 from worker.store import Quarantined, Store, iso, parse_iso
-from worker.sync import reconcile
+from worker.sync import reconcile, salesforce_bulk
 from worker.sync._paging import _chunks, _Prefetched
 from worker.sync.cursor import MIN_WINDOW, ORIGIN, Cursor, narrower, wider
 from worker.sync.report import MAX_TEXT, BudgetSpent, Row, StreamStats, SyncReport
@@ -343,20 +345,22 @@ def build_soql(stream: SalesforceStream, fields: Sequence[str], window: Window) 
 
 
 def sync_salesforce(store: Store, client: SalesforceClient, now: datetime, report: SyncReport, *,
-                    overlap: timedelta, api_share: float, backfill: timedelta = timedelta(days=730)) -> None:
+                    overlap: timedelta, api_share: float, backfill: timedelta = timedelta(days=730),
+                    bulk_threshold: int = 0) -> None:
     """Every Salesforce stream in turn, each re-reading `overlap` before its cursor (activity streams reading
     back `backfill` on their first run), until this cycle has used `api_share` of the org's daily API limit;
-    then, once a day, the reconciliation of deletes the recycle bin no longer shows."""
+    then, once a day, the reconciliation of deletes the recycle bin no longer shows. A first read or a long
+    catch-up of more than `bulk_threshold` records (0: never) goes as a Bulk API 2.0 query job."""
     try:
         client.connect()
     except SalesforceAuthError as exc:
         raise SyncAborted(str(exc)) from None
     first_sync = store.cursor("salesforce.Account") is None
-    ahead = _FirstPageAhead(client.sibling(), api_share=api_share)
+    ahead = _FirstPageAhead(client.sibling(), api_share=api_share, bulk_threshold=bulk_threshold)
     with _cyclic_gc_paused(), store.account_index_deferred():
         try:
             _sync_salesforce_streams(store, client, now, report, ahead, overlap=overlap, api_share=api_share,
-                                     backfill=backfill)
+                                     backfill=backfill, bulk_threshold=bulk_threshold)
         finally:
             for sobject, calls in ahead.close().items():  # a first page asked for and never used (a stop)
                 report.streams.setdefault(f"salesforce.{sobject}", StreamStats()).api_calls += calls
@@ -387,7 +391,7 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
 def _sync_salesforce_streams(store: Store, client: SalesforceClient, now: datetime, report: SyncReport,
                              ahead: _FirstPageAhead, *, overlap: timedelta, api_share: float,
-                             backfill: timedelta) -> None:
+                             backfill: timedelta, bulk_threshold: int) -> None:
     for index, stream in enumerate(SALESFORCE_STREAMS):
         name = f"salesforce.{stream.sobject}"
         started, calls = time.monotonic(), client.session_calls
@@ -395,7 +399,8 @@ def _sync_salesforce_streams(store: Store, client: SalesforceClient, now: dateti
         try:
             _check_budget(client, api_share, report)
             sync_salesforce_stream(store, client, stream, now, report, overlap=overlap, api_share=api_share,
-                                   backfill=backfill, ahead=ahead, following=following)
+                                   backfill=backfill, ahead=ahead, following=following,
+                                   bulk_threshold=bulk_threshold)
         except BudgetSpent as exc:
             report.failed_streams[name] = str(exc)
             report.salesforce_limited = True
@@ -461,12 +466,14 @@ def _check_budget(client: SalesforceClient, share: float, report: SyncReport) ->
 def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: SalesforceStream, now: datetime,
                            report: SyncReport, *, overlap: timedelta, api_share: float,
                            backfill: timedelta | None = None, ahead: _FirstPageAhead | None = None,
-                           following: SalesforceStream | None = None) -> None:
+                           following: SalesforceStream | None = None, bulk_threshold: int = 0) -> None:
     """One stream's new and changed records, page by page, each page stored with the cursor after it; in
-    windows of SystemModstamp once Salesforce could not answer the whole read in time (see `worker.sync.cursor`).
+    windows of SystemModstamp once Salesforce could not answer the whole read in time (see `worker.sync.cursor`);
+    a first read or a long catch-up of more than `bulk_threshold` records first as a Bulk API 2.0 query job
+    (`worker.sync.salesforce_bulk`), then the rest over REST.
 
-    With `ahead`, its first page may already have been asked for, and the `following` stream's is asked for
-    on the side while this one's pages are stored."""
+    With `ahead`, its first page (or its count) may already have been asked for, and the `following` stream's
+    is asked for on the side while this one's pages are stored."""
     name = f"salesforce.{stream.sobject}"
     try:
         available = client.describe_fields(stream.sobject)
@@ -487,15 +494,26 @@ def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: Sales
     cursor = Cursor.load(store.cursor(name))
     window = first_window(cursor, now, overlap, _floor(stream, now, backfill))
     first: dict[str, Any] | SalesforceQueryTimeout | None = None
+    counted: int | None = None
     if ahead is not None:
         try:
             first = ahead.take(stream.sobject, build_soql(stream, fields, window))
         except SalesforceQueryTimeout as exc:  # the stream narrows its window as if it had asked itself
             first = exc
-    after: tuple[SalesforceStream, Window] | None = None  # the following stream, and where its read begins
-    if ahead is not None and following is not None:
-        after = following, first_window(Cursor.load(store.cursor(f"salesforce.{following.sobject}")), now,
-                                        overlap, _floor(following, now, backfill))
+        counted = ahead.counted(stream.sobject, window.where)
+    after: tuple[SalesforceStream, Window, bool] | None = None  # the following stream, where its read begins, and
+    if ahead is not None and following is not None:            # whether it is to be counted first
+        following_cursor = Cursor.load(store.cursor(f"salesforce.{following.sobject}"))
+        after = following, first_window(following_cursor, now, overlap, _floor(following, now, backfill)), \
+            salesforce_bulk.is_candidate(following_cursor, now, bulk_threshold)
+    counted_read = cursor is None and salesforce_bulk.is_candidate(cursor, now, bulk_threshold)
+    read_from = window.start
+    if salesforce_bulk.is_candidate(cursor, now, bulk_threshold):
+        moved = _maybe_in_bulk(store, client, stream, fields, available, cursor, window, now, report,
+                               counted=counted, threshold=bulk_threshold, api_share=api_share)
+        if moved is not cursor:
+            cursor, first = moved, None
+            window = first_window(cursor, now, overlap, _floor(stream, now, backfill))
     stats = report.streams.setdefault(name, StreamStats())
     responses = _windowed(client, stream, fields, window, cursor.window if cursor else None, now, first=first,
                           stats=stats)
@@ -511,12 +529,41 @@ def sync_salesforce_stream(store: Store, client: SalesforceClient, stream: Sales
             if pages == 1 and ahead is not None and after is not None:
                 # Once this stream's first page is stored, its next ones are on their way: only now is
                 # Salesforce asked for the following stream's first page, which it answers in its own time.
-                ahead.start(*after, client.api_usage)
+                ahead.start(after[0], after[1], client.api_usage, count=after[2])
     if pages == 0 and ahead is not None and after is not None:
-        ahead.start(*after, client.api_usage)
+        ahead.start(after[0], after[1], client.api_usage, count=after[2])
     if cursor is not None and cursor.run != now:
         with store.transaction():
             store.save_cursor(name, cursor.checked(now).dump(), 0, now)
+    elif cursor is None and counted_read:  # an empty object, counted: a cursor, so that it is not counted again
+        with store.transaction():
+            store.save_cursor(name, Cursor(read_from, "", now).dump(), 0, now)
+
+
+def _maybe_in_bulk(store: Store, client: SalesforceClient, stream: SalesforceStream, fields: Sequence[str],
+                   types: dict[str, str], cursor: Cursor | None, window: Window, now: datetime, report: SyncReport, *,
+                   counted: int | None, threshold: int, api_share: float) -> Cursor | None:
+    """The cursor after reading `window`'s span in bulk, if it holds more than `threshold` records (`counted`, if
+    the side session counted them) or a job is under way; else `cursor` itself (the same object): REST reads it."""
+    name = f"salesforce.{stream.sobject}"
+    if cursor is None or cursor.bulk is None:
+        if counted is None:
+            _check_budget(client, api_share, report)  # a count is a call: none once the share is spent
+            counted = salesforce_bulk.count(client, stream.sobject, window.where, include_deleted=stream.has_is_deleted)
+        if not salesforce_bulk.above(counted, threshold):
+            return cursor
+        log.info("sync %s: %s records to read (HEALTHBEAT_SALESFORCE_BULK_THRESHOLD=%d): in bulk", name,
+                 "too many to count" if counted == salesforce_bulk.TOO_MANY else f"{counted:,}", threshold)
+    start = cursor or Cursor(window.start, "", now)
+
+    def store_page(records: list[dict[str, Any]], moved: Cursor) -> None:
+        _store_salesforce_page(store, stream, records, moved, now, report, moved=moved)
+
+    return salesforce_bulk.read_in_bulk(
+        store, client, name=name, sobject=stream.sobject, fields=fields, types=types,
+        include_deleted=stream.has_is_deleted, cursor=start, where=window.where,
+        now=now, store_page=store_page, budget=functools.partial(_check_budget, client, api_share, report),
+        page_size=PAGE)
 
 
 def _floor(stream: SalesforceStream, now: datetime, backfill: timedelta | None) -> datetime | None:
@@ -609,7 +656,10 @@ def _store_progress(store: Store, name: str, mark: _Reached, cursor: Cursor | No
 
 
 def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[dict[str, Any]],
-                           cursor: Cursor | None, now: datetime, report: SyncReport) -> Cursor | None:
+                           cursor: Cursor | None, now: datetime, report: SyncReport, *, moved: Cursor | None = None
+                           ) -> Cursor | None:
+    """Store a page's rows (its unusable records quarantined) and, in the same transaction, the cursor after it:
+    `moved` if given (a bulk read's, whose pages are in no order), else past the page's last record."""
     name = f"salesforce.{stream.sobject}"
     tables: dict[str, list[Row]] = {}
     bad: list[Quarantined] = []
@@ -624,7 +674,8 @@ def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[di
         except _UNUSABLE as exc:
             bad.append(Quarantined("salesforce", stream.sobject, _record_id(record), f"{type(exc).__name__}: {exc}",
                                    record))
-    moved = _cursor_after(page, cursor, now)
+    if moved is None:
+        moved = _cursor_after(page, cursor, now)
     with store.transaction():
         try:
             with store.transaction():  # a savepoint: a row the store refuses undoes the page's rows, nothing else
@@ -779,19 +830,24 @@ class _FirstPageAhead:
     the stream uses the page only if it plans the same query (a `QUERY_TIMEOUT` it met, the stream takes as its
     own: it narrows its first window). Never more than one call ahead, and none once the API share is spent."""
 
-    def __init__(self, sibling: SalesforceClient, *, api_share: float) -> None:
+    def __init__(self, sibling: SalesforceClient, *, api_share: float, bulk_threshold: int = 0) -> None:
         self._sibling = sibling
         self._api_share = api_share
+        self._bulk_threshold = bulk_threshold
+        self._counted: tuple[str, str | None, int] | None = None  # (sObject, WHERE, count) of the last taken
+        self._pending_where: str | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salesforce-first-page")
-        self._pending: tuple[str, Future[tuple[str | None, dict[str, Any] | None]]] | None = None
+        self._pending: tuple[str, Future[tuple[str | None, dict[str, Any] | None, int | None]]] | None = None
         self._calls: Counter[str] = Counter()  # per sObject: the side session's calls, once they are known
 
-    def start(self, stream: SalesforceStream, window: Window, usage: ApiUsage | None) -> None:
-        """Ask for the first page of `stream`'s read from `window` (`first_window`, from the cursor read here)."""
+    def start(self, stream: SalesforceStream, window: Window, usage: ApiUsage | None, *, count: bool = False) -> None:
+        """Ask for the first page of `stream`'s read from `window` (`first_window`, from the cursor read here); with
+        `count`, count the read's records first, and ask for no page when they are to be read in bulk."""
         self._settle()
         if usage is not None and usage.share is not None and usage.share >= self._api_share:
             return
-        self._pending = (stream.sobject, self._pool.submit(self._fetch, stream, window))
+        self._pending_where = window.where
+        self._pending = (stream.sobject, self._pool.submit(self._fetch, stream, window, count))
 
     def take(self, sobject: str, soql: str) -> dict[str, Any] | None:
         """The first page of `soql` if it was asked for ahead; the error of asking for it is raised here."""
@@ -800,8 +856,16 @@ class _FirstPageAhead:
             self._settle()  # asked for a stream that was skipped: not this one's page, nor its error
             return None
         self._pending = None
-        planned, page = pending[1].result()
+        planned, page, counted = pending[1].result()
+        self._counted = (sobject, self._pending_where, counted) if counted is not None else None
         return page if planned == soql else None
+
+    def counted(self, sobject: str, where: str | None) -> int | None:
+        """The count of `sobject`'s read from `where` if the side session made it (for the page just taken)."""
+        counted, self._counted = self._counted, None
+        if counted is None or counted[0] != sobject or counted[1] != where:
+            return None
+        return counted[2]
 
     def calls_taken(self, sobject: str) -> int:
         """The side session's calls for `sobject` not counted yet (its stream counts them)."""
@@ -819,14 +883,22 @@ class _FirstPageAhead:
         if pending is not None:
             wait([pending[1]])
 
-    def _fetch(self, stream: SalesforceStream, window: Window) -> tuple[str | None, dict[str, Any] | None]:
+    def _fetch(self, stream: SalesforceStream, window: Window, count: bool
+               ) -> tuple[str | None, dict[str, Any] | None, int | None]:
         before = self._sibling.session_calls
         try:
             try:
                 available = self._sibling.describe_fields(stream.sobject)
             except SalesforceError:
-                return None, None  # the stream plans (and reports) this itself
+                return None, None, None  # the stream plans (and reports) this itself
+            counted = None
+            if count:
+                counted = salesforce_bulk.count(self._sibling, stream.sobject, window.where,
+                                                include_deleted=stream.has_is_deleted)
+                if salesforce_bulk.above(counted, self._bulk_threshold):
+                    return None, None, counted
             soql = build_soql(stream, stream.fields_in(available), window)
-            return soql, self._sibling.first_page(soql, include_deleted=stream.has_is_deleted)
+            page = self._sibling.first_page(soql, include_deleted=stream.has_is_deleted)
+            return soql, page, counted
         finally:
             self._calls[stream.sobject] += self._sibling.session_calls - before
