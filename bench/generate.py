@@ -137,6 +137,10 @@ class WorldSpec:
     seed: int = 8
     zendesk_share: float = 0.5  # share of tickets kept in Zendesk (the rest are Salesforce Cases)
     usage_days: int = USAGE_DAYS
+    # Days the activity is spread over (the same count per account, whatever the span). The default gives no
+    # account data from before the `*_vs_usual` measures' baselines (240 days back), so they answer nothing;
+    # a longer span gives most accounts a usual to compare with, and so those measures' real cost.
+    history_days: int = HISTORY_DAYS
 
     @property
     def scale(self) -> float:
@@ -180,7 +184,7 @@ def plan_account(spec: WorldSpec, index: int) -> PlannedAccount:
     plan = PlannedAccount(index, account_id(index), name, f"bench{index:06d}.example", index % len(OWNERS),
                           temperament, rng.choice((10, 25, 50, 100, 250)), rng.randint(20, 330))
     scale = spec.scale
-    span = HISTORY_DAYS * 86400
+    span = spec.history_days * 86400
     serial = index * 1000
     touches = plan.touches
     moods = (1, 0, -1)

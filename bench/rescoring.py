@@ -29,7 +29,7 @@ def scoring_store(spec: WorldSpec, workdir: Path) -> tuple[Path, dict[str, Any]]
     """A fresh copy of the cached scoring store for `spec` (built first if missing), and its counts."""
     from worker.store import Store
 
-    cached = cache_dir() / f"score-{spec.accounts}-{spec.activities_per_account:g}-{spec.seed}.db"
+    cached = cache_dir() / f"score-{spec.accounts}-{spec.activities_per_account:g}-{spec.seed}{_variant(spec)}.db"
     meta = cached.with_suffix(".json")
     if not cached.exists() or not meta.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +46,14 @@ def scoring_store(spec: WorldSpec, workdir: Path) -> tuple[Path, dict[str, Any]]
     copy = workdir / cached.name
     shutil.copyfile(cached, copy)
     return copy, json.loads(meta.read_text())
+
+
+def _variant(spec: WorldSpec) -> str:
+    """What sets a world apart from the default one in its cache file's name (the default's name is unchanged)."""
+    default = WorldSpec(spec.accounts)
+    parts = [f"-h{spec.history_days}" if spec.history_days != default.history_days else "",
+             f"-u{spec.usage_days}" if spec.usage_days != default.usage_days else ""]
+    return "".join(parts)
 
 
 def _migrate_cached(cached: Path) -> None:

@@ -27,6 +27,7 @@ from worker.scoring.measures import (
     account_scope,
     in_scope,
     newest_of_kind,
+    query_rows,
     query_usage,
 )
 from worker.scoring.scorecard import LoadedScorecard, MeasureSpec, Scorecard
@@ -127,8 +128,9 @@ def band_of(score: float, scorecard: Scorecard, coverage: float = 1.0) -> str:
 
 
 def _measure_raw(store: Store, scorecard: Scorecard, as_of: datetime, *, scoped: bool = False) -> Raw:
-    """One query per distinct (measure, parameters) in the whole scorecard, however often it is used, and one
-    pass over `usage_daily` for all the usage measures together."""
+    """One query per distinct (measure, parameters) in the whole scorecard, however often it is used, one
+    pass over `usage_daily` for all the usage measures together, and one over the activities of a kind for the
+    measures that read the same ones (`query_rows`)."""
     jobs: dict[str, tuple[Measure, dict[str, Any]]] = {}
     signature_of: dict[str, str] = {}
     specs = [(f"{g}.{k}", k, s) for g, group in scorecard.groups.items() for k, s in group.measures.items()]
@@ -146,8 +148,15 @@ def _measure_raw(store: Store, scorecard: Scorecard, as_of: datetime, *, scoped:
         signature_of[qualified] = signature
     usage = [signature for signature, (measure, _) in jobs.items() if measure.over_usage_days]
     values = dict(zip(usage, query_usage(store, [jobs[s] for s in usage], as_of, scoped=scoped), strict=True))
+    passes: dict[str, list[str]] = {}  # measures over the same rows, read in one pass when there are several
+    for signature, (measure, _) in jobs.items():
+        if measure.over_rows is not None and measure.row_expression is not None:
+            passes.setdefault(measure.over_rows, []).append(signature)
+    for together in (t for t in passes.values() if len(t) > 1):
+        values |= dict(zip(together, query_rows(store, [jobs[s] for s in together], as_of, scoped=scoped),
+                           strict=True))
     for signature, (measure, params) in jobs.items():
-        if not measure.over_usage_days:
+        if signature not in values:
             values[signature] = measure.query(store, params, as_of, scoped=scoped)
     return {qualified: values[signature] for qualified, signature in signature_of.items()}
 

@@ -16,8 +16,8 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from worker.store import Store, iso
@@ -72,6 +72,17 @@ class Measure:
     # `sql` is one expression over an account's `usage_daily` rows (alias `u`, grouped by account): every such
     # measure of a scorecard is computed in one pass over the table (`query_usage`), not one pass each.
     over_usage_days: bool = False
+    # For a usage measure, the earliest day its aggregates read, from its bound parameters (`bind`): the usage
+    # pass reads no row older than every measure's `since` (None: the measure reads every day). Whatever the
+    # measure needs from before (the newest active day, the most seats, the first day) it asks the key
+    # `(account_id, day)` by a lookup per account.
+    since: Callable[[Mapping[str, Any]], str] | None = None
+    # A measure over the live activities `a` of an account that meet `over_rows` may also be said as one
+    # expression over them, `row_expression` (grouped by account, the rows from the earliest `since` on): a scorecard's
+    # measures over the same rows are then computed in one pass (`query_rows`), which reads each row from the
+    # table once for all of them. `sql` stays the measure's query on its own, and gives the same values.
+    over_rows: str | None = None
+    row_expression: str | None = None
 
     def describe(self, value: float, params: Params) -> str:
         """The raw value in words, with the measure's own defaults for what the scorecard left out."""
@@ -114,24 +125,82 @@ _SHARED_PARAMETERS = {"as_of", "as_of_day"}
 
 def query_usage(store: Store, measures: Sequence[tuple[Measure, Params]], as_of: datetime, *,
                 scoped: bool = False) -> list[dict[str, float]]:
-    """Several usage measures in one pass over `usage_daily` (each pass reads all 3 million rows of a
-    100,000-account store), each measure's parameters renamed apart; the values per measure, in order."""
+    """Several usage measures in one pass over `usage_daily`, each measure's parameters renamed apart; the
+    values per measure, in order.
+
+    The pass reads only the days from the earliest `since` of the measures on (an account keeps years of
+    usage; the measures look back a few months at most): with 260 days of usage a day the unbounded pass was
+    most of a whole re-score's SQL (measured: BENCHMARKS.md, 'Figures behind the code'). An account whose usage
+    all lies before that day still gets its values, from its measures' aggregates over no rows in the range
+    (each of them asks for days in the range, so the rows before it counted for nothing in them either).
+    """
+    select, bound, since = _together(measures, as_of)
+    queries = [f"SELECT u.account_id, {select} FROM usage_daily u WHERE u.day <= :as_of_day "
+               f"{'AND u.day >= :since' if since is not None else ''} AND SCOPE(u.account_id) GROUP BY u.account_id"]
+    if since is not None:
+        bound["since"] = since
+        queries.append(f"""{_USAGE_ACCOUNTS_SCOPED if scoped else _USAGE_ACCOUNTS}
+            SELECT u.account_id, {select} FROM (
+                SELECT k.id AS account_id, NULL AS day, NULL AS active_users, NULL AS events,
+                       NULL AS features_used, NULL AS seats, NULL AS source_file
+                FROM k WHERE k.id IS NOT NULL AND (SELECT max(o.day) FROM usage_daily o
+                                                   WHERE o.account_id = k.id AND o.day <= :as_of_day) < :since) u
+            GROUP BY u.account_id""")
+    values: list[dict[str, float]] = [{} for _ in measures]
+    for sql in queries:
+        for account, *row in store.conn.execute(in_scope(sql, scoped=scoped), bound):
+            for n, value in enumerate(row):
+                if value is not None:
+                    values[n][str(account)] = float(value)
+    return values
+
+
+def _together(measures: Sequence[tuple[Measure, Params]], as_of: datetime) -> tuple[str, dict[str, Any], str | None]:
+    """The measures' expressions as one select list, each one's parameters renamed apart, and the earliest day
+    any of them reads (None: every day)."""
     columns: list[str] = []
     bound: dict[str, Any] = {}
+    starts: list[str | None] = []
     for n, (measure, params) in enumerate(measures):
-        own = {k: v for k, v in measure.bind(params, as_of).items() if k not in _SHARED_PARAMETERS}
+        mine = measure.bind(params, as_of)
+        starts.append(measure.since(mine) if measure.since is not None else None)
+        own = {k: v for k, v in mine.items() if k not in _SHARED_PARAMETERS}
         pattern = re.compile(r":(" + "|".join(sorted(map(re.escape, own), key=len, reverse=True)) + r")\b")
         columns.append(pattern.sub(rf":m{n}_\1", measure.sql) if own else measure.sql)
         bound |= {f"m{n}_{k}": v for k, v in own.items()}
     bound |= {"as_of": iso(as_of), "as_of_day": as_of.date().isoformat()}
-    sql = (f"SELECT u.account_id, {', '.join(columns)} FROM usage_daily u "
-           f"WHERE u.day <= :as_of_day AND SCOPE(u.account_id) GROUP BY u.account_id")
+    since = None if not starts or None in starts else min(s for s in starts if s is not None)
+    return ", ".join(columns), bound, since
+
+
+def query_rows(store: Store, measures: Sequence[tuple[Measure, Params]], as_of: datetime, *,
+               scoped: bool = False) -> list[dict[str, float]]:
+    """Several measures over the same activities (`Measure.over_rows`, all alike) in one pass; the values per
+    measure, in order. An account has a value only where it has such a row from the earliest `since` on."""
+    conditions = {measure.over_rows for measure, _ in measures}
+    if len(conditions) != 1 or None in conditions or any(measure.row_expression is None for measure, _ in measures):
+        raise ValueError(f"one pass reads one set of rows, not {sorted(map(str, conditions))}")
+    select, bound, since = _together([(replace(m, sql=str(m.row_expression)), p) for m, p in measures], as_of)
+    if since is not None:
+        bound["since"] = since
+    sql = (f"SELECT a.account_id, {select} FROM activities a WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) "
+           f"AND {conditions.pop()} {'AND a.occurred_at >= :since' if since is not None else ''} "
+           "GROUP BY a.account_id")
     values: list[dict[str, float]] = [{} for _ in measures]
     for account, *row in store.conn.execute(in_scope(sql, scoped=scoped), bound):
         for n, value in enumerate(row):
             if value is not None:
                 values[n][str(account)] = float(value)
     return values
+
+
+# The accounts with usage (each found by a seek for the next one in the key, not by reading their rows), or
+# those in scope: the usage pass gives those with no day in its range a row of nothing.
+_USAGE_ACCOUNTS = """WITH RECURSIVE k(id) AS (
+        SELECT min(account_id) FROM usage_daily
+        UNION ALL SELECT (SELECT min(account_id) FROM usage_daily WHERE account_id > k.id) FROM k
+        WHERE k.id IS NOT NULL)"""
+_USAGE_ACCOUNTS_SCOPED = f"WITH k(id) AS (SELECT account_id FROM {SCOPE_TABLE})"
 
 
 def _days(value: float) -> str:
@@ -225,9 +294,29 @@ def newest_of_kind(kind: str, condition: str = "") -> str:
 
 
 # Usage measures are expressions over one account's `usage_daily` rows up to `as_of_day` (see `query_usage`).
-_SEATS_IN_USE = "coalesce(max(CASE WHEN u.day > :window_start THEN u.seats END), max(u.seats))"
+# What a usage measure reads from before its window is looked up in the key `(account_id, day)`, once per account
+# and only when needed (`coalesce` stops at its first value), so that the pass reads the window's rows alone.
+_MOST_SEATS = ("(SELECT max(s.seats) FROM usage_daily s WHERE s.account_id = u.account_id "
+               "AND s.day <= :as_of_day)")
+_SEATS_IN_USE = f"coalesce(max(CASE WHEN u.day > :window_start THEN u.seats END), {_MOST_SEATS})"
 _SEATS_CONTRACTED = ("coalesce((SELECT contracted_seats FROM accounts WHERE id = u.account_id), "
-                     "max(CASE WHEN u.day > :window_start THEN u.seats END), max(u.seats))")
+                     f"max(CASE WHEN u.day > :window_start THEN u.seats END), {_MOST_SEATS})")
+# The newest day with an active user: the key walked backwards from `as_of_day` to the first such day.
+_NEWEST_ACTIVE_DAY = ("(SELECT n.day FROM usage_daily n WHERE n.account_id = u.account_id "
+                      "AND n.day <= :as_of_day AND n.active_users > 0 ORDER BY n.day DESC LIMIT 1)")
+
+
+def _from_window_start(bound: Mapping[str, Any]) -> str:
+    return str(bound["window_start"])
+
+
+def _from_window_before(bound: Mapping[str, Any]) -> str:
+    """The start of the `window` before the window (`_EVENTS_BEFORE`)."""
+    return (date.fromisoformat(bound["window_start"]) - timedelta(days=int(bound["window"]))).isoformat()
+
+
+def _from_baseline(bound: Mapping[str, Any]) -> str:
+    return str(bound["baseline_from"])
 _EVENTS_BEFORE = ("sum(CASE WHEN u.day > date(:window_start, '-' || CAST(:window AS INTEGER) || ' days') "
                   "AND u.day <= :window_start THEN u.events ELSE 0 END)")
 
@@ -248,7 +337,10 @@ def _hours(value: float) -> str:
 # when it has too little baseline: no data from before the baseline began (new to us), or fewer than
 # `min_baseline` of the things counted in it (nothing usual to fall from).
 
-# The account has data of any kind from before its baseline began: it was a customer we knew all along.
+# The account has data of any kind from before its baseline began: it was a customer we knew all along. Asked
+# in the WHERE clause, before the account's window and baseline are read: an account without a usual has no
+# value, and reading its activity first was most of what these measures cost in a store of new accounts
+# (measured: BENCHMARKS.md, 'Figures behind the code').
 _KNOWN_BEFORE_BASELINE = " OR ".join(
     [f"""EXISTS (SELECT 1 FROM activities h WHERE h.account_id = acc.id AND h.kind = '{kind}'
                  AND h.is_deleted = 0 AND h.occurred_at < :baseline_from)""" for kind in
@@ -261,30 +353,41 @@ _IN_BASELINE = "a.occurred_at < :recent_from"
 
 def _count_against_usual(condition: str) -> str:
     """Activities meeting `condition` per day in the window against the baseline's rate (1 = as usual)."""
-    return f"""SELECT id, CASE WHEN known AND baseline_count >= :min_baseline
+    return f"""SELECT id, CASE WHEN baseline_count >= :min_baseline
                               THEN (recent_count + 1.0) / (baseline_count * :window / :baseline + 1.0) END
         FROM (SELECT acc.id, coalesce(sum({_RECENT}), 0) AS recent_count,
-                     coalesce(sum({_IN_BASELINE}), 0) AS baseline_count, ({_KNOWN_BEFORE_BASELINE}) AS known
+                     coalesce(sum({_IN_BASELINE}), 0) AS baseline_count
               FROM accounts acc
               LEFT JOIN activities a ON a.account_id = acc.id AND a.is_deleted = 0 AND {condition}
                    AND a.occurred_at >= :baseline_from AND a.occurred_at <= :as_of
-              WHERE acc.is_deleted = 0 AND SCOPE(acc.id) GROUP BY acc.id)"""
+              WHERE acc.is_deleted = 0 AND SCOPE(acc.id) AND ({_KNOWN_BEFORE_BASELINE}) GROUP BY acc.id)"""
 
 
 def _mean_against_usual(condition: str, value: str) -> str:
     """The mean of `value` over the window's activities meeting `condition`, less its mean over the baseline
     (0 = as usual): no value without an activity in the window or with fewer than `min_baseline` before."""
-    return f"""SELECT id, CASE WHEN known AND baseline_count >= :min_baseline AND recent_count > 0
+    return f"""SELECT id, CASE WHEN baseline_count >= :min_baseline AND recent_count > 0
                               THEN recent_mean - baseline_mean END
         FROM (SELECT acc.id, count(CASE WHEN {_RECENT} THEN 1 END) AS recent_count,
                      count(CASE WHEN {_IN_BASELINE} THEN 1 END) AS baseline_count,
                      avg(CASE WHEN {_RECENT} THEN {value} END) AS recent_mean,
-                     avg(CASE WHEN {_IN_BASELINE} THEN {value} END) AS baseline_mean,
-                     ({_KNOWN_BEFORE_BASELINE}) AS known
+                     avg(CASE WHEN {_IN_BASELINE} THEN {value} END) AS baseline_mean
               FROM accounts acc
               JOIN activities a ON a.account_id = acc.id AND a.is_deleted = 0 AND {condition}
                    AND a.occurred_at >= :baseline_from AND a.occurred_at <= :as_of
-              WHERE acc.is_deleted = 0 AND SCOPE(acc.id) GROUP BY acc.id)"""
+              WHERE acc.is_deleted = 0 AND SCOPE(acc.id) AND ({_KNOWN_BEFORE_BASELINE}) GROUP BY acc.id)"""
+
+
+def _mean_against_usual_in_pass(value: str) -> str:
+    """`_mean_against_usual` as an expression over the rows of a pass (`query_rows`) that reads them from
+    `baseline_from` or earlier: the same rows, in the same order, so the same means."""
+    recent = "a.occurred_at >= :recent_from"
+    baseline = "a.occurred_at >= :baseline_from AND a.occurred_at < :recent_from"
+    return f"""CASE WHEN count(CASE WHEN {baseline} THEN 1 END) >= :min_baseline
+                     AND count(CASE WHEN {recent} THEN 1 END) > 0
+                     AND EXISTS (SELECT 1 FROM accounts acc WHERE acc.id = a.account_id AND acc.is_deleted = 0
+                                 AND ({_KNOWN_BEFORE_BASELINE}))
+                THEN avg(CASE WHEN {recent} THEN {value} END) - avg(CASE WHEN {baseline} THEN {value} END) END"""
 
 
 def _answered_by(direction: str) -> str:
@@ -299,14 +402,15 @@ _JUDGED = "julianday(:as_of_day) - julianday(a.occurred_at, 'start of day') > :w
 
 # Usage against its own usual: the window's days against the baseline's, in the usage pass (`query_usage`), for an
 # account whose usage feed reaches back before its baseline.
-_USAGE_KNOWN_BEFORE_BASELINE = "min(u.day) < :baseline_from"
+_USAGE_KNOWN_BEFORE_BASELINE = ("EXISTS (SELECT 1 FROM usage_daily h WHERE h.account_id = u.account_id "
+                                "AND h.day < :baseline_from)")
 
 
 def _usage_against_usual(per_day: str) -> str:
     """`per_day` summed over the window's days against the baseline's rate (1 = as usual)."""
     recent = f"coalesce(sum(CASE WHEN u.day >= :recent_from THEN {per_day} END), 0)"
     baseline = f"coalesce(sum(CASE WHEN u.day >= :baseline_from AND u.day < :recent_from THEN {per_day} END), 0)"
-    return f"""CASE WHEN {_USAGE_KNOWN_BEFORE_BASELINE} AND {baseline} >= :min_baseline
+    return f"""CASE WHEN {baseline} >= :min_baseline AND {_USAGE_KNOWN_BEFORE_BASELINE}
                     THEN ({recent} + 1.0) / ({baseline} * :window / :baseline + 1.0) END"""
 
 
@@ -387,12 +491,16 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
                                          / :half_life))
                    / sum(pow(0.5, (julianday(:as_of_day) - julianday(a.occurred_at, 'start of day')) / :half_life))
             FROM activities a
-            WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.direction = 'in' AND a.sentiment IS NOT NULL
-              AND a.kind IN ('email', 'ticket_comment', 'ticket') AND a.occurred_at > :window_start
+            WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND {_INBOUND_TEXT} AND a.occurred_at > :window_start
             GROUP BY a.account_id""",
         lambda v, p: ("Customer messages sound negative" if v <= -0.2
                       else "Customer messages sound positive" if v >= 0.3
-                      else "Customer messages sound neutral") + f" ({v:+.2f})"),
+                      else "Customer messages sound neutral") + f" ({v:+.2f})",
+        over_rows=_INBOUND_TEXT, since=_from_window_start, row_expression="""
+            sum(CASE WHEN a.occurred_at > :window_start THEN a.sentiment * pow(0.5, (julianday(:as_of_day)
+                - julianday(a.occurred_at, 'start of day')) / :half_life) END)
+            / sum(CASE WHEN a.occurred_at > :window_start THEN pow(0.5, (julianday(:as_of_day)
+                - julianday(a.occurred_at, 'start of day')) / :half_life) END)"""),
     Measure(
         "open_tickets", "Support tickets open now", {},
         f"""SELECT acc.id, count(a.occurred_at) FROM accounts acc
@@ -448,26 +556,30 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
         lambda v, p: f"Tickets take {_one_decimal_days(v)} to resolve (median)"),
     Measure(
         "days_since_last_active", "Days since the product was last used", {},
-        "julianday(:as_of_day) - julianday(max(CASE WHEN u.active_users > 0 THEN u.day END))",
-        lambda v, p: f"Product last used {_days(v)} ago" if v >= 1 else "Product used today", over_usage_days=True),
+        f"julianday(:as_of_day) - julianday({_NEWEST_ACTIVE_DAY})",
+        lambda v, p: f"Product last used {_days(v)} ago" if v >= 1 else "Product used today", over_usage_days=True,
+        since=lambda bound: str(bound["as_of_day"])),
     Measure(
         "usage_frequency", "Share of days in the window with any active user",
         {"window": timedelta(days=30)},
         # `day` is part of the key: counting rows counts distinct days.
         "count(CASE WHEN u.active_users > 0 AND u.day > :window_start THEN 1 END) / :window",
-        lambda v, p: f"Product used on {round(v * 100)}% of days in the last {_window(p)}", over_usage_days=True),
+        lambda v, p: f"Product used on {round(v * 100)}% of days in the last {_window(p)}", over_usage_days=True,
+        since=_from_window_start),
     Measure(
         "feature_adoption", "Share of the scorecard's features used in the window",
         {"window": timedelta(days=30)},
         f"({_FEATURES_SEEN}) * 1.0 / :features_count",
-        lambda v, p: f"Uses {round(v * 100)}% of key features", needs=("features",), over_usage_days=True),
+        lambda v, p: f"Uses {round(v * 100)}% of key features", needs=("features",), over_usage_days=True,
+        since=_from_window_start),
     Measure(
         "active_user_share", "Average daily active users against the seats in the usage data (adoption)",
         {"window": timedelta(days=30)},
         f"""CASE WHEN {_SEATS_IN_USE} > 0 THEN
                  coalesce(sum(CASE WHEN u.day > :window_start THEN u.active_users END), 0) * 1.0 / :window
                  / {_SEATS_IN_USE} END""",
-        lambda v, p: f"{round(v * 100)}% of seats active on an average day", over_usage_days=True),
+        lambda v, p: f"{round(v * 100)}% of seats active on an average day", over_usage_days=True,
+        since=_from_window_start),
     Measure(
         "usage_trend", "Change in product events, the last `window` against the `window` before (-1..+)",
         {"window": timedelta(days=14)},
@@ -475,14 +587,16 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
                  sum(CASE WHEN u.day > :window_start THEN u.events ELSE 0 END) * 1.0 / {_EVENTS_BEFORE} - 1 END""",
         lambda v, p: (f"Product use up {round(v * 100)}% in {_window(p)}" if v >= 0.1
                       else f"Product use down {round(-v * 100)}% in {_window(p)}" if v <= -0.1
-                      else f"Product use steady over {_window(p)}"), over_usage_days=True),
+                      else f"Product use steady over {_window(p)}"), over_usage_days=True,
+        since=_from_window_before),
     Measure(
         "seat_utilization", "Peak daily active users against contracted seats (value realization)",
         {"window": timedelta(days=30)},
         f"""CASE WHEN {_SEATS_CONTRACTED} > 0 THEN
                  coalesce(max(CASE WHEN u.day > :window_start THEN u.active_users END), 0) * 1.0
                  / {_SEATS_CONTRACTED} END""",
-        lambda v, p: f"Peak use reaches {round(v * 100)}% of contracted seats", over_usage_days=True),
+        lambda v, p: f"Peak use reaches {round(v * 100)}% of contracted seats", over_usage_days=True,
+        since=_from_window_start),
     Measure(
         "meetings_vs_usual", "Meetings per day in `window` against the `baseline` before it (1 = as usual)",
         {**_AGAINST_USUAL, "min_baseline": 2},
@@ -513,7 +627,8 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
         "Mean sentiment of inbound emails and ticket comments in `window` less in the `baseline` before it "
         "(0 = as usual)",
         {**_AGAINST_USUAL, "min_baseline": 3},
-        _mean_against_usual(_INBOUND_TEXT, "a.sentiment"), _tone_against_usual),
+        _mean_against_usual(_INBOUND_TEXT, "a.sentiment"), _tone_against_usual, over_rows=_INBOUND_TEXT,
+        since=_from_baseline, row_expression=_mean_against_usual_in_pass("a.sentiment")),
     Measure(
         "tickets_vs_usual", "Tickets opened per day in `window` against the `baseline` before it (1 = as usual)",
         {**_AGAINST_USUAL, "min_baseline": 0},
@@ -522,12 +637,14 @@ LIBRARY: dict[str, Measure] = {m.name: m for m in (
         "active_days_vs_usual",
         "Days with an active user in `window` against the `baseline` before it (1 = as usual)",
         {**_AGAINST_USUAL, "min_baseline": 5},
-        _usage_against_usual("(u.active_users > 0)"), _against_usual("Days of product use"), over_usage_days=True),
+        _usage_against_usual("(u.active_users > 0)"), _against_usual("Days of product use"), over_usage_days=True,
+        since=_from_baseline),
     Measure(
         "active_users_vs_usual",
         "Daily active users in `window` against the `baseline` before it (1 = as usual)",
         {**_AGAINST_USUAL, "min_baseline": 5},
-        _usage_against_usual("u.active_users"), _against_usual("Active users"), over_usage_days=True),
+        _usage_against_usual("u.active_users"), _against_usual("Active users"), over_usage_days=True,
+        since=_from_baseline),
     Measure(
         "days_to_renewal", "Days until the next open renewal closes", {},
         """SELECT o.account_id, min(julianday(o.close_date) - julianday(:as_of_day))

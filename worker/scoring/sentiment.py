@@ -18,10 +18,10 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 if TYPE_CHECKING:  # worker processes import this module; they need no store
     from worker.store import Store
@@ -49,13 +49,49 @@ class VaderModel:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         self._analyzer = SentimentIntensityAnalyzer()
+        self._emojis = self._analyzer.emojis.keys()
+        self._without_emojis = _vader_without_emojis()
 
     def compound(self, text: str) -> float:
+        if self._without_emojis is not None and self._emojis.isdisjoint(text):
+            return float(self._without_emojis(self._analyzer, text.strip())["compound"])
         return float(self._analyzer.polarity_scores(text)["compound"])
 
     def __reduce__(self) -> tuple[type[VaderModel], tuple[()]]:
         """A worker process builds its own analyzer, which is quick, rather than receiving the lexicon pickled."""
         return (VaderModel, ())
+
+
+def _vader_without_emojis() -> Callable[[Any, str], dict[str, float]] | None:
+    """`polarity_scores` less its first step, for a text with no emoji: that step rebuilds the text a character
+    at a time to spell out emojis (measured: BENCHMARKS.md, 'Figures behind the code'), and
+    without an emoji the text it builds is the text. The rest is the library's own code, line for line, so the
+    scores are the library's (tests/worker/test_sentiment_corpus.py compares them); for another version of the
+    library, None: its own `polarity_scores` then does everything."""
+    from importlib.metadata import version
+
+    if version("vaderSentiment") != "3.3.2":
+        return None
+    from vaderSentiment.vaderSentiment import BOOSTER_DICT, SentiText
+
+    def scores(analyzer: Any, text: str) -> dict[str, float]:
+        sentitext = SentiText(text)
+        sentiments: list[float] = []
+        words_and_emoticons = sentitext.words_and_emoticons
+        for i, item in enumerate(words_and_emoticons):
+            valence = 0
+            if item.lower() in BOOSTER_DICT:
+                sentiments.append(valence)
+                continue
+            if (i < len(words_and_emoticons) - 1 and item.lower() == "kind"
+                    and words_and_emoticons[i + 1].lower() == "of"):
+                sentiments.append(valence)
+                continue
+            sentiments = analyzer.sentiment_valence(valence, sentitext, item, i, sentiments)
+        sentiments = analyzer._but_check(words_and_emoticons, sentiments)
+        return cast(dict[str, float], analyzer.score_valence(sentiments, text))
+
+    return scores
 
 
 def text_hash(text: str) -> str:
