@@ -24,7 +24,8 @@ _PATTERNS = (
     re.compile(r"xox[abposr]-[0-9A-Za-z-]{6,}"),                       # Slack tokens
     re.compile(r"xapp-[0-9A-Za-z-]{6,}"),                              # Slack app-level tokens (Socket Mode)
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/!=-]{8,}"),               # Authorization headers
-    re.compile(r"(?i)((?:access_token|client_secret|api_token|password|token)=)[^&\s]+"),  # URL/form fields
+    re.compile(r"(?i)((?:access_token|client_secret|api_token|password|token|ticket)=)[^&\s]+"),  # URL/form fields
+    re.compile(r"(://[^:/\s@]+:)[^@\s]+(?=@)"),                            # a password in a URL (a proxy's)
 )
 
 

@@ -19,6 +19,9 @@ repeated: a post is retried after a 429 or a refused connection (Slack did not t
 
 Slack has no idempotency key, hence `SlackClient.find_by_metadata`: the sender puts its dedup key in
 the message ``metadata`` and looks for it in recent history before posting again after a crash.
+
+`SocketModeLink` is the app-level side (Socket Mode): ``apps.connections.open`` with the app-level token,
+whose refusals name SLACK_APP_TOKEN rather than the bot token.
 """
 
 from __future__ import annotations
@@ -360,29 +363,99 @@ class SlackClient:
                              f"{type(exc).__name__}", method=method) from None
 
     def _translate(self, method: str, response: SlackResponse) -> SlackError:
-        status = response.status_code
-        data = response.data if isinstance(response.data, dict) else {}
-        error = str(data.get("error") or f"http_{status}")
-        where = f"{method} at {self.base_url}"
-        if status == 429 or status >= 500 or error in UNAVAILABLE_ERRORS:
-            retry_after = _header(response, "retry-after")
-            return SlackUnavailable(
-                error, f"Slack is unavailable ({error}, HTTP {status}) for {where}; will retry later",
-                method=method, status=status, retry_after=float(retry_after) if retry_after else None)
-        if error == "missing_scope":
-            needed = str(data.get("needed") or "") or None
-            return SlackScopeError(
-                error, f"Slack rejected the bot token (missing_scope; needs scope {needed or '?'}) for {where}: "
-                "add the scope in the app's OAuth & Permissions (slack/manifest.yaml lists them all) and "
-                "reinstall the app", method=method, status=status, needed=needed)
-        if error in AUTH_ERRORS:
-            return SlackAuthError(
-                error, f"Slack rejected the bot token ({error}) for {where}; check SLACK_BOT_TOKEN "
-                "and the app's scopes", method=method, status=status)
-        if error in RECIPIENT_ERRORS:
-            return SlackRecipientError(error, f"Slack cannot deliver ({error}) for {where}",
-                                       method=method, status=status)
-        return SlackError(error, f"Slack refused {where}: {error}", method=method, status=status)
+        return _translated(method, response, self.base_url)
+
+
+_LINK_LOG = logging.getLogger(f"{__name__}.app_level")
+_LINK_LOG.setLevel(logging.INFO)  # slack-sdk's debug lines would show each answer, the URL's ticket with it
+
+
+class SocketModeLink:
+    """``apps.connections.open`` with an app-level token (``xapp-``, scope ``connections:write``): a fresh
+    single-use WebSocket URL for each Socket Mode connection, and the TLS context that connection must use.
+
+    Apart from `SlackClient` because the token is of another kind: Slack refuses it on every bot method and
+    refuses a bot token here (``not_allowed_token_type``), and its errors must name SLACK_APP_TOKEN. The token
+    is only ever sent in the Authorization header, as Slack requires for this method.
+    """
+
+    def __init__(self, app_token: str, *, base_url: str = "https://slack.com/api/", timeout: int = 10,
+                 max_retries: int = 2, max_retry_wait: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+                 ca_bundle: str | None = None) -> None:
+        if not base_url.endswith("/"):
+            base_url += "/"
+        self.base_url = base_url
+        self._app_token = app_token
+        self.calls = 0
+        self.ssl_context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
+        """What the WebSocket's TLS must trust (None: the default store), as the API calls do."""
+        self.web = WebClient(base_url=base_url, timeout=timeout, ssl=self.ssl_context, logger=_LINK_LOG,
+                             retry_handlers=_retry_handlers(max_retries, max_retry_wait, sleep))
+        """A token-less WebClient carrying `ssl_context`, for slack-sdk's Socket Mode client to read it from."""
+
+    def __repr__(self) -> str:
+        return f"SocketModeLink(base_url={self.base_url!r})"  # never the token
+
+    def open_url(self) -> str:
+        """A new WebSocket URL (``wss://.../link/?ticket=...``): a secret of its own until used, never logged."""
+        method = "apps.connections.open"
+        self.calls += 1
+        try:
+            response = self.web.apps_connections_open(app_token=self._app_token)
+        except SlackApiError as exc:
+            raise _translated(method, exc.response, self.base_url, app_level=True) from None
+        except (URLError, HTTPException, OSError) as exc:
+            raise SlackUnavailable("connection_error", f"Slack API at {self.base_url} unreachable for {method}: "
+                                   f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}", method=method) from None
+        except SlackClientError as exc:
+            raise SlackError("client_error", f"Slack {method} could not be sent to {self.base_url}: "
+                             f"{type(exc).__name__}", method=method) from None
+        url = response.get("url")
+        if not isinstance(url, str) or not url.startswith(("wss://", "ws://")):
+            raise SlackError("invalid_response", f"Slack {method} at {self.base_url} answered no WebSocket URL",
+                             method=method)
+        return url
+
+
+_APP_TOKEN_HINTS = {
+    "not_allowed_token_type": "SLACK_APP_TOKEN must be an app-level token (xapp-...), made under the app's Basic "
+                              "Information → App-Level Tokens with the connections:write scope; a bot (xoxb-) or "
+                              "user token is refused",
+    "missing_scope": "give the app-level token the connections:write scope (Basic Information → App-Level Tokens)",
+}
+
+
+def _translated(method: str, response: SlackResponse, base_url: str, *, app_level: bool = False) -> SlackError:
+    """Slack's refusal as a `SlackError` of the right branch, its message naming the setting to fix
+    (SLACK_APP_TOKEN for an ``app_level`` call, else SLACK_BOT_TOKEN)."""
+    status = response.status_code
+    data = response.data if isinstance(response.data, dict) else {}
+    error = str(data.get("error") or f"http_{status}")
+    where = f"{method} at {base_url}"
+    if app_level and error in AUTH_ERRORS:
+        hint = _APP_TOKEN_HINTS.get(error, "check SLACK_APP_TOKEN: an app-level token (xapp-...) of this app, "
+                                           "not revoked, with the connections:write scope")
+        return SlackAuthError(error, f"Slack rejected the app-level token ({error}) for {where}: {hint}",
+                              method=method, status=status)
+    if status == 429 or status >= 500 or error in UNAVAILABLE_ERRORS:
+        retry_after = _header(response, "retry-after")
+        return SlackUnavailable(
+            error, f"Slack is unavailable ({error}, HTTP {status}) for {where}; will retry later",
+            method=method, status=status, retry_after=float(retry_after) if retry_after else None)
+    if error == "missing_scope":
+        needed = str(data.get("needed") or "") or None
+        return SlackScopeError(
+            error, f"Slack rejected the bot token (missing_scope; needs scope {needed or '?'}) for {where}: "
+            "add the scope in the app's OAuth & Permissions (slack/manifest.yaml lists them all) and "
+            "reinstall the app", method=method, status=status, needed=needed)
+    if error in AUTH_ERRORS:
+        return SlackAuthError(
+            error, f"Slack rejected the bot token ({error}) for {where}; check SLACK_BOT_TOKEN "
+            "and the app's scopes", method=method, status=status)
+    if error in RECIPIENT_ERRORS:
+        return SlackRecipientError(error, f"Slack cannot deliver ({error}) for {where}",
+                                   method=method, status=status)
+    return SlackError(error, f"Slack refused {where}: {error}", method=method, status=status)
 
 
 def _header(response: SlackResponse, name: str) -> str | None:

@@ -9,10 +9,11 @@ answer carries ``X-OAuth-Scopes`` and a method refuses a token without its scope
 
 Methods: ``auth.test``, ``users.lookupByEmail``, ``users.info``, ``conversations.open``,
 ``conversations.list``, ``conversations.history``, ``chat.postMessage``, ``chat.update``, ``views.open``,
-``views.publish`` (a user's Home tab: the latest view published for each user is in `SlackSandbox.home_views`).
+``views.publish`` (a user's Home tab: the latest view published for each user is in `SlackSandbox.home_views`),
+``apps.connections.open`` (Socket Mode, below).
 Response shapes follow Slack's OpenAPI spec (``/work/shared/reference/slack_web_openapi_v2.json``) plus
-what Slack added after it (message ``metadata``, ``include_all_metadata``, ``invalid_blocks``), which
-the tests check.
+what Slack added after it (message ``metadata``, ``include_all_metadata``, ``invalid_blocks``, and
+``apps.connections.open``, which the spec does not have), which the tests check.
 
 Interactivity, the other direction: Slack *sends* an app a signed request when someone clicks a button
 or submits a modal. `SlackSandbox.send_interaction` does that the way Slack does (form-encoded
@@ -22,6 +23,15 @@ or submits a modal. `SlackSandbox.send_interaction` does that the way Slack does
 a ``trigger_id`` that ``views.open`` accepts once, within three seconds, as Slack does;
 `SlackSandbox.home_block_actions_payload` is a click on a published Home tab. `SlackSandbox.send_event` and
 `SlackSandbox.app_home_opened` send Events API requests (a signed JSON body) to the app's events URL.
+
+Socket Mode, the same payloads without a public port: ``apps.connections.open`` takes the app-level token
+(`SlackSandbox.app_token`, ``xapp-``) in the Authorization header alone and answers a single-use WebSocket
+URL; a bot token there gets ``not_allowed_token_type``, an app-level token on any other method the same,
+and an unknown one ``invalid_auth`` (docs.slack.dev/reference/methods/apps.connections.open). The WebSocket
+server is `connectors.slack.sandbox_socket` (it says what Slack's Socket Mode does and what it leaves out);
+`SlackSandbox.socket_mode` is it, started on first use. `SlackSandbox.click_over_socket`,
+`SlackSandbox.submit_view_over_socket` and `SlackSandbox.app_home_opened_over_socket` deliver the payloads
+the HTTP helpers send, built by the same builders, in envelopes, and return what became of them.
 
 Faults on demand with `SlackSandbox.fail_next`: any error code and status (429 with ``Retry-After``,
 5xx), or `LOST_ANSWER`: the call is carried out but the connection closes unanswered.
@@ -60,17 +70,21 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connectors.sandboxes.local_ca import LocalCA
+
+if TYPE_CHECKING:  # websockets is in the dev extra: imported when Socket Mode is first used, not before
+    from connectors.slack.sandbox_socket import Delivery, SocketModeServer
 
 TEAM_ID = "T0HBSANDBX"
 BOT_USER_ID = "U0HBBOT0001"
 BOT_ID = "B0HBBOT0001"
 BOT_NAME = "healthbeat"
 APP_ID = "A0HBAPP0001"
+APP_TOKEN = "xapp-1-A0HBAPP0001-1-sandbox"  # noqa: S105 - the sandbox's own fake app-level token
 VERIFICATION_TOKEN = "sandbox-verification-token"  # noqa: S105 - Slack's deprecated per-app token, sent in payloads
 TRIGGER_TTL = 3.0  # seconds a trigger_id may be exchanged for a view (Slack: three seconds, once)
 MAX_VIEW_BLOCKS = 100
@@ -203,8 +217,16 @@ class SlackSandbox:
         post_burst: int = 3,
         rate_clock: Callable[[], float] = time.monotonic,
         tls: bool = False,
+        app_token: str = APP_TOKEN,
+        app_scopes: Sequence[str] = ("connections:write",),
+        socket_ack_timeout: float = 3.0,
     ) -> None:
         self.token = token
+        self.app_token = app_token
+        """The app-level token (``xapp-``) that ``apps.connections.open`` accepts, and no other method does."""
+        self.app_scopes = tuple(app_scopes)
+        self._socket_ack_timeout = socket_ack_timeout
+        self._socket: SocketModeServer | None = None
         self._tls = tls
         self._ca: LocalCA | None = None
         self.ca_cert_path = ""
@@ -259,6 +281,9 @@ class SlackSandbox:
             server.server_close()
         if thread is not None:
             thread.join(timeout=5)
+        if self._socket is not None:
+            self._socket.stop()
+            self._socket = None
         if self._ca is not None:
             self._ca.close()
             self._ca = None
@@ -278,6 +303,16 @@ class SlackSandbox:
             raise RuntimeError("SlackSandbox is not started")
         host, port = self._server.server_address[:2]
         return f"{'https' if self._tls else 'http'}://{host!s}:{port}/api/"
+
+    @property
+    def socket_mode(self) -> SocketModeServer:
+        """The Socket Mode WebSocket server (created, not yet listening, on first use; TLS when the sandbox is)."""
+        with self._lock:
+            if self._socket is None:
+                from connectors.slack.sandbox_socket import SocketModeServer
+
+                self._socket = SocketModeServer(app_id=APP_ID, ca=self._ca, ack_timeout=self._socket_ack_timeout)
+            return self._socket
 
     # -- arranging the workspace -----------------------------------------------------------------------
 
@@ -486,6 +521,31 @@ class SlackSandbox:
         """The modal's user submits it: Slack's signed ``view_submission`` request to ``url``."""
         return self.send_interaction(url, self.view_submission_payload(view, values), signing_secret)
 
+    # -- the same, over Socket Mode --------------------------------------------------------------------
+
+    def click_over_socket(self, message: PostedMessage, action_id: str, *, user: str, value: str | None = None,
+                          **delivery: Any) -> Delivery:
+        """``user`` clicks a button of ``message``: the ``block_actions`` payload in an ``interactive`` envelope
+        to the connected app. ``delivery`` goes to `SocketModeServer.deliver` (``lose_acks``, ``ack_timeout``)."""
+        payload = self.block_actions_payload(message, action_id, user=user, value=value)
+        return self.socket_mode.deliver("interactive", payload, **delivery)
+
+    def home_click_over_socket(self, user: str, action_id: str, *, value: str | None = None,
+                               **delivery: Any) -> Delivery:
+        """A click on ``user``'s Home tab, in an ``interactive`` envelope."""
+        payload = self.home_block_actions_payload(user, action_id, value=value)
+        return self.socket_mode.deliver("interactive", payload, **delivery)
+
+    def submit_view_over_socket(self, view: OpenedView, values: Mapping[str, str], **delivery: Any) -> Delivery:
+        """The modal's user submits it: ``view_submission`` in an ``interactive`` envelope whose acknowledgement
+        may carry the answer (``response_action``), as an HTTP answer's body would."""
+        payload = self.view_submission_payload(view, values)
+        return self.socket_mode.deliver("interactive", payload, accepts_response_payload=True, **delivery)
+
+    def app_home_opened_over_socket(self, user: str, *, tab: str = "home", **delivery: Any) -> Delivery:
+        """``user`` opens the app's Home tab: the ``event_callback`` in an ``events_api`` envelope."""
+        return self.socket_mode.deliver("events_api", self.app_home_opened_payload(user, tab=tab), **delivery)
+
     def _known_user(self, user_id: str) -> _User:
         if user_id not in self._users:
             raise ValueError(f"the sandbox workspace has no user {user_id!r}")
@@ -530,9 +590,13 @@ class SlackSandbox:
             raise _ApiError("unknown_method", status=404)
         if body_error is not None:
             raise _ApiError(body_error)
+        if method in _APP_LEVEL_METHODS:
+            return self._dispatch_app_level(method, params, bearer)
         token = bearer if bearer is not None else _str(params, "token")
         if not token:
             raise _ApiError("not_authed")
+        if token == self.app_token:
+            raise _ApiError("not_allowed_token_type")
         if token != self.token:
             raise _ApiError("invalid_auth")
         handler, scope_rule = spec
@@ -544,6 +608,23 @@ class SlackSandbox:
         reply = _Reply(200, {"ok": True, **handler(self, params)})
         reply.headers["X-Accepted-OAuth-Scopes"] = ",".join(needed)
         return reply
+
+    def _dispatch_app_level(self, method: str, params: dict[str, Any], bearer: str | None) -> _Reply:
+        """A method that takes the app-level token, "in the HTTP Authorization header ...; passing it as a POST
+        parameter will result in an error" (docs.slack.dev/reference/methods/apps.connections.open)."""
+        if bearer is None:
+            raise _ApiError("not_authed")
+        if bearer == self.token:
+            raise _ApiError("not_allowed_token_type")
+        if bearer != self.app_token:
+            raise _ApiError("invalid_auth")
+        handler, scope_rule = _METHODS[method]
+        missing = [scope for scope in scope_rule(self, params) if scope not in self.app_scopes]
+        if missing:
+            raise _ApiError("missing_scope", extra={"needed": ",".join(missing),
+                                                    "provided": ",".join(self.app_scopes)})
+        return _Reply(200, {"ok": True, **handler(self, params)},
+                      {"X-Accepted-OAuth-Scopes": ",".join(scope_rule(self, params))})
 
     def _take_fault(self, method: str) -> _Fault | None:
         queue = self._faults.get(method)
@@ -884,6 +965,11 @@ def _views_publish(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
     return {"view": published}
 
 
+def _apps_connections_open(sb: SlackSandbox, params: dict[str, Any]) -> dict[str, Any]:
+    """A single-use WebSocket URL (docs.slack.dev/reference/methods/apps.connections.open)."""
+    return {"url": sb.socket_mode.issue_url()}
+
+
 def _no_scope(sb: SlackSandbox, params: dict[str, Any]) -> tuple[str, ...]:
     return ()
 
@@ -918,7 +1004,9 @@ _METHODS: dict[str, tuple[Handler, ScopeRule]] = {
     "chat.update": (_chat_update, _fixed("chat:write")),
     "views.open": (_views_open, _no_scope),  # Slack: "Required scopes: none"; a trigger_id is the permission
     "views.publish": (_views_publish, _no_scope),  # Slack's OpenAPI spec: "Requires scope: `none`"
+    "apps.connections.open": (_apps_connections_open, _fixed("connections:write")),  # of the app-level token
 }
+_APP_LEVEL_METHODS = frozenset({"apps.connections.open"})
 
 
 # -- parameter parsing ----------------------------------------------------------------------------------

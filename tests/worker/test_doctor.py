@@ -149,6 +149,27 @@ def test_a_missing_slack_scope_is_named_with_what_it_is_for(env: dict[str, objec
     assert "Bot Token Scopes" in checks["Slack token and scopes"].fix
 
 
+def test_an_app_level_token_slack_accepts_passes_the_socket_mode_check(env: dict[str, object],
+                                                                      sandboxes: Sandboxes) -> None:
+    checks = _doctor(env, SLACK_APP_TOKEN=sandboxes.slack.app_token)
+
+    assert checks["Slack Socket Mode"].ok and not checks["Slack Socket Mode"].warning
+    assert "no public port" in checks["Slack Socket Mode"].detail
+
+
+def test_a_bot_token_given_as_the_app_level_token_fails_the_socket_mode_check_naming_the_setting(
+        env: dict[str, object], world: World) -> None:
+    checks = _doctor(env, SLACK_APP_TOKEN=SANDBOX_SLACK_TOKEN)
+
+    assert _failed(checks) == {"Slack Socket Mode"}
+    assert "not_allowed_token_type" in checks["Slack Socket Mode"].detail
+    assert "SLACK_APP_TOKEN" in checks["Slack Socket Mode"].fix
+
+
+def test_without_an_app_level_token_there_is_no_socket_mode_check(env: dict[str, object]) -> None:
+    assert "Slack Socket Mode" not in _doctor(env)
+
+
 def test_a_fallback_channel_given_by_name_needs_the_channel_list_scope(env: dict[str, object]) -> None:
     with SlackSandbox(token=SANDBOX_SLACK_TOKEN, scopes=list(SLACK_SCOPES)) as slack:
         slack.add_channel("cs-alerts")

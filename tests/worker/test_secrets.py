@@ -64,6 +64,20 @@ def test_redaction_masks_tokens_inside_exceptions_and_urls() -> None:
     assert "client_secret=***" in text and "Bearer ***" in text
 
 
+def test_a_socket_mode_ticket_and_a_proxy_password_are_masked_in_urls() -> None:
+    text = RedactingFilter().redact("connecting to wss://wss-primary.slack.com/link/?ticket=4f2c-e9a1&app_id=A01 "
+                                    "through http://ops:pr0xy-pass@proxy.internal:3128")
+
+    assert "4f2c-e9a1" not in text and "pr0xy-pass" not in text
+    assert "ticket=***&app_id=A01" in text and "http://ops:***@proxy.internal:3128" in text
+
+
+def test_an_app_level_token_read_from_a_dotenv_file_is_masked(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SLACK_APP_TOKEN=dotenv-only-app-token-456\n")
+
+    assert "dotenv-only-app-token-456" in load_settings(_env_file=tmp_path / ".env").secret_values()
+
+
 def test_secrets_read_from_a_dotenv_file_are_masked_too(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("SLACK_BOT_TOKEN=dotenv-only-token-123\nHEALTHBEAT_INTERVAL=bogus\n")
     result = subprocess.run([sys.executable, "-c", "from worker.cli import main; main()", "run", "--once"],

@@ -29,7 +29,7 @@ from connectors.salesforce.client import (
     SalesforceCredentials,
     SalesforceError,
 )
-from connectors.slack.client import SlackAuthError, SlackClient, SlackError
+from connectors.slack.client import SlackAuthError, SlackClient, SlackError, SocketModeLink
 from connectors.usage.reader import list_usage_files
 from connectors.zendesk.client import ZendeskAuthError, ZendeskClient, ZendeskError
 from worker.clock import Clock, system_clock
@@ -114,7 +114,7 @@ def run_doctor(settings: Settings, *, clock: Clock = system_clock) -> list[Check
     steps: list[tuple[str, Callable[[Settings], list[Check]]]] = [
         ("settings", _settings), ("database", _database), ("rule files", _rules),
         ("Salesforce login", _salesforce), ("Salesforce emails", partial(_email_capture, clock=clock)),
-        ("Zendesk", _zendesk), ("Slack", _slack), ("usage files", _usage),
+        ("Zendesk", _zendesk), ("Slack", _slack), ("Slack Socket Mode", _socket_mode), ("usage files", _usage),
     ]
     checks: list[Check] = []
     for name, step in steps:
@@ -508,6 +508,26 @@ def _slack(settings: Settings) -> list[Check]:
     else:
         token = Check("Slack token and scopes", True, f"token of {who} has {', '.join(sorted(needed))}")
     return [token, _fallback_channel(client, fallback)]
+
+
+def _socket_mode(settings: Settings) -> list[Check]:
+    """With SLACK_APP_TOKEN set, Slack must hand out a WebSocket URL for it (the URL is left unused; Slack lets
+    its ticket lapse). Without it there is nothing to check: buttons arrive on /slack/actions."""
+    if settings.slack_app_token is None:
+        return []
+    link = SocketModeLink(settings.slack_app_token.get_secret_value(), base_url=settings.slack_api_url,
+                          timeout=int(TIMEOUT), max_retries=0, ca_bundle=settings.ca_bundle)
+    name = "Slack Socket Mode"
+    try:
+        link.open_url()
+    except SlackAuthError as exc:
+        return [Check(name, False, str(exc), "put an app-level token (xapp-...) with connections:write in "
+                                             "SLACK_APP_TOKEN, and turn Socket Mode on in the app's settings")]
+    except SlackError as exc:
+        return [Check(name, True, str(exc), "the worker retries every 30 s; check SLACK_API_URL and the network",
+                      warning=True)]
+    return [Check(name, True, "Slack accepts SLACK_APP_TOKEN: buttons, modals and the Home tab arrive over a "
+                              "WebSocket the worker opens (no public port)")]
 
 
 def _fallback_channel(client: SlackClient, fallback: str | None) -> Check:

@@ -52,6 +52,11 @@ CYCLE_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 SNAPSHOT_ERROR_KINDS: Final = ("locked", "deleted", "other", "daily_limit", "busy", "unavailable")
 """Refusals of snapshot upserts: per record (locked, deleted: its account is gone, other) or per call."""
 HOME_RESULTS: Final = ("published", "failed")
+SOCKET_ENVELOPE_TYPES: Final = ("events_api", "interactive")
+SOCKET_ENVELOPE_OUTCOMES: Final = ("acked", "refused", "not_acked")
+"""acked; refused: acknowledged, not recorded (a malformed payload); not_acked: left for Slack to send again."""
+SOCKET_CONNECTION_RESULTS: Final = ("opened", "refused", "failed")
+"""Of apps.connections.open: opened; refused: Slack refused SLACK_APP_TOKEN; failed: Slack unreachable."""
 SKIP_REASONS: Final = ("read_only", "missing")
 """Why the write-back leaves an Account field out: field-level security grants no Edit, or there is no such field."""
 ORG_LABEL: Final = "org"
@@ -205,6 +210,13 @@ class Metrics:
         self.bulk_allocation = Gauge("healthbeat_salesforce_bulk_allocation_remaining", "The org's Bulk API 2.0 "
                                      "query allocation left today, by unit (jobs, mb), as /limits said after the "
                                      "last cycle that ran a job.", ["unit"], registry=r)
+        self.socket_envelopes = Counter("healthbeat_socket_mode_envelopes", "Slack Socket Mode envelopes (buttons, "
+                                        "modals, Home tab openings), by type and outcome (acked; refused: "
+                                        "acknowledged, not recorded; not_acked: left for Slack to send again).",
+                                        ["type", "outcome"], registry=r)
+        self.socket_connections = Counter("healthbeat_socket_mode_connections", "Socket Mode connections asked for "
+                                          "(apps.connections.open), by result (opened; refused: Slack refused "
+                                          "SLACK_APP_TOKEN; failed: Slack unreachable).", ["result"], registry=r)
         self._calls_seen: dict[str, int] = {}
         # Known label values exist from the start at zero, so rate() and absent() behave from the first scrape.
         for outcome in ("ok", "failed", "crashed"):
@@ -228,6 +240,11 @@ class Metrics:
             self.outbox_dead.labels(kind)
         for result in HOME_RESULTS:
             self.home_views.labels(result)
+        for kind in SOCKET_ENVELOPE_TYPES:
+            for outcome in SOCKET_ENVELOPE_OUTCOMES:
+                self.socket_envelopes.labels(kind, outcome)
+        for result in SOCKET_CONNECTION_RESULTS:
+            self.socket_connections.labels(result)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format (see `CONTENT_TYPE`), labelled with the org
@@ -244,6 +261,14 @@ class Metrics:
             delta = self._since_last(system, total)
             if delta > 0:
                 self.api_calls.labels(system).inc(delta)
+
+    def count_socket_envelope(self, kind: str, outcome: str) -> None:
+        """An envelope Slack delivered over Socket Mode (called from the socket's thread)."""
+        self.socket_envelopes.labels(kind, outcome).inc()
+
+    def count_socket_connection(self, result: str) -> None:
+        """A connection asked of Slack with SLACK_APP_TOKEN (at start, and at each refresh Slack asks for)."""
+        self.socket_connections.labels(result).inc()
 
     def count_bulk(self, client: SalesforceClient) -> None:
         """Bulk API 2.0 jobs and result bytes since last time; after a cycle that created a job, the allocation

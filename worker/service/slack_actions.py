@@ -1,5 +1,9 @@
 """`POST /slack/actions`: Slack's interactivity requests for the feedback buttons on every nudge.
 
+The same payloads may come over Socket Mode instead (`worker.service.socket_mode`, with SLACK_APP_TOKEN):
+`SlackActions.handle_payload` is what both transports call once a payload is known to be Slack's (the HTTP
+route by its signature, Socket Mode by the WebSocket the worker opened with its app-level token).
+
 Slack calls this URL when someone clicks "Useful", "Not useful" or "Score looks wrong" on a nudge
 (`block_actions`), and when they submit the "Score looks wrong" modal (`view_submission`). Each request is
 checked before anything else: Slack's v0 signature (HMAC-SHA256 of `v0:{timestamp}:{body}` with the signing
@@ -63,6 +67,7 @@ __all__ = [
     "build_slack_actions",
     "feedback_block",
     "score_wrong_modal",
+    "slack_app_token",
     "verify_signature",
     "with_receipts",
 ]
@@ -358,6 +363,12 @@ class AfterTheAnswer:
         self._executor.shutdown(wait=True)
 
 
+def slack_app_token(settings: Settings) -> str | None:
+    """SLACK_APP_TOKEN when it is set to something (blank is unset, as in .env.example): Socket Mode is on."""
+    token = settings.slack_app_token.get_secret_value().strip() if settings.slack_app_token else ""
+    return token or None
+
+
 def slack_credentials(settings: Settings) -> tuple[str | None, str | None]:
     """The bot token (None while Slack is not configured) and the signing secret, as the Slack routes use them."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_configured and settings.slack_bot_token \
@@ -377,7 +388,7 @@ class SlackActions:
 
     def __init__(self, store: Store, *, signing_secret: str | None, interactive: InteractiveSlack | None = None,
                  updater: SlackClient | None = None, clock: Clock = system_clock,
-                 epoch: Callable[[], float] = time.time, owns_store: bool = False) -> None:
+                 epoch: Callable[[], float] = time.time, owns_store: bool = False, over_socket: bool = False) -> None:
         self.store = store
         self._secret = signing_secret or None
         self._interactive = interactive
@@ -389,7 +400,7 @@ class SlackActions:
         self._slack_lock = threading.Lock()
         self._background = AfterTheAnswer("slack-actions")
         store.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if self._secret is None:
+        if self._secret is None and not over_socket:  # over Socket Mode, nothing needs the secret
             log.warning("SLACK_SIGNING_SECRET is not set: /slack/actions refuses every request (401), so the "
                         "feedback buttons on nudges do nothing")
 
@@ -404,6 +415,16 @@ class SlackActions:
             log.info("slack actions: Slack retry #%s (%s)", retry, request.headers.get("x-slack-retry-reason", "?"))
         try:
             payload = _payload(request)
+        except _BadRequest as exc:
+            log.warning("slack actions: bad request: %s", exc)
+            return Response.json(400, {"error": "bad_request", "detail": str(exc)})
+        return self.handle_payload(payload)
+
+    def handle_payload(self, payload: Mapping[str, Any]) -> Response:
+        """One interaction payload known to be Slack's, however it came; the answer is what Slack is told (an
+        HTTP answer, or a Socket Mode acknowledgement and its payload). A 503 means nothing was recorded."""
+        try:
+            _check_text(payload)
             kind = payload.get("type")
             if kind == "block_actions":
                 return self._block_actions(payload)
@@ -558,11 +579,16 @@ def _payload(request: Request) -> dict[str, Any]:
         raise _BadRequest("expected a form body with a JSON `payload` field") from None
     if not isinstance(payload, dict):
         raise _BadRequest("the payload is not a JSON object")
-    try:  # JSON may escape a lone surrogate (\ud800), which no UTF-8 text column can hold
+    return payload
+
+
+def _check_text(payload: Mapping[str, Any]) -> None:
+    """JSON may escape a lone surrogate (\\ud800), which no UTF-8 text column can hold: refused, whatever the
+    transport."""
+    try:
         json.dumps(payload, ensure_ascii=False).encode("utf-8")
     except (UnicodeEncodeError, RecursionError):
         raise _BadRequest("the payload holds text that is not valid Unicode") from None
-    return payload
 
 
 def _user(user: _User) -> tuple[str, str | None]:
@@ -590,9 +616,10 @@ def build_slack_actions(settings: Settings, *, clock: Clock = system_clock) -> S
     updates, off the request path, get the usual retries.
     """
     token, secret = slack_credentials(settings)
-    interactive = InteractiveSlack(token, base_url=settings.slack_api_url, timeout=2, max_retries=0) if token else None
+    interactive = (InteractiveSlack(token, base_url=settings.slack_api_url, timeout=2, max_retries=0,
+                                    ca_bundle=settings.ca_bundle) if token else None)
     updater = (SlackClient(token, base_url=settings.slack_api_url, max_retry_wait=10.0, ca_bundle=settings.ca_bundle)
                if token else None)
     return SlackActions(Store(settings.db), signing_secret=secret, interactive=interactive, updater=updater,
-                        clock=clock, owns_store=True)
+                        clock=clock, owns_store=True, over_socket=slack_app_token(settings) is not None)
 

@@ -6,6 +6,9 @@ settings (answered with its `challenge`), and `event_callback`s, of which only `
 `verify_signature`: Slack's v0 signature and a timestamp within five minutes); one that is not Slack's gets
 401, the URL check included, so the URL can only be set by someone with the signing secret.
 
+Over Socket Mode (SLACK_APP_TOKEN, `worker.service.socket_mode`) the same `event_callback`s arrive in
+``events_api`` envelopes and go to `SlackEvents.handle_body`, the part after the signature check.
+
 Slack gives up after three seconds and then retries, so an event is acknowledged at once and the Home view is
 built and published (`views.publish`) afterwards, on one background thread with its own store connection
 and Slack client; an owner who opens the tab twice while a publish is queued gets one publish. Only that
@@ -18,8 +21,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from connectors.slack.client import SlackClient, SlackError
 from worker.clock import Clock, system_clock
@@ -28,7 +31,7 @@ from worker.cycle import record_url
 from worker.delivery.home_tab import home_opened
 from worker.service.http import Request, Response
 from worker.service.metrics import Metrics
-from worker.service.slack_actions import AfterTheAnswer, refusal, slack_credentials
+from worker.service.slack_actions import AfterTheAnswer, refusal, slack_app_token, slack_credentials
 from worker.store import Store
 
 __all__ = ["BUSY_TIMEOUT_MS", "SlackEvents", "build_slack_events"]
@@ -48,7 +51,7 @@ class SlackEvents:
 
     def __init__(self, store: Store, *, signing_secret: str | None, slack: SlackClient | None,
                  instance_url: Callable[[Store], str], metrics: Metrics | None = None, clock: Clock = system_clock,
-                 epoch: Callable[[], float] = time.time, owns_store: bool = False) -> None:
+                 epoch: Callable[[], float] = time.time, owns_store: bool = False, over_socket: bool = False) -> None:
         self.store = store
         self._secret = signing_secret or None
         self._slack = slack
@@ -61,7 +64,7 @@ class SlackEvents:
         self._lock = threading.Lock()
         self._queued: set[str] = set()
         store.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if self._secret is None:
+        if self._secret is None and not over_socket:  # over Socket Mode, nothing needs the secret
             log.warning("SLACK_SIGNING_SECRET is not set: /slack/events refuses every request (401), so the "
                         "Home tab shows nothing")
 
@@ -76,6 +79,11 @@ class SlackEvents:
         if not isinstance(body, dict):
             log.warning("slack events: a signed request whose body is not a JSON object")
             return Response.json(400, {"error": "bad_request", "detail": "expected a JSON object"})
+        return self.handle_body(body)
+
+    def handle_body(self, body: Mapping[str, Any]) -> Response:
+        """One Events API body known to be Slack's, however it came: the Home tab's publish is queued, never
+        waited for, so the answer (or the Socket Mode acknowledgement) goes back at once."""
         kind = body.get("type")
         if kind == "url_verification":
             return Response.json(200, {"challenge": str(body.get("challenge") or "")})
@@ -135,4 +143,4 @@ def build_slack_events(settings: Settings, *, metrics: Metrics | None = None,
         return record_url(store, settings)
 
     return SlackEvents(Store(settings.db), signing_secret=secret, slack=slack, instance_url=instance_url,
-                       metrics=metrics, clock=clock, owns_store=True)
+                       metrics=metrics, clock=clock, owns_store=True, over_socket=slack_app_token(settings) is not None)
