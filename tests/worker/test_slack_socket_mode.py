@@ -26,7 +26,7 @@ import yaml
 from pydantic import SecretStr
 
 from connectors.sandboxes.world import World, advance, build_world, stir_trouble
-from connectors.slack.sandbox import PostedMessage
+from tests.worker.test_slack_actions import Nudged
 from worker.clock import ShiftedClock
 from worker.config import Settings, load_settings
 from worker.cycle import Clients, Cycle, build_clients
@@ -43,14 +43,6 @@ from worker.store import Store
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 SLACK_DIR = Path(__file__).resolve().parents[2] / "slack"
-
-
-@dataclass(frozen=True)
-class Nudged:
-    account_id: str
-    key: str
-    message: PostedMessage
-    clicker: str
 
 
 @dataclass
