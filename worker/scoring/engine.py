@@ -9,24 +9,30 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Callable, Collection, Generator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import chain, pairwise
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
+
 from worker.scoring.churn_model import RENEWAL, LoadedChurnModel, drivers
 from worker.scoring.measures import (
     ACTIVITY_KINDS,
     LIBRARY,
+    REPLY_MEASURES,
     Measure,
     account_scope,
     in_scope,
     newest_of_kind,
+    query_replies,
     query_rows,
     query_usage,
 )
@@ -129,8 +135,9 @@ def band_of(score: float, scorecard: Scorecard, coverage: float = 1.0) -> str:
 
 def _measure_raw(store: Store, scorecard: Scorecard, as_of: datetime, *, scoped: bool = False) -> Raw:
     """One query per distinct (measure, parameters) in the whole scorecard, however often it is used, one
-    pass over `usage_daily` for all the usage measures together, and one over the activities of a kind for the
-    measures that read the same ones (`query_rows`)."""
+    pass over `usage_daily` for all the usage measures together, one over the activities of a kind for the
+    measures that read the same ones (`query_rows`), and one read of the inbound emails' first replies for the
+    measures of them (`query_replies`)."""
     jobs: dict[str, tuple[Measure, dict[str, Any]]] = {}
     signature_of: dict[str, str] = {}
     specs = [(f"{g}.{k}", k, s) for g, group in scorecard.groups.items() for k, s in group.measures.items()]
@@ -155,6 +162,10 @@ def _measure_raw(store: Store, scorecard: Scorecard, as_of: datetime, *, scoped:
     for together in (t for t in passes.values() if len(t) > 1):
         values |= dict(zip(together, query_rows(store, [jobs[s] for s in together], as_of, scoped=scoped),
                            strict=True))
+    replies = [signature for signature, (measure, _) in jobs.items() if measure.name in REPLY_MEASURES]
+    if len(replies) > 1:
+        values |= dict(zip(replies, query_replies(store, [jobs[s] for s in replies], as_of, scoped=scoped),
+                           strict=True))
     for signature, (measure, params) in jobs.items():
         if signature not in values:
             values[signature] = measure.query(store, params, as_of, scoped=scoped)
@@ -170,16 +181,10 @@ def _points_column(points: list[tuple[float, float]], raw: Sequence[float | None
                    ) -> list[float | None]:
     """Each raw value's points, or what the missing-data policy gives where there is none: each distinct value
     interpolated once (most measures take a few dozen values over 100,000 accounts: counts, whole days)."""
-    known: dict[float, float] = {}
-    column: list[float | None] = []
-    for value in raw:
-        if value is None:
-            column.append(if_missing)
-        elif (found := known.get(value)) is not None:
-            column.append(found)
-        else:
-            column.append(known.setdefault(value, interpolate(points, value)))
-    return column
+    known: dict[float | None, float | None] = {value: interpolate(points, value)
+                                               for value in dict.fromkeys(raw) if value is not None}
+    known[None] = if_missing
+    return list(map(known.__getitem__, raw))
 
 
 @dataclass(frozen=True)
@@ -197,60 +202,76 @@ class _Columns:
     shares: list[list[float]]  # each measure's share of the final number (0 without points)
 
 
+def _column(values: Sequence[float | None]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """A column of raw values or points as an array (None as NaN), and where it has a value. Neither holds a
+    NaN of its own: SQLite stores NaN as NULL, and points are interpolated between a scorecard's finite ones."""
+    array = np.array(values, dtype=np.float64)
+    return array, ~np.isnan(array)
+
+
 def _score_columns(accounts: Sequence[str], groups: tuple[_GroupPlan, ...]) -> _Columns:
     """Points → group scores → overall, coverage and each measure's share, for every account of `accounts`.
 
     Each sum adds the same terms in the same order as a weighted mean over one account's present values
-    would (Python's `sum` from 0), so a score never moves by a rounding step because of how it was computed.
-    Coverage is the share of the scorecard's weight whose measures had data: a value the missing-data policy
-    filled in (neutral, zero) moves the score but is not data.
+    would (Python's `sum` from 0), so a score never moves by a rounding step because of how it was computed;
+    numpy's arithmetic on an array is the same IEEE arithmetic as Python's on each float (no term is fused or
+    reordered), a term absent from a sum is left out by `where`, never added as 0 (which would turn -0.0 into
+    0.0), and the rounding is Python's `round`. Coverage is the share of the scorecard's weight whose measures
+    had data: a value the missing-data policy filled in (neutral, zero) moves the score but is not data.
     """
     n = len(accounts)
     total_group_weight = sum(g.weight for g in groups)
-    coverage, overall, overall_weight = [0.0] * n, [0.0] * n, [0.0] * n
+    coverage, overall, overall_weight = np.zeros(n), np.zeros(n), np.zeros(n)
     group_scores: dict[str, list[float | None]] = {}
-    columns: list[tuple[_MeasurePlan, list[float | None], list[float | None], list[float], float]] = []
-    for group in groups:
-        live, total, with_data = [0.0] * n, [0.0] * n, [0.0] * n
-        measured = []
-        for m in group.measures:
-            raw = [m.values.get(account) for account in accounts]
-            points = _points_column(m.spec.points, raw, m.if_missing)
-            w = m.spec.weight
-            live = [s + w if p is not None else s for s, p in zip(live, points, strict=True)]
-            total = [s + w * p if p is not None else s for s, p in zip(total, points, strict=True)]
-            with_data = [s + w if v is not None else s for s, v in zip(with_data, raw, strict=True)]
-            measured.append((m, raw, points))
-        scores = [t / lw if lw != 0 else None for t, lw in zip(total, live, strict=True)]
-        group_scores[group.name] = scores
-        share, gw, mw = group.weight / total_group_weight, group.weight, group.measures_weight
-        coverage = [c + share * d / mw for c, d in zip(coverage, with_data, strict=True)]
-        overall = [o + gw * g if g is not None else o for o, g in zip(overall, scores, strict=True)]
-        overall_weight = [o + gw if g is not None else o for o, g in zip(overall_weight, scores, strict=True)]
-        columns += [(m, raw, points, live, gw) for m, raw, points in measured]
+    columns: list[tuple[_MeasurePlan, list[float | None], list[float | None], npt.NDArray[np.bool_],
+                        npt.NDArray[np.float64], float]] = []
+    with np.errstate(divide="ignore", invalid="ignore"):  # a group without points: its score is None
+        for group in groups:
+            live, total, with_data = np.zeros(n), np.zeros(n), np.zeros(n)
+            measured = []
+            for m in group.measures:
+                raw = list(map(m.values.get, accounts))
+                points = _points_column(m.spec.points, raw, m.if_missing)
+                values, has = _column(points)
+                w = m.spec.weight
+                live = np.where(has, live + w, live)
+                total = np.where(has, total + w * values, total)
+                with_data = np.where(_column(raw)[1], with_data + w, with_data)
+                measured.append((m, raw, points, has))
+            known = live != 0
+            scores = total / live
+            group_scores[group.name] = [g if k else None for g, k in zip(scores.tolist(), known.tolist(),
+                                                                          strict=True)]
+            share, gw, mw = group.weight / total_group_weight, group.weight, group.measures_weight
+            coverage = coverage + share * with_data / mw
+            overall = np.where(known, overall + gw * scores, overall)
+            overall_weight = np.where(known, overall_weight + gw, overall_weight)
+            columns += [(m, raw, points, has, live, gw) for m, raw, points, has in measured]
+        final = np.where(overall_weight != 0, overall / overall_weight, 0.0)
+        shares = [np.where(has, m.spec.weight / live * gw / overall_weight, 0.0).tolist()
+                  for m, _, _, has, live, gw in columns]
     return _Columns(
-        scores=[round(t / w if w != 0 else 0.0, 2) for t, w in zip(overall, overall_weight, strict=True)],
-        coverage=[round(c, 4) for c in coverage], groups=group_scores,
-        measures=tuple(m for m, *_ in columns), raw=[raw for _, raw, *_ in columns],
-        points=[points for _, _, points, *_ in columns],
-        shares=[[m.spec.weight / lw * gw / ow if p is not None else 0.0
-                 for p, lw, ow in zip(points, live, overall_weight, strict=True)]
-                for m, _, points, live, gw in columns])
+        scores=[round(t, 2) for t in final.tolist()], coverage=[round(c, 4) for c in coverage.tolist()],
+        groups=group_scores, measures=tuple(m for m, *_ in columns), raw=[raw for _, raw, *_ in columns],
+        points=[points for _, _, points, *_ in columns], shares=shares)
 
 
 def _derived_columns(accounts: Sequence[str], measures: list[tuple[MeasureSpec, Mapping[str, float] | None,
                                                                    float | None]], health: list[float]
                      ) -> list[float | None]:
-    """A derived score for every account of `accounts`: the same weighted points, `health` as an input."""
+    """A derived score for every account of `accounts`: the same weighted points, `health` as an input (the
+    arithmetic as in `_score_columns`)."""
     n = len(accounts)
-    total, weight = [0.0] * n, [0.0] * n
+    total, weight = np.zeros(n), np.zeros(n)
     for spec, values, if_missing in measures:
-        raw: Sequence[float | None] = health if values is None else [values.get(account) for account in accounts]
-        points = _points_column(spec.points, raw, if_missing)
+        raw: Sequence[float | None] = health if values is None else list(map(values.get, accounts))
+        points, has = _column(_points_column(spec.points, raw, if_missing))
         w = spec.weight
-        total = [s + w * p if p is not None else s for s, p in zip(total, points, strict=True)]
-        weight = [s + w if p is not None else s for s, p in zip(weight, points, strict=True)]
-    return [round(t / w, 2) if w != 0 else None for t, w in zip(total, weight, strict=True)]
+        total = np.where(has, total + w * points, total)
+        weight = np.where(has, weight + w, weight)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        derived = total / weight
+    return [round(d, 2) if w != 0 else None for d, w in zip(derived.tolist(), weight.tolist(), strict=True)]
 
 
 def score_account(account_id: str, raw: Raw, scorecard: Scorecard, plan: tuple[_GroupPlan, ...] | None = None
@@ -273,17 +294,23 @@ def derived_score(scorecard: Scorecard, name: str, account_id: str, raw: Raw, he
     return None if measures is None else _derived_columns([account_id], measures, [health])[0]
 
 
-# A measure that may explain a score: its key, points, share of the score and its place among the results.
-_Candidate = tuple[str, float, float, int]
-
-
-def _explained(candidates: list[_Candidate], say: Callable[[int], str], missing: int, count: int, band: str,
-               limit: int, falling: bool) -> str:
+def _most_telling(keys: Sequence[str], present: Sequence[object | None], points: Sequence[float | None],
+                  shares: Sequence[float], band: str, limit: int, falling: bool) -> list[int]:
+    """The places of the few measures that moved the score most, of those with points and a reason (`present`
+    not None): the biggest weighted strengths of a green score (not falling fast), else the biggest weighted
+    shortfalls. Ties go to the key, then to the earlier measure."""
     if band == "green" and not falling:
-        picked = sorted((c for c in candidates if c[1] >= 70), key=lambda c: (-c[2] * c[1], c[0]))[:limit]
+        ranked = sorted((-s * p, keys[n], n) for n, (v, p, s) in enumerate(zip(present, points, shares, strict=True))
+                        if p is not None and v is not None and p >= 70)
     else:
-        picked = sorted((c for c in candidates if c[1] < 60), key=lambda c: (-c[2] * (100 - c[1]), c[0]))[:limit]
-    text = "; ".join(say(c[3]) for c in picked) or "No single measure stands out"
+        ranked = sorted((-s * (100 - p), keys[n], n)
+                        for n, (v, p, s) in enumerate(zip(present, points, shares, strict=True))
+                        if p is not None and v is not None and p < 60)
+    return [n for *_, n in ranked[:limit]]
+
+
+def _reason_text(picked: Sequence[int], say: Callable[[int], str], missing: int, count: int) -> str:
+    text = "; ".join(say(n) for n in picked) or "No single measure stands out"
     if missing and missing * 2 >= count:
         text += f" (little data: {count - missing} of {count} measures)"
     return text
@@ -292,25 +319,50 @@ def _explained(candidates: list[_Candidate], say: Callable[[int], str], missing:
 def explain(results: list[MeasureResult], band: str, limit: int, *, falling: bool = False) -> str:
     """The few measures that moved the score most: the biggest weighted shortfalls for red and yellow
     accounts (and for a green one that is falling fast), the biggest weighted strengths for green ones."""
-    candidates = [(r.key, r.points, r.weight, n) for n, r in enumerate(results)
-                  if r.points is not None and r.has_reason]
-    return _explained(candidates, lambda n: results[n].reason or "", sum(r.points is None for r in results),
-                      len(results), band, limit, falling)
+    picked = _most_telling([r.key for r in results], [r.raw if r.has_reason else None for r in results],
+                           [r.points for r in results], [r.weight for r in results], band, limit, falling)
+    return _reason_text(picked, lambda n: results[n].reason or "", sum(r.points is None for r in results),
+                        len(results))
 
 
-def _explain_row(measures: Sequence[_MeasurePlan], raw: Sequence[float | None], points: Sequence[float | None],
-                 shares: Sequence[float], band: str, limit: int, falling: bool) -> str:
-    """`explain` for one account's results given as columns' rows, reasons put into words only for those
-    it names."""
-    candidates = [(m.key, p, share, n) for n, (m, value, p, share) in enumerate(zip(measures, raw, points, shares,
-                                                                                     strict=True))
-                  if p is not None and value is not None]
+class _Explainer:
+    """`explain` for the accounts of one scorecard, each given as its columns' rows: reasons are put into
+    words only for the measures named, and each measure's words for a raw value only once (counts and whole
+    days repeat across accounts)."""
 
-    def say(n: int) -> str:
-        return measures[n].measure.describe(cast(float, raw[n]), measures[n].params)
+    def __init__(self, measures: Sequence[_MeasurePlan], limit: int) -> None:
+        self.measures = measures
+        self.keys = [m.key for m in measures]
+        self.limit = limit
+        self.said: list[dict[float, str]] = [{} for _ in measures]
 
-    missing = sum(p is None for p in points)
-    return _explained(candidates, say, missing, len(measures), band, limit, falling)
+    def reasons(self, found: _Columns, strengths: Sequence[bool]) -> list[str]:
+        """Each account's reason (in the order scored), `_most_telling` a measure at a time: per measure, each
+        account's candidate as the tuple it is ranked by (or None), built for strengths where the account's
+        reason names strengths (`strengths`: green and not falling fast) and for shortfalls elsewhere; then
+        per account its candidates sorted, in C."""
+        candidates = [
+            [None if p is None or v is None else ((-s * p, key, n) if p >= 70 else None) if strong
+             else ((-s * (100 - p), key, n) if p < 60 else None)
+             for v, p, s, strong in zip(raw, points, shares, strengths, strict=True)]
+            for n, (key, raw, points, shares) in enumerate(zip(self.keys, found.raw, found.points, found.shares,
+                                                              strict=True))]
+        count, limit, say = len(self.measures), self.limit, self._say
+        said = []
+        for index, (ranked, points) in enumerate(zip(zip(*candidates, strict=True), zip(*found.points, strict=True),
+                                                     strict=True)):
+            picked = [n for *_, n in sorted(filter(None, ranked))[:limit]]
+            said.append(_reason_text(picked, lambda n: say(n, cast(float, found.raw[n][index])),  # noqa: B023
+                                     points.count(None), count))
+        return said
+
+    def _say(self, n: int, value: float) -> str:
+        if value and (said := self.said[n].get(value)) is not None:  # 0.0 and -0.0 are equal keys: said apart
+            return said
+        said = self.measures[n].measure.describe(value, self.measures[n].params)
+        if value:
+            self.said[n][value] = said
+        return said
 
 
 def _override(account: Mapping[str, object], as_of: datetime) -> tuple[float, str] | None:
@@ -428,13 +480,76 @@ def _bands(store: Store) -> dict[str, int]:
     return {str(band): int(n) for band, n in store.conn.execute("SELECT band, count(*) FROM scores GROUP BY band")}
 
 
+# The stored columns of a score and of its day's history row, in the order `_Scored` keeps a score's values.
+_SCORE_COLUMNS = ("account_id", "score", "band", "computed_score", "trend", "trend_delta", "reason", "coverage",
+                  "churn_risk", "expansion_readiness", "confidence", "overridden", "measures", "segment",
+                  "churn_drivers", "scorecard_hash", "scored_at")
+_HISTORY_COLUMNS = ("account_id", "day", "score", "band", "churn_risk", "expansion_readiness", "coverage",
+                    "scored_at")
+_HISTORY_OF_SCORE = (0, None, 1, 2, 8, 9, 7, 16)  # each history column's place in a score's values (None: the day)
+
+
+def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
+
+
+_STORE_SCORES = _upsert("scores", _SCORE_COLUMNS, ("account_id",))
+_STORE_HISTORY = _upsert("score_history", _HISTORY_COLUMNS, ("account_id", "day"))
+
+
 @dataclass
 class _Scored:
-    """What scoring some accounts produced, before it is stored (it may come from another process)."""
+    """What scoring some accounts produced, before it is stored (it may come from another process): each
+    score's values as a tuple in the order of `_SCORE_COLUMNS` (a tuple pickles and binds for less than a dict
+    per account), and the day of its history row."""
 
-    score_rows: list[dict[str, Any]] = field(default_factory=list)
-    history_rows: list[dict[str, Any]] = field(default_factory=list)
+    day: str = ""
+    score_rows: list[tuple[Any, ...]] = field(default_factory=list)
     changed: int = 0
+
+    def history_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Each score's row of `score_history` (made from the score, not carried beside it)."""
+        day = self.day
+        return ((row[0], day, row[1], row[2], row[8], row[9], row[7], row[16]) for row in self.score_rows)
+
+
+def _json_numbers(values: Sequence[float | None]) -> list[str]:
+    """Each value of a column of floats (or None) as `json.dumps` writes it. A column of few distinct values
+    (counts, points of whole days, weights) is written once per value; any other in one call to the encoder (in
+    C), split at its separators, which a number never holds. 0.0 and -0.0 are equal keys but not the same
+    text: a column with a -0.0 is written whole."""
+    if not values:
+        return []
+    distinct = dict.fromkeys(values)
+    if len(distinct) * 3 > len(values) or (0.0 in distinct and any(
+            math.copysign(1.0, v) < 0 for v in values if v == 0.0 and v is not None)):
+        return _json_split(values)
+    said = dict(zip(distinct, _json_split(list(distinct)), strict=True))
+    return list(map(said.__getitem__, values))
+
+
+def _json_split(values: Sequence[float | None]) -> list[str]:
+    said = json.dumps(list(values))[1:-1].split(", ")
+    return said if len(said) == len(values) else [json.dumps(v) for v in values]
+
+
+def _measures_json(columns: _Columns, order: Sequence[tuple[str, int]]) -> list[str]:
+    """Per account (in the order scored), the JSON `scores.measures` keeps, byte for byte what `json.dumps`
+    writes for `{key: {"points": .., "raw": .., "weight": ..}}` in `order`: the keys' text written once, each
+    measure's numbers a column at a time, an account's text one `%` format of them (a dict and a `json.dumps`
+    per account were a sixth of a whole re-score's Python)."""
+    template = "{" + ", ".join(json.dumps(key).replace("%", "%%") + ': {"points": %s, "raw": %s, "weight": %s}'
+                               for key, _ in order) + "}"
+    said: list[list[str]] = []
+    for _, n in order:
+        weights = {share: round(share, 4) for share in dict.fromkeys(columns.shares[n])}  # never -0.0
+        said += [_json_numbers(columns.points[n]), _json_numbers(columns.raw[n]),
+                 _json_numbers(list(map(weights.__getitem__, columns.shares[n])))]
+    if not said:
+        return [template] * len(columns.scores)
+    return [template % row for row in zip(*said, strict=True)]
 
 
 def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts: Collection[str] | None,
@@ -446,14 +561,14 @@ def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts
         renewals = LIBRARY[RENEWAL].query(store, {}, as_of, scoped=scoped) if churn_model is not None else {}
         baselines = trend_baselines(store, base, as_of, scoped=scoped)
         ages = newest_data_ages(store, as_of, scoped=scoped)
-        previous = {r["account_id"]: r for r in store.query(
+        previous = {str(a): (score, band) for a, score, band in store.conn.execute(
             in_scope("SELECT account_id, score, band FROM scores WHERE SCOPE(account_id)", scoped=scoped))}
         live = live_accounts(store, scoped=scoped)
     by_segment = {None: base} | {segment.name: base.for_segment(segment) for segment in base.segments}
     members: dict[str | None, list[str]] = {name: [] for name in by_segment}
     places: list[tuple[str | None, int]] = []  # each live account's segment and place among its members
     for account in live:
-        segment = base.segment_of(account)
+        segment = base.segment_of(account) if base.segments else None
         name = segment.name if segment else None
         places.append((name, len(members[name])))
         members[name].append(account["id"])
@@ -465,26 +580,35 @@ def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts
             health[name][index] = override[0]
     derived = {name: {d: _derived_columns(members[name], measures, health[name])
                       for d, measures in _derived_plan(by_segment[name], raw).items()} for name in columns}
-    # Per account, its measures' raw values, points and shares (one tuple each), and the measures' keys in the
-    # order of the stored JSON (sorted; for a key used twice, its last result).
-    rows = {name: (list(zip(*c.raw, strict=True)), list(zip(*c.points, strict=True)),
-                   list(zip(*c.shares, strict=True)))
-            for name, c in columns.items() if members[name]}
-    json_order = {name: sorted({m.key: n for n, m in enumerate(c.measures)}.items()) for name, c in columns.items()}
-    scored_at, day = iso(as_of), as_of.date().isoformat()
+    # Each account's band and trend, then per scorecard its accounts' reasons and JSON of their measures (keys
+    # sorted; for a key used twice, its last result), a column at a time.
+    bands: list[str] = []
+    trends: list[tuple[str, float | None]] = []
+    strengths = {name: [False] * len(ids) for name, ids in members.items()}
+    for account, (name, index), override in zip(live, places, overrides, strict=True):
+        scorecard = by_segment[name]
+        score = health[name][index]
+        bands.append(band := band_of(score, scorecard, 1.0 if override else columns[name].coverage[index]))
+        trends.append(moved := trend(score, baselines.get(account["id"]), scorecard))
+        strengths[name][index] = band == "green" and not (moved[1] is not None
+                                                          and moved[1] <= -3 * scorecard.trend.flat)
+    reasons = {name: _Explainer(c.measures, by_segment[name].max_reasons).reasons(c, strengths[name])
+               for name, c in columns.items() if members[name]}
+    jsons = {name: _measures_json(c, sorted({m.key: n for n, m in enumerate(c.measures)}.items()))
+             for name, c in columns.items() if members[name]}
+    scored_at = iso(as_of)
     learned = _LearnedRisk(churn_model, raw, renewals, _plan(base)) if churn_model is not None else None
     digest = rules_digest(loaded, churn_model)
-    scored = _Scored()
-    for account, (name, index), override in zip(live, places, overrides, strict=True):
+    trust: dict[tuple[float, float | None, str | None], str] = {}  # confidence, by coverage, age and segment
+    scored = _Scored(day=as_of.date().isoformat())
+    add = scored.score_rows.append
+    for account, (name, index), override, band, (trend_text, delta) in zip(live, places, overrides, bands, trends,
+                                                                           strict=True):
         account_id = account["id"]
         scorecard, found = by_segment[name], columns[name]
-        raw_row, points_row, shares_row = (r[index] for r in rows[name])
         computed, coverage = found.scores[index], found.coverage[index]
         score = health[name][index]
-        band = band_of(score, scorecard, 1.0 if override else coverage)
-        trend_text, delta = trend(score, baselines.get(account_id), scorecard)
-        falling = delta is not None and delta <= -3 * scorecard.trend.flat
-        reason = _explain_row(found.measures, raw_row, points_row, shares_row, band, scorecard.max_reasons, falling)
+        reason = reasons[name][index]
         if override:
             reason = f"{override[1]} (computed {round(computed)}: {reason})"
         churn, expansion = (derived[name][d][index] if d in derived[name] else None
@@ -492,21 +616,13 @@ def _score_some(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts
         churn_drivers = None
         if learned is not None:
             churn, churn_drivers = learned.of(account_id)
-        measures_json = json.dumps({key: {"points": points_row[n], "raw": raw_row[n], "weight": round(shares_row[n], 4)}
-                                    for key, n in json_order[name]})
-        scored.score_rows.append({
-            "account_id": account_id, "score": score, "band": band, "computed_score": computed,
-            "trend": trend_text, "trend_delta": delta, "reason": reason, "coverage": coverage,
-            "churn_risk": churn, "expansion_readiness": expansion,
-            "confidence": confidence(coverage, ages.get(account_id), scorecard),
-            "overridden": int(bool(override)),
-            "measures": measures_json, "segment": name, "churn_drivers": churn_drivers,
-            "scorecard_hash": digest, "scored_at": scored_at})
-        scored.history_rows.append({"account_id": account_id, "day": day, "score": score,
-                                    "band": band, "churn_risk": churn, "expansion_readiness": expansion,
-                                    "coverage": coverage, "scored_at": scored_at})
+        age = ages.get(account_id)
+        if (said := trust.get((coverage, age, name))) is None:
+            said = trust[coverage, age, name] = confidence(coverage, age, scorecard)
+        add((account_id, score, band, computed, trend_text, delta, reason, coverage, churn, expansion, said,
+             int(bool(override)), jsons[name][index], name, churn_drivers, digest, scored_at))
         before = previous.get(account_id)
-        if before is None or before["score"] != score or before["band"] != band:
+        if before is None or before[0] != score or before[1] != band:
             scored.changed += 1
     return scored
 
@@ -597,10 +713,10 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
         scored: set[str] = set()
         with store.transaction() as conn:
             for part in chain([first], parts):
-                store.upsert("scores", part.score_rows, ("account_id",))
-                store.upsert("score_history", part.history_rows, ("account_id", "day"))
-                scored.update(row["account_id"] for row in part.score_rows)
-                bands.update(row["band"] for row in part.score_rows)
+                conn.executemany(_STORE_SCORES, part.score_rows)
+                conn.executemany(_STORE_HISTORY, part.history_rows())
+                scored.update(row[0] for row in part.score_rows)
+                bands.update(row[2] for row in part.score_rows)
                 report.changed += part.changed
             # The accounts no longer live: of those marked, or after a whole re-score of every one scored before.
             stale = answered.accounts if only is not None else {

@@ -194,6 +194,62 @@ def query_rows(store: Store, measures: Sequence[tuple[Measure, Params]], as_of: 
     return values
 
 
+# The measures of inbound emails' first replies that `query_replies` computes from one read of them.
+REPLY_MEASURES = ("median_reply_hours", "inbound_answered_share")
+
+
+def query_replies(store: Store, measures: Sequence[tuple[Measure, Params]], as_of: datetime, *,
+                  scoped: bool = False) -> list[dict[str, float]]:
+    """`median_reply_hours` and `inbound_answered_share` (any parameters, any number of each) from one read of
+    the inbound emails and their first replies; the values per measure, in order.
+
+    Each alone looks every inbound email's first reply up, and the lookup and the reading of the emails are
+    most of what they cost; SQLite gives no median by GROUP BY, and a median by window functions over a shared
+    table of replies sorts them again, so the rows come here: SQLite computes each email's reply time and age
+    (the same expressions as the measures' own queries, so the same doubles) and the aggregates are taken here
+    as SQLite takes them (a median is the mean of the middle one or two: x / 1 or (x + y) / 2; a share is a
+    count of integers over a count). An email answered within `within` is one whose first reply came within
+    it: if any reply did, the first did.
+    """
+    if not measures or any(measure.name not in REPLY_MEASURES for measure, _ in measures):
+        raise ValueError(f"one read of first replies answers only {', '.join(REPLY_MEASURES)}")
+    bound = [measure.bind(params, as_of) for measure, params in measures]
+    sql = f"""SELECT a.account_id, a.occurred_at,
+                     julianday({_FIRST_REPLY}) - julianday(a.occurred_at) AS reply_days,
+                     julianday(:as_of_day) - julianday(a.occurred_at, 'start of day') AS age
+              FROM activities a WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.kind = 'email'
+                AND a.direction = 'in' AND a.occurred_at > :since"""
+    rows = store.conn.execute(in_scope(sql, scoped=scoped), {
+        "as_of": iso(as_of), "as_of_day": as_of.date().isoformat(),
+        "since": min(str(b["window_start"]) for b in bound)}).fetchall()
+    values: list[dict[str, float]] = []
+    for (measure, _), mine in zip(measures, bound, strict=True):
+        start = str(mine["window_start"])
+        if measure.name == "median_reply_hours":
+            hours: dict[str, list[float]] = {}
+            for account, at, reply_days, _age in rows:
+                if at > start and reply_days is not None:
+                    hours.setdefault(account, []).append(24 * reply_days)
+            values.append({str(account): _median(found) for account, found in hours.items()})
+        else:
+            within = float(mine["within"])
+            judged: dict[str, list[int]] = {}
+            for account, at, reply_days, age in rows:
+                if at > start and age is not None and age > within:
+                    counts = judged.setdefault(account, [0, 0])
+                    counts[0] += 1
+                    counts[1] += reply_days is not None and reply_days <= within
+            values.append({str(account): answered / emails for account, (emails, answered) in judged.items()})
+    return values
+
+
+def _median(values: list[float]) -> float:
+    """The median as `_median_sql` takes it: the mean of the middle one or two of the sorted values."""
+    values.sort()
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
 # The accounts with usage (each found by a seek for the next one in the key, not by reading their rows), or
 # those in scope: the usage pass gives those with no day in its range a row of nothing.
 _USAGE_ACCOUNTS = """WITH RECURSIVE k(id) AS (
@@ -254,11 +310,12 @@ def _median_sql(values: str) -> str:
 
 
 # The first reply: the index walk stops at it (`min()` would read every later email of the account).
-# `LIMIT -1` keeps SQLite from copying the lookup into the caller's `value IS NOT NULL` (it ran twice).
-_REPLY_HOURS = f"""SELECT a.account_id, 24 * (julianday((
+_FIRST_REPLY = """(
         SELECT r.occurred_at FROM activities r WHERE r.account_id = a.account_id
         AND r.kind = 'email' AND r.direction = 'out' AND r.is_deleted = 0
-        AND r.occurred_at >= a.occurred_at AND r.occurred_at <= :as_of ORDER BY r.occurred_at LIMIT 1))
+        AND r.occurred_at >= a.occurred_at AND r.occurred_at <= :as_of ORDER BY r.occurred_at LIMIT 1)"""
+# `LIMIT -1` keeps SQLite from copying the lookup into the caller's `value IS NOT NULL` (it ran twice).
+_REPLY_HOURS = f"""SELECT a.account_id, 24 * (julianday({_FIRST_REPLY})
         - julianday(a.occurred_at)) AS value
     FROM activities a WHERE {_LIVE_ACTIVITY} AND SCOPE(a.account_id) AND a.kind = 'email' AND a.direction = 'in'
       AND a.occurred_at > :window_start LIMIT -1"""
