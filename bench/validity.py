@@ -75,9 +75,6 @@ FAST = 600  # Zendesk requests a minute, the sandbox's and the client's (see `st
 
 def run_world(name: str, workdir: Path, rules_dir: Path, accounts: int | None = None) -> dict[str, Any]:
     """Generate one world into fresh sandboxes, sync it with the worker, backtest and tune it; every figure."""
-    logging.getLogger("worker").setLevel(logging.WARNING)
-    logging.getLogger("connectors").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     folder = workdir / name
     usage = folder / "usage"
     usage.mkdir(parents=True)
@@ -423,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="put the tables into FILE's Validity section (default BENCHMARKS.md)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    for chatty in ("worker", "connectors", "httpx"):  # the command's own lines only; not in a caller's process
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     command = "python -m bench.validity" + (f" --accounts {args.accounts}" if args.accounts else "") + \
         ("" if list(args.worlds) == list(WORLD_NAMES) else " --worlds " + " ".join(args.worlds))
     started = time.perf_counter()
