@@ -676,16 +676,29 @@ def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[di
                                    record))
     if moved is None:
         moved = _cursor_after(page, cursor, now)
-    with store.transaction():
-        try:
-            with store.transaction():  # a savepoint: a row the store refuses undoes the page's rows, nothing else
-                _write_rows(store, tables)
-        except _REFUSED:
-            bad += _write_record_by_record(store, stream, page)
+
+    def finish() -> None:
         store.quarantine(bad, now)
         store.save_cursor(name, moved.dump() if moved is not None else None, len(page), now)
         if stream.sobject in _RELATED_STREAMS:
             store.save_cursor(_RELATED_PENDING, "1", 0, now)
+
+    # No savepoint around the page's rows: inside one, SQLite keeps every database page each row's statement
+    # touched in its sub-journal until the savepoint ends (the change-mark triggers make each row a statement
+    # that may need undoing), a large share of a backfill's CPU (measured: BENCHMARKS.md, 'Figures behind the
+    # code'). A row the store refuses undoes the whole transaction instead, and the page is written again record
+    # by record.
+    try:
+        with store.transaction():
+            try:
+                _write_rows(store, tables)
+            except _REFUSED as exc:
+                raise _Refused from exc
+            finish()
+    except _Refused:
+        with store.transaction():
+            bad += _write_record_by_record(store, stream, page)
+            finish()
     report.add(name, len(page), deleted=sum(1 for r in page if isinstance(r, dict) and r.get("IsDeleted")),
                quarantined=len(bad))
     report.quarantined += len(bad)
@@ -700,6 +713,11 @@ _REFUSED = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingE
             UnicodeEncodeError)
 """What SQLite raises for a value it cannot hold (a mapping, an integer beyond 64 bits, a lone surrogate, no
 account name): the fault of one record, unlike a full disk or a lock, which still fail the stream."""
+
+
+class _Refused(Exception):
+    """A page's rows met a value the store refused (`_REFUSED`): its transaction is undone and the page written
+    again record by record."""
 
 
 def _write_rows(store: Store, tables: dict[str, list[Row]]) -> None:
