@@ -300,6 +300,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX activities_ticket ON activities (account_id, kind, occurred_at, is_deleted, closed_at, status,
         priority) WHERE kind = 'ticket';
     """,
+    # The alert states a quiet cycle looks at (`worker.alerting.engine._accounts_in_motion`: pending, or just
+    # entered firing or resolved): a seek over those few, where every rule's row of every account was read each
+    # cycle. Its WHERE is the query's own, word for word, as SQLite needs to use a partial index.
+    """
+    CREATE INDEX alerts_in_motion ON alerts (account_id) WHERE state = 'pending'
+        OR (since = updated_at AND state IN ('firing', 'resolved'));
+    """,
 )
 
 
