@@ -3,6 +3,10 @@ written a column at a time, a score's values as a tuple, reasons said once per r
 before (`BEFORE`, read from git) and the working tree's score copies of one generated world through the same
 days, with overrides, a segment, trends, a churn model and a re-score of changed accounts; every stored value of
 `scores`, `score_history` and the change marks its triggers leave must match, type and bits.
+
+Its job is to prove that a restructuring changed nothing. A change to the score made on purpose (or to the
+modules the old engine imports) moves `BEFORE` to the commit just before it, or retires this file. It needs the
+clone's git history (CI's fresh clone has it); without, it says so and skips.
 """
 
 from __future__ import annotations
