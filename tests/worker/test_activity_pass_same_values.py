@@ -6,14 +6,14 @@ its own (its query, unchanged); both run on a generated world where most account
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from bench.generate import FIXED_NOW, WorldSpec, fill_store
+from bench.generate import FIXED_NOW
+from tests.worker.long_history import untidy_store
 from worker.scoring.measures import LIBRARY, account_scope, query_rows
 from worker.store import Store
 
@@ -30,15 +30,9 @@ IDS = ["defaults", "scorecard", "long-sentiment", "short"]
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    store = Store(tmp_path_factory.mktemp("texts") / "world.db")
-    fill_store(store, WorldSpec(300, history_days=420, usage_days=40, zendesk_share=0.3))
-    rng = random.Random(23)
-    ids = [str(a) for (a,) in store.conn.execute("SELECT id FROM accounts ORDER BY id")]
+    store = untidy_store(tmp_path_factory.mktemp("texts"), seed=23, usage_days=40, new_since="2024-12-01",
+                         deleted_every=17)
     with store.transaction() as conn:
-        conn.executemany("DELETE FROM activities WHERE account_id = ? AND occurred_at < '2024-12-01'",
-                         [(a,) for a in rng.sample(ids, 40)])
-        conn.executemany("UPDATE accounts SET is_deleted = 1 WHERE id = ?", [(a,) for a in rng.sample(ids, 10)])
-        conn.execute("UPDATE activities SET is_deleted = 1 WHERE rowid % 17 = 0")
         conn.execute("UPDATE activities SET sentiment = NULL WHERE rowid % 23 = 0")
     yield store
     store.close()

@@ -7,7 +7,6 @@ world where most accounts have a usual and some do not (new accounts, deleted ro
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.generate import FIXED_NOW, WorldSpec, fill_store
+from tests.worker.long_history import untidy_store
 from worker.scoring.measures import (
     _ANSWERED_EITHER_WAY,
     _IN_BASELINE,
@@ -73,15 +73,8 @@ PARAMETERS = [{}, {"window": timedelta(days=60), "baseline": timedelta(days=180)
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """300 accounts whose activity spans 420 days (most have a usual), some of them new (their data begins
     inside the baseline) or deleted, and a few activities deleted."""
-    store = Store(tmp_path_factory.mktemp("declines") / "world.db")
-    fill_store(store, WorldSpec(300, history_days=420, usage_days=40, zendesk_share=0.3))
-    rng = random.Random(22)
-    ids = [str(a) for (a,) in store.conn.execute("SELECT id FROM accounts ORDER BY id")]
-    with store.transaction() as conn:
-        new = [(a,) for a in rng.sample(ids, 40)]
-        conn.executemany("DELETE FROM activities WHERE account_id = ? AND occurred_at < '2024-12-01'", new)
-        conn.executemany("UPDATE accounts SET is_deleted = 1 WHERE id = ?", [(a,) for a in rng.sample(ids, 10)])
-        conn.execute("UPDATE activities SET is_deleted = 1 WHERE rowid % 17 = 0")
+    store = untidy_store(tmp_path_factory.mktemp("declines"), seed=22, usage_days=40, new_since="2024-12-01",
+                         deleted_every=17)
     yield store
     store.close()
 

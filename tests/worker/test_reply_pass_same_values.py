@@ -7,14 +7,14 @@ scoped to some accounts, and with several parameter sets at once.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from bench.generate import FIXED_NOW, WorldSpec, fill_store
+from bench.generate import FIXED_NOW
+from tests.worker.long_history import untidy_store
 from worker.scoring.measures import LIBRARY, account_scope, query_replies
 from worker.store import Store, iso, parse_iso
 
@@ -32,15 +32,9 @@ IDS = ["defaults", "scorecard", "mixed-windows", "medians-only"]
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    store = Store(tmp_path_factory.mktemp("replies") / "world.db")
-    fill_store(store, WorldSpec(300, history_days=420, usage_days=20, zendesk_share=0.3))
-    rng = random.Random(31)
-    ids = [str(a) for (a,) in store.conn.execute("SELECT id FROM accounts ORDER BY id")]
+    store = untidy_store(tmp_path_factory.mktemp("replies"), seed=31, usage_days=20, new_since="2025-04-01",
+                         deleted_every=13)
     with store.transaction() as conn:
-        conn.executemany("DELETE FROM activities WHERE account_id = ? AND occurred_at < '2025-04-01'",
-                         [(a,) for a in rng.sample(ids, 40)])
-        conn.executemany("UPDATE accounts SET is_deleted = 1 WHERE id = ?", [(a,) for a in rng.sample(ids, 10)])
-        conn.execute("UPDATE activities SET is_deleted = 1 WHERE rowid % 13 = 0")
         # Replies at the edges: the same second as the email, exactly `within` later, a second past it, after as_of.
         emails = conn.execute("SELECT account_id, occurred_at FROM activities WHERE kind = 'email' AND "
                               "direction = 'in' AND is_deleted = 0 ORDER BY rowid LIMIT 400").fetchall()
