@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,14 @@ def pandas_baseline(db: Path, rules_dir: Path) -> dict[str, Any]:
             "measures": measures, "peak_rss_mb": compute.peak_rss_mb, "values": values}
 
 
+
+def insert_inbound_emails(conn: sqlite3.Connection, texts: Iterable[str], *, tag: str) -> None:
+    """Each text as an inbound email of one account, not yet scored: what the sentiment stage takes up."""
+    conn.executemany(
+        "INSERT INTO activities (source, source_id, kind, account_id, occurred_at, direction, text, "
+        "is_deleted) VALUES ('salesforce', ?, 'email', '0015b000000001AAAA', '2025-06-01T00:00:00Z', "
+        "'in', ?, 0)", [(f"02s5b{tag}{n:09d}AAA", text) for n, text in enumerate(texts)])
+
 def sentiment(workdir: Path, texts: int) -> dict[str, Any]:
     """P5: `score_pending_texts` over `texts` distinct texts, twice, against bare VADER on the same texts."""
     from worker.scoring.sentiment import VaderModel, clean_text, score_pending_texts
@@ -175,10 +185,7 @@ def sentiment(workdir: Path, texts: int) -> dict[str, Any]:
     db.unlink(missing_ok=True)
     with Store(db) as store:
         with store.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO activities (source, source_id, kind, account_id, occurred_at, direction, text, "
-                "is_deleted) VALUES ('salesforce', ?, 'email', '0015b000000001AAAA', '2025-06-01T00:00:00Z', "
-                "'in', ?, 0)", [(f"02s5bS{n:09d}AAA", text) for n, text in enumerate(corpus)])
+            insert_inbound_emails(conn, corpus, tag="S")
         children = _children_cpu()
         with timed() as first:
             scored = score_pending_texts(store, model)

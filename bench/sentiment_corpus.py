@@ -85,6 +85,7 @@ def _worker_run(workdir: Path, texts: list[str], workers: int | None) -> dict[st
     """`score_pending_texts` over `texts` freshly stored; workers=0: this process alone."""
     import resource
 
+    from bench.rescoring import insert_inbound_emails
     from worker.scoring.sentiment import Parallelism, VaderModel, score_pending_texts
     from worker.store import Store
 
@@ -93,10 +94,7 @@ def _worker_run(workdir: Path, texts: list[str], workers: int | None) -> dict[st
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     with Store(db) as store:
         with store.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO activities (source, source_id, kind, account_id, occurred_at, direction, text, "
-                "is_deleted) VALUES ('salesforce', ?, 'email', '0015b000000001AAAA', '2025-06-01T00:00:00Z', "
-                "'in', ?, 0)", [(f"02s5bC{n:09d}AAA", text) for n, text in enumerate(texts)])
+            insert_inbound_emails(conn, texts, tag="C")
         model = VaderModel()
         for text in corpus(200, seed=7):
             model.compound(text)
