@@ -152,7 +152,8 @@ class _Child:
         self.salesforce = SalesforceSandbox(client_id=SANDBOX_CLIENT_ID, client_secret=SANDBOX_CLIENT_SECRET,
                                             clock=self.clock, daily_api_limit=SANDBOX_API_LIMIT)
         self.zendesk = ZendeskSandbox(email="healthbeat@support.example", api_token=SANDBOX_ZENDESK_TOKEN,
-                                      clock=self.clock, api_requests_per_minute=SANDBOX_API_LIMIT)
+                                      clock=self.clock, api_requests_per_minute=SANDBOX_API_LIMIT,
+                                      incremental_requests_per_minute=SANDBOX_API_LIMIT)  # as the worker is told
         self.slack = SlackSandbox(token=SANDBOX_SLACK_TOKEN)
         for server in (self.salesforce, self.zendesk, self.slack):
             server.start()
