@@ -54,9 +54,12 @@ SNAPSHOT_ERROR_KINDS: Final = ("locked", "deleted", "other", "daily_limit", "bus
 HOME_RESULTS: Final = ("published", "failed")
 SOCKET_ENVELOPE_TYPES: Final = ("events_api", "interactive")
 SOCKET_ENVELOPE_OUTCOMES: Final = ("acked", "refused", "not_acked")
-"""acked; refused: acknowledged, not recorded (a malformed payload); not_acked: left for Slack to send again."""
+"""Of a Socket Mode envelope (`worker.service.socket_mode`): acked, handled; refused, acknowledged but not ours to
+record (a bad or refused payload, as an HTTP 4xx); not_acked, left for Slack to send again (the store busy, or
+the handler failed)."""
 SOCKET_CONNECTION_RESULTS: Final = ("opened", "refused", "failed")
-"""Of apps.connections.open: opened; refused: Slack refused SLACK_APP_TOKEN; failed: Slack unreachable."""
+"""Of apps.connections.open: opened, a URL given; refused, Slack refused SLACK_APP_TOKEN; failed, Slack or the way
+to it."""
 SKIP_REASONS: Final = ("read_only", "missing")
 """Why the write-back leaves an Account field out: field-level security grants no Edit, or there is no such field."""
 ORG_LABEL: Final = "org"

@@ -44,16 +44,10 @@ from worker.service.http import Response
 from worker.service.slack_actions import SlackActions, slack_app_token
 from worker.service.slack_home import SlackEvents
 
-__all__ = ["CONNECTION_RESULTS", "ENVELOPE_OUTCOMES", "ENVELOPE_TYPES", "SocketMode", "build_socket_mode"]
+__all__ = ["SocketMode", "build_socket_mode"]
 
 log = logging.getLogger(__name__)
 
-ENVELOPE_TYPES: Final = ("events_api", "interactive", "slash_commands")
-ENVELOPE_OUTCOMES: Final = ("acked", "refused", "not_acked")
-"""acked: handled; refused: acknowledged but not ours to record (a bad or refused payload, as an HTTP 4xx);
-not_acked: left for Slack to send again (the store busy, or the handler failed)."""
-CONNECTION_RESULTS: Final = ("opened", "refused", "failed")
-"""opened: apps.connections.open gave a URL; refused: Slack refused the token; failed: Slack or the way to it."""
 CLOSE_WAIT: Final = 10.0
 """How long `SocketMode.close` waits for a reconnection under way (slack-sdk's own lock waits five seconds)."""
 RETRY_SECONDS: Final = 30.0
@@ -77,8 +71,9 @@ class SocketMode:
     """One Socket Mode session for the worker's lifetime: `start` connects (raising `ConfigError` when Slack
     refuses SLACK_APP_TOKEN), `close` disconnects for good.
 
-    `on_envelope(type, outcome)` and `on_connection(result)` are hooks for metrics (see `ENVELOPE_OUTCOMES`,
-    `CONNECTION_RESULTS`); both run on slack-sdk's threads and must be quick.
+    `on_envelope(type, outcome)` and `on_connection(result)` are hooks for metrics (the outcomes and results are
+    `worker.service.metrics`' `SOCKET_ENVELOPE_OUTCOMES` and `SOCKET_CONNECTION_RESULTS`); both run on
+    slack-sdk's threads and must be quick.
     """
 
     def __init__(self, link: SocketModeLink, *, actions: SlackActions, events: SlackEvents,
