@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from worker.analysis.churn_fit import model_text, write_model
 from worker.cli import app
 from worker.rulebook.in_force import RuleBook
+from worker.scoring import engine
 from worker.scoring.churn_model import (
     MODEL_FILE,
     RENEWAL,
@@ -381,7 +382,9 @@ def test_scores_gain_a_column_for_the_churn_drivers(tmp_path: Path, monkeypatch:
 
 
 def test_a_whole_rescore_in_several_processes_gives_the_same_learned_churn_risk(
-        store: Store, scorecard: LoadedScorecard, rules_dir: Path, tmp_path: Path) -> None:
+        store: Store, scorecard: LoadedScorecard, rules_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "MIN_CHUNK_ACCOUNTS", 1)  # chunks of an account or two: both processes take some
     loaded = put_model(rules_dir, hand_model(scorecard.scorecard))
     score_accounts(store, scorecard, T0, churn_model=loaded, processes=1)
     alone = {a: (r["churn_risk"], r["churn_drivers"]) for a, r in _scores(store).items()}

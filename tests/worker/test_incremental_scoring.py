@@ -21,6 +21,7 @@ from tests.worker.conftest import SHIPPED_RULES
 from worker.alerting.engine import evaluate_alerts
 from worker.alerting.rules import load_alert_rules
 from worker.delivery.writeback import plan_writeback
+from worker.scoring import engine
 from worker.scoring.engine import (
     _measure_raw,
     band_of,
@@ -489,9 +490,25 @@ def test_write_back_plans_the_accounts_whose_scores_changed_and_clears_their_mar
 
 # --- a whole re-score split over processes ---------------------------------------------------------------------
 
+def test_a_whole_rescore_hands_out_every_account_once_in_chunks_that_shrink_to_the_end() -> None:
+    ids = [f"001{n:06d}" for n in range(100_000)]
+    chunks = engine._Chunks(ids, processes=2)
+
+    sizes = []
+    while (chunk := chunks.next()) is not None:
+        sizes.append(len(chunk))
+        assert chunk == ids[sum(sizes[:-1]):sum(sizes)]
+
+    assert sum(sizes) == len(ids)
+    assert max(sizes) == engine.MAX_CHUNK_ACCOUNTS  # a process holds one chunk's scores, whatever the org's size
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] <= engine.MIN_CHUNK_ACCOUNTS  # the last, which another process may wait for, is small
+
+
 def test_a_whole_rescore_in_two_processes_gives_the_scores_of_one(
-        store: Store, scorecard: LoadedScorecard, tmp_path: Path) -> None:
+        store: Store, scorecard: LoadedScorecard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     alone = _copy(store, tmp_path / "alone.db")
+    monkeypatch.setattr(engine, "MIN_CHUNK_ACCOUNTS", 1)  # chunks of an account or two: both processes take some
 
     split = score_accounts(store, scorecard, T0, processes=2, parallel_from=0)
     single = score_accounts(alone, scorecard, T0, processes=1)

@@ -138,7 +138,8 @@ def test_a_whole_rescore_stores_what_it_stored_before(before: ModuleType, world:
 
 
 def test_a_whole_rescore_in_parts_over_processes_stores_what_one_process_stored_before(
-        before: ModuleType, world: Path, tmp_path: Path, rules: Path) -> None:
+        before: ModuleType, world: Path, tmp_path: Path, rules: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "MIN_CHUNK_ACCOUNTS", 25)  # a dozen chunks: both processes take several
     loaded = load_scorecard(rules)
     old, new = _both(world, tmp_path, lambda s, c, at: before.score_accounts(s, c, at, processes=1),
                      lambda s, c, at: engine.score_accounts(s, c, at, processes=2, parallel_from=2), loaded)

@@ -14,7 +14,7 @@ import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import chain, pairwise
@@ -656,6 +656,11 @@ def _score_part(path: str, loaded: LoadedScorecard, as_of: datetime, accounts: l
 # per-account arithmetic divide between the cores.
 MAX_PROCESSES = 4
 PARALLEL_FROM_ACCOUNTS = 5_000
+# The accounts go out in chunks, each a share of those left (guided self-scheduling), so that the processes share
+# the work as it goes, none waiting on another at the end (an org's oldest accounts, the first ids, have the
+# longest histories), and a process holds one chunk's scores at a time, whatever the org's size.
+MAX_CHUNK_ACCOUNTS = 10_000
+MIN_CHUNK_ACCOUNTS = 1_000
 
 
 def scoring_processes() -> int:
@@ -663,30 +668,55 @@ def scoring_processes() -> int:
                       else os.cpu_count() or 1))
 
 
+class _Chunks:
+    """The accounts to score, handed out from the front: each chunk a share of what is left, large while much
+    is, small at the end, where one process may be waiting for the others."""
+
+    def __init__(self, ids: list[str], processes: int) -> None:
+        self.ids, self.processes, self.start = ids, processes, 0
+
+    def next(self) -> list[str] | None:
+        left = len(self.ids) - self.start
+        if left <= 0:
+            return None
+        size = max(MIN_CHUNK_ACCOUNTS, min(MAX_CHUNK_ACCOUNTS, -(-left // (2 * self.processes))))
+        chunk = self.ids[self.start:self.start + size]
+        self.start += len(chunk)
+        return chunk
+
+
 def _scored_parts(store: Store, loaded: LoadedScorecard, as_of: datetime, accounts: Collection[str] | None,
                   processes: int, parallel_from: int, churn_model: LoadedChurnModel | None
                   ) -> Generator[_Scored, None, None]:
-    """The scores of `accounts` (None: every live account) in parts, as they are ready: this process's own
-    part first, while the pool's are still being computed, so that it can be stored meanwhile."""
+    """The scores of `accounts` (None: every live account) in parts, as they are ready: the pool's processes
+    and this one take chunks in turn, and each part is yielded, to be stored, as soon as this process is free."""
     ids = [] if accounts is not None else [
         str(a) for (a,) in store.conn.execute("SELECT id FROM accounts WHERE is_deleted = 0 ORDER BY id")]
     if accounts is not None or processes < 2 or len(ids) < max(parallel_from, 2) or not store.on_disk:
         yield _score_some(store, loaded, as_of, accounts, churn_model)
         return
-    size = -(-len(ids) // processes)
-    parts = [ids[n:n + size] for n in range(0, len(ids), size)]
+    chunks, path = _Chunks(ids, processes), str(store.path)
     # 'spawn', not 'fork': the worker runs threads (health server, scheduler) that a fork would copy mid-lock.
     context = multiprocessing.get_context("spawn")
-    # This process scores the first part itself: one process fewer to start, one part fewer to pickle back
-    # (a part's rows make a large pickle, slow to load here).
-    with ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context) as pool:
-        others = [pool.submit(_score_part, str(store.path), loaded, as_of, part, churn_model)
-                  for part in parts[1:]]
-        # Read, like the pool's processes, through a reader of its own: its small page cache scans a part in
-        # less CPU than the writer's 64 MB one, and this part is the one the others wait for (measured:
-        # BENCHMARKS.md, 'Figures behind the code').
-        yield _score_part(str(store.path), loaded, as_of, parts[0], churn_model)
-        for future in others:
+    with ProcessPoolExecutor(max_workers=processes - 1, mp_context=context) as pool:
+        in_flight: list[Future[_Scored]] = []
+
+        def top_up() -> None:
+            """A chunk for each of the pool's processes and one more queued, so none is idle until the next
+            look (the pool starts what it is given: a queued chunk can no longer be taken back)."""
+            while len(in_flight) < processes and (chunk := chunks.next()) is not None:
+                in_flight.append(pool.submit(_score_part, path, loaded, as_of, chunk, churn_model))
+
+        top_up()
+        while (mine := chunks.next()) is not None:
+            # Read, like the pool's processes, through a reader of its own: its small page cache scans a chunk
+            # in less CPU than the writer's 64 MB one (measured: BENCHMARKS.md, 'Figures behind the code').
+            yield _score_part(path, loaded, as_of, mine, churn_model)
+            for future in [f for f in in_flight if f.done()]:
+                in_flight.remove(future)
+                yield future.result()
+            top_up()
+        for future in in_flight:
             yield future.result()
 
 
