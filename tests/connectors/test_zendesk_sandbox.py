@@ -142,6 +142,15 @@ def test_cursor_at_end_of_stream_resumes_to_later_changes_only(
     assert later["end_of_stream"] is True
 
 
+def test_a_ticket_changed_after_an_export_was_read_is_exported_once_at_its_new_place(
+        sandbox: ZendeskSandbox, api: httpx.Client, customer: Customer) -> None:
+    ids = add_tickets(sandbox, customer, 3)
+    export_all(api, MAY - timedelta(days=1))
+    sandbox.update_ticket(ids[0], status="solved")
+    _, tickets = export_all(api, MAY - timedelta(days=1))
+    assert [t["id"] for t in tickets] == [ids[1], ids[2], ids[0]]
+
+
 def test_empty_export_still_gives_a_cursor_that_sees_later_tickets(
         sandbox: ZendeskSandbox, api: httpx.Client, customer: Customer) -> None:
     first = api.get(EXPORT, params={"start_time": int(MAY.timestamp())}).json()

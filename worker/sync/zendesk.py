@@ -101,25 +101,26 @@ def _sync_organizations(store: Store, client: ZendeskClient, now: datetime, repo
             continue
         rows.append({"id": item.id, "name": item.name, "external_id": item.external_id,
                      "domains": json.dumps(list(item.domain_names))})
+    listed = hashlib.sha256(json.dumps(sorted((r["id"], r["external_id"], r["domains"]) for r in rows)).encode())
     with store.transaction():
         store.upsert("zendesk_organizations", rows, ("id",))
         store.quarantine(bad, now)
         store.save_cursor("zendesk.organizations", iso(now), len(rows), now)
+        store.save_cursor(_ORGANIZATIONS_LISTED, listed.hexdigest(), len(rows), now)
     report.add("zendesk.organizations", len(rows))
     report.quarantined += len(bad)
 
 
 _MAPPED_FROM = "zendesk.mapped_from"
+_ORGANIZATIONS_LISTED = "zendesk.organizations_listed"  # a digest of what the last listing stored
 
 
 def _mapping_inputs(store: Store) -> str:
-    """What the mapping depends on, in a few numbers: the accounts (any change moves their modstamp) and the
-    organizations (stored only by `_sync_organizations`)."""
+    """What the mapping depends on, in a few numbers read from indexes and cursors, never from every row (it is
+    asked each cycle): the accounts (any change moves their modstamp) and the organizations (stored only by
+    `_sync_organizations`, which keeps a digest of what it stored)."""
     accounts = store.conn.execute("SELECT count(*), max(modstamp) FROM accounts").fetchone()
-    organizations = store.conn.execute(
-        "SELECT count(*), total(id), group_concat(coalesce(external_id, '') || coalesce(domains, ''), '|') "
-        "FROM zendesk_organizations").fetchone()
-    return hashlib.sha256(json.dumps([*accounts, *organizations]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([*accounts, store.cursor(_ORGANIZATIONS_LISTED)]).encode()).hexdigest()
 
 
 def map_organizations(store: Store, report: SyncReport, now: datetime) -> None:
