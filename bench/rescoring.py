@@ -27,8 +27,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HEALTHBEAT_BENCH_CACHE", Path.home() / ".cache" / "healthbeat-bench"))
 
 
-def scoring_store(spec: WorldSpec, workdir: Path) -> tuple[Path, dict[str, Any]]:
-    """A fresh copy of the cached scoring store for `spec` (built first if missing), and its counts."""
+def scoring_store(spec: WorldSpec, workdir: Path, *, copy: bool = True) -> tuple[Path, dict[str, Any]]:
+    """A fresh copy of the cached scoring store for `spec` (built first if missing), and its counts; without
+    `copy`, the cached store itself (for a size whose copy the disk cannot hold: scoring it changes it)."""
     from worker.store import Store
 
     cached = cache_dir() / f"score-{spec.accounts}-{spec.activities_per_account:g}-{spec.seed}{_variant(spec)}.db"
@@ -45,9 +46,11 @@ def scoring_store(spec: WorldSpec, workdir: Path) -> tuple[Path, dict[str, Any]]
                                     "fill_seconds": timing.wall}))
         partial.rename(cached)
     _migrate_cached(cached)
-    copy = workdir / cached.name
-    shutil.copyfile(cached, copy)
-    return copy, json.loads(meta.read_text())
+    if not copy:
+        return cached, json.loads(meta.read_text())
+    fresh = workdir / cached.name
+    shutil.copyfile(cached, fresh)
+    return fresh, json.loads(meta.read_text())
 
 
 def _variant(spec: WorldSpec) -> str:

@@ -8,9 +8,10 @@ earlier commit: `git archive BASE | tar -x -C DIR`) the baseline's code and this
 times on the same store (they write the same scores), and the report gives medians and the spread of each.
 
     python -m bench.scoring_scale --sizes 20000 100000 [--baseline DIR] [--repeats 3] [--history-days 420]
+                                  [--in-place-from 1000000]
 
-prints JSON: per size, per tree, every run's wall and CPU seconds (the pool's included) and the medians, and
-the cost per 1,000 accounts.
+prints JSON: per size, per tree, every run's wall and CPU seconds (the pool's included) and the medians, the
+cost per 1,000 accounts, and peak memory (the scoring process's and its largest helper's).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ with Store(sys.argv[1]) as store:
     c, w = cpu(), time.perf_counter()
     report = score_changed_accounts(store, loaded, FIXED_NOW + timedelta(minutes=15))
     out["quiet"] = {"wall": time.perf_counter() - w, "cpu": cpu() - c, "scored": report.scored}
+# Peak resident memory in MB: this process's, and the largest of its pool's processes.
+out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["helper_peak_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps(out))
 """
 
@@ -70,11 +74,14 @@ def _summary(runs: list[dict[str, Any]], accounts: int) -> dict[str, Any]:
             values = [r[part][key] for r in runs]
             out[f"{part}_{key}"] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
         out[f"{part}_cpu_ms_per_1000"] = out[f"{part}_cpu"]["median"] / accounts * 1e6
+    for key in ("peak_mb", "helper_peak_mb"):
+        out[key] = max((r[key] for r in runs if key in r), default=None)  # an older tree's runs lack it
     return out
 
 
 def run(sizes: list[int], rules_dir: Path, workdir: Path, *, baseline: Path | None, repeats: int,
-        history_days: int | None = None, usage_days: int | None = None) -> dict[str, Any]:
+        history_days: int | None = None, usage_days: int | None = None,
+        in_place_from: int = 1_000_000_000) -> dict[str, Any]:
     from bench.generate import WorldSpec
     from bench.rescoring import scoring_store
 
@@ -86,7 +93,7 @@ def run(sizes: list[int], rules_dir: Path, workdir: Path, *, baseline: Path | No
             extra["history_days"] = history_days
         if usage_days is not None:
             extra["usage_days"] = usage_days
-        db, counts = scoring_store(WorldSpec(size, **extra), workdir)
+        db, counts = scoring_store(WorldSpec(size, **extra), workdir, copy=size < in_place_from)
         _one_run(ROOT, db, rules_dir)  # warm: scores exist, as before any cycle but the first
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
         for _ in range(repeats):
@@ -94,7 +101,7 @@ def run(sizes: list[int], rules_dir: Path, workdir: Path, *, baseline: Path | No
                 runs[name].append(_one_run(tree, db, rules_dir))
         results["sizes"].append({"accounts": size, "store": counts, "runs": runs,
                                  "summary": {name: _summary(r, size) for name, r in runs.items()}})
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm") if size < in_place_from else ():
             Path(f"{db}{suffix}").unlink(missing_ok=True)
     return results
 
@@ -107,10 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules-dir", type=Path, default=ROOT / "rules")
     parser.add_argument("--history-days", type=int, help="spread the activity over this many days")
     parser.add_argument("--usage-days", type=int, help="days of usage per account")
+    parser.add_argument("--in-place-from", type=int, default=1_000_000_000, metavar="ACCOUNTS",
+                        help="score the cached store itself, not a copy, from this size on (a store of 1,000,000 "
+                             "accounts is 25 GB; a whole re-score of the same day writes the same values again)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="healthbeat-scale-", dir=os.environ.get("HEALTHBEAT_BENCH_TMP")) as work:
         print(json.dumps(run(args.sizes, args.rules_dir, Path(work), baseline=args.baseline, repeats=args.repeats,
-                             history_days=args.history_days, usage_days=args.usage_days), indent=1))
+                             history_days=args.history_days, usage_days=args.usage_days,
+                             in_place_from=args.in_place_from), indent=1))
     return 0
 
 

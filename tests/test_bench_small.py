@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bench import scoring_scale
 from bench.report import judge, render, stream_calls, write_report
 from bench.run import Scale, run
 
@@ -108,3 +109,18 @@ def test_a_performance_report_keeps_the_validity_section_another_run_wrote(resul
 
     text = report.read_text(encoding="utf-8")
     assert "an older run" not in text and text.count("## Validity") == 1 and "| world | health AUC |" in text
+
+
+def test_the_scale_benchmark_scores_a_store_in_place_and_reports_its_peak_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEALTHBEAT_BENCH_CACHE", str(tmp_path / "cache"))
+    work = tmp_path / "work"
+    work.mkdir()
+
+    out = scoring_scale.run([120], RULES_DIR, work, baseline=None, repeats=1, in_place_from=120)
+
+    [size] = out["sizes"]
+    [measured] = size["runs"]["after"]
+    assert measured["full"]["scored"] == size["store"]["accounts"] == 120
+    assert size["summary"]["after"]["peak_mb"] > 0
+    assert (tmp_path / "cache" / "score-120-50-8.db").exists() and list(work.iterdir()) == []  # nothing copied
