@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -489,6 +490,57 @@ def test_write_back_plans_the_accounts_whose_scores_changed_and_clears_their_mar
 
 
 # --- a whole re-score split over processes ---------------------------------------------------------------------
+
+def test_a_whole_rescore_leaves_the_database_writable_between_its_parts(
+        store: Store, scorecard: LoadedScorecard, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "MIN_CHUNK_ACCOUNTS", 1)
+    click = sqlite3.connect(store.path, timeout=0)  # a click on a nudge, had it no time to wait at all
+    writes = []
+    own = store.transaction
+
+    @contextmanager
+    def watched() -> Iterator[sqlite3.Connection]:
+        click.execute("BEGIN IMMEDIATE")  # 'database is locked' if the part before still held the write
+        click.execute("ROLLBACK")
+        writes.append(True)
+        with own() as conn:
+            yield conn
+
+    monkeypatch.setattr(store, "transaction", watched)
+    score_accounts(store, scorecard, T0, processes=2, parallel_from=0)
+    click.close()
+
+    assert len(writes) > 2  # a transaction per part, and the last that clears the marks
+
+
+def test_a_whole_rescore_cut_short_between_parts_is_done_again_and_marks_nothing_twice(
+        store: Store, scorecard: LoadedScorecard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "MIN_CHUNK_ACCOUNTS", 1)
+    whole = _copy(store, tmp_path / "whole.db")
+    stored = []
+    own = engine._Scored.history_rows
+
+    def crash_at_the_third(part: Any) -> Iterator[tuple[Any, ...]]:
+        stored.append(part)
+        if len(stored) == 3:
+            raise KeyboardInterrupt  # the worker stopped between two parts
+        return own(part)
+
+    monkeypatch.setattr(engine._Scored, "history_rows", crash_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        score_accounts(store, scorecard, T0, processes=2, parallel_from=0)
+    monkeypatch.setattr(engine._Scored, "history_rows", own)
+    partly = len(_scores(store))
+
+    again = score_changed_accounts(store, scorecard, T0)
+    score_changed_accounts(whole, scorecard, T0)
+
+    assert 0 < partly < len(ACCOUNTS) and again.full_reason is not None
+    assert _scores(store) == _scores(whole)
+    marks = "SELECT stage, account_id, version FROM account_changes ORDER BY stage, account_id"
+    assert store.query(marks) == whole.query(marks)
+    whole.close()
+
 
 def test_a_whole_rescore_hands_out_every_account_once_in_chunks_that_shrink_to_the_end() -> None:
     ids = [f"001{n:06d}" for n in range(100_000)]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Generator, Iterator, Mapping, 
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from itertools import chain, pairwise
+from itertools import pairwise
 from typing import Any, cast
 
 import numpy as np
@@ -724,41 +724,48 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
                    only: changes.ChangeSet | None = None, processes: int | None = None,
                    parallel_from: int = PARALLEL_FROM_ACCOUNTS,
                    churn_model: LoadedChurnModel | None = None) -> ScoringReport:
-    """Score every live account, or only the accounts `only` names, in one transaction that keeps one
-    history row per account per day and clears the change marks it answered.
+    """Score every live account, or only the accounts `only` names, keeping one history row per account per day
+    and clearing the change marks it answered.
 
     Set-based: one query per distinct measure, one for the accounts, one for the trend baselines; the
     per-account work in Python is arithmetic only. With `only`, each query seeks just those accounts; a
-    whole re-score of many accounts runs in `processes` parts (default: one per core), this process storing
-    its own part while the others are still computing theirs (they read the last committed state). With
-    `churn_model`, churn risk is the learned model's probability instead of the scorecard's rule.
+    whole re-score of many accounts runs in chunks over `processes` (default: one per core), this process
+    storing each part as it comes while the others compute theirs. With `churn_model`, churn risk is the
+    learned model's probability instead of the scorecard's rule.
+
+    Each part is stored in a transaction of its own, so that a click on a nudge waits for one part's write,
+    never for the whole re-score (`BUSY_TIMEOUT_MS` in `worker.service.slack_actions`); the marks are cleared
+    and the re-score recorded only after the last. A crash between parts leaves the re-score unrecorded, so the
+    next cycle does it again: the parts already stored get the same values, which marks nothing anew, and the
+    marks the stored parts set are still there for evaluation and write-back. A part reads only its own
+    accounts' rows, so the parts stored before it change nothing it computes.
     """
     answered = only if only is not None else changes.pending(store, changes.SCORE, as_of)
     parts = _scored_parts(store, loaded, as_of, only.accounts if only is not None else None,
                           scoring_processes() if processes is None else processes, parallel_from, churn_model)
     report = ScoringReport(full=only is None)
     bands: Counter[str] = Counter()
+    scored: set[str] = set()
     try:
-        first = next(parts)  # computed before the write lock is taken
-        scored: set[str] = set()
-        with store.transaction() as conn:
-            for part in chain([first], parts):
+        for part in parts:
+            with store.transaction() as conn:
                 conn.executemany(_STORE_SCORES, part.score_rows)
                 conn.executemany(_STORE_HISTORY, part.history_rows())
-                scored.update(row[0] for row in part.score_rows)
-                bands.update(row[2] for row in part.score_rows)
-                report.changed += part.changed
-            # The accounts no longer live: of those marked, or after a whole re-score of every one scored before.
-            stale = answered.accounts if only is not None else {
-                str(a) for (a,) in conn.execute("SELECT account_id FROM scores")}
-            conn.executemany("DELETE FROM scores WHERE account_id = ?", [(a,) for a in sorted(stale - scored)])
-            changes.clear(conn, answered)  # the rows that changed are marked for evaluation and write-back
-            if only is None:
-                record_full_rescore(store, rules_digest(loaded, churn_model), as_of)
-            else:
-                record_rescore_time(store, rules_digest(loaded, churn_model), as_of)
+            scored.update(row[0] for row in part.score_rows)
+            bands.update(row[2] for row in part.score_rows)
+            report.changed += part.changed
     finally:
         parts.close()
+    with store.transaction() as conn:
+        # The accounts no longer live: of those marked, or after a whole re-score of every one scored before.
+        stale = answered.accounts if only is not None else {
+            str(a) for (a,) in conn.execute("SELECT account_id FROM scores")}
+        conn.executemany("DELETE FROM scores WHERE account_id = ?", [(a,) for a in sorted(stale - scored)])
+        changes.clear(conn, answered)  # the rows that changed are marked for evaluation and write-back
+        if only is None:
+            record_full_rescore(store, rules_digest(loaded, churn_model), as_of)
+        else:
+            record_rescore_time(store, rules_digest(loaded, churn_model), as_of)
     report.scored = len(scored)
     # Every account's band: after a whole re-score, those just stored.
     report.bands = dict(bands) if only is None else _bands(store)
