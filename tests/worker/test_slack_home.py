@@ -30,6 +30,8 @@ from worker.config import Settings
 from worker.cycle import Cycle, record_url
 from worker.delivery.home_tab import MAX_HOME_BLOCKS, home_view, owner_bands, owner_by_id, republish_home_tabs
 from worker.demo.harness import Sandboxes
+from worker.scoring.engine import score_accounts
+from worker.scoring.scorecard import load_scorecard
 from worker.service.feedback import list_feedback
 from worker.service.http import HealthServer, HealthState
 from worker.service.metrics import Metrics
@@ -479,6 +481,46 @@ def test_a_tab_nobody_opened_is_never_published(
     report = republish_home_tabs(store, slack, record_url(store, signed_settings), clock())
 
     assert (report.published, _publishes(sandboxes)) == (0, [])
+
+
+def _opened_and_looked_at(sandboxes: Sandboxes, scored: World, store: Store, url: str, events: SlackEvents,
+                          slack: SlackClient, signed_settings: Settings, clock: ShiftedClock) -> str:
+    """An owner's tab opened and a pass that left every tab as it should be; then the tab's record made stale,
+    so that a pass which reads the tab republishes it. The Slack user id."""
+    _, user = _owner_with_most(scored, store)
+    sandboxes.slack.app_home_opened(url, user, SECRET)
+    events.flush()
+    republish_home_tabs(store, slack, record_url(store, signed_settings), clock())
+    store.conn.execute("UPDATE home_tabs SET shown = '{}'")
+    sandboxes.slack.reset_calls()
+    return user
+
+
+def test_a_pass_after_nothing_was_scored_and_no_account_changed_reads_no_tab(
+        sandboxes: Sandboxes, scored: World, store: Store, clock: ShiftedClock, url: str, events: SlackEvents,
+        signed_settings: Settings) -> None:
+    slack = SlackClient(sandboxes.slack.token, base_url=sandboxes.slack.url, max_retries=0)
+    user = _opened_and_looked_at(sandboxes, scored, store, url, events, slack, signed_settings, clock)
+
+    quiet = republish_home_tabs(store, slack, record_url(store, signed_settings), clock())
+    score_accounts(store, load_scorecard(signed_settings.rules_dir), clock())  # the day's re-score stores scores
+    after = republish_home_tabs(store, slack, record_url(store, signed_settings), clock())
+
+    assert (quiet.published, after.published, _publishes(sandboxes)) == (0, 1, [user])
+
+
+def test_a_tab_slack_refused_is_looked_at_again_at_the_next_pass(
+        sandboxes: Sandboxes, scored: World, store: Store, clock: ShiftedClock, url: str, events: SlackEvents,
+        signed_settings: Settings) -> None:
+    slack = SlackClient(sandboxes.slack.token, base_url=sandboxes.slack.url, max_retries=0)
+    user = _opened_and_looked_at(sandboxes, scored, store, url, events, slack, signed_settings, clock)
+    score_accounts(store, load_scorecard(signed_settings.rules_dir), clock())
+    sandboxes.slack.fail_next("views.publish", "invalid_arguments")
+
+    refused = republish_home_tabs(store, slack, record_url(store, signed_settings), clock())
+    again = republish_home_tabs(store, slack, record_url(store, signed_settings), clock())
+
+    assert (refused.failed, again.published, _publishes(sandboxes)) == (1, 1, [user])
 
 
 # -- the manifest -----------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from connectors.slack.client import SlackClient, SlackError, SlackUnavailable, escape_text
 from worker.alerting.message import feedback_block, record_link
-from worker.store import Store, iso
+from worker.store import Store, changes, iso
 
 __all__ = [
     "ATTENTION_BANDS",
@@ -248,6 +248,9 @@ def republish_home_tabs(store: Store, slack: SlackClient | None, instance_url: s
     report = HomeReport()
     if slack is None or dry_run:
         return report
+    inputs = _republish_inputs(store)
+    if store.cursor(_REPUBLISHED_FROM) == inputs:
+        return report  # nothing a tab shows has moved since a pass that left every tab as it should be
     tabs = store.query("SELECT slack_user_id, owner_id, shown FROM home_tabs WHERE owner_id IS NOT NULL "
                        "ORDER BY opened_at DESC")
     for tab in tabs:
@@ -275,4 +278,19 @@ def republish_home_tabs(store: Store, slack: SlackClient | None, instance_url: s
         report.published += 1
     if report.published or report.failed:
         log.info("home tab: republished %d tab(s) whose bands changed (%d failed)", report.published, report.failed)
+    if not report.failed and report.published < limit:  # else the next pass looks at every tab again
+        with store.transaction():
+            store.save_cursor(_REPUBLISHED_FROM, inputs, len(tabs), now)
     return report
+
+
+_REPUBLISHED_FROM = "slack.home_tabs_republished_from"
+
+
+def _republish_inputs(store: Store) -> str:
+    """What the tabs' bands depend on, in a few figures read from a cursor, an index and the (small) table of
+    tabs, never from every account (a pass is asked each cycle): when scores were last stored, the newest
+    change of an Account (one that changed owner, or was deleted) and the tabs opened."""
+    accounts = store.conn.execute("SELECT count(*), max(modstamp) FROM accounts").fetchone()
+    tabs = store.conn.execute("SELECT count(*), max(opened_at), group_concat(owner_id) FROM home_tabs").fetchone()
+    return json.dumps([store.cursor(changes.SCORES_STORED), *accounts, *tabs])

@@ -762,6 +762,8 @@ def score_accounts(store: Store, loaded: LoadedScorecard, as_of: datetime, *,
             str(a) for (a,) in conn.execute("SELECT account_id FROM scores")}
         conn.executemany("DELETE FROM scores WHERE account_id = ?", [(a,) for a in sorted(stale - scored)])
         changes.clear(conn, answered)  # the rows that changed are marked for evaluation and write-back
+        if scored:
+            changes.record_scores_stored(store, len(scored), as_of)
         if only is None:
             record_full_rescore(store, rules_digest(loaded, churn_model), as_of)
         else:

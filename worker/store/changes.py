@@ -24,6 +24,7 @@ SCORE = "score"
 EVALUATE = "evaluate"
 WRITEBACK = "writeback"
 _FULL_RESCORE = "scoring.full_rescore"
+SCORES_STORED = "scoring.stored"  # how many re-scores stored scores: what a Home tab shows may have moved since
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ def record_full_rescore(store: Store, scorecard_digest: str, as_of: datetime) ->
     """Called inside the transaction that stores a whole re-score's results."""
     store.save_cursor(_FULL_RESCORE, json.dumps({"scorecard": scorecard_digest, "day": as_of.date().isoformat(),
                                                  "as_of": iso(as_of)}), 0, as_of)
+
+
+def record_scores_stored(store: Store, accounts: int, as_of: datetime) -> None:
+    """Called inside the transaction that ends a re-score that stored any score (a quiet cycle stores none): a
+    count, not a time, so that two re-scores at one time (a clock that stood still) still differ."""
+    store.save_cursor(SCORES_STORED, str(int(store.cursor(SCORES_STORED) or 0) + 1), accounts, as_of)
 
 
 def record_rescore_time(store: Store, scorecard_digest: str, as_of: datetime) -> None:

@@ -315,6 +315,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX scores_band ON scores (band);
     CREATE INDEX accounts_modstamp ON accounts (modstamp);
     """,
+    # An owner's accounts, as a Home tab shows them and a republish compares their bands
+    # (`worker.delivery.home_tab.owner_bands`): a seek per opened tab, where each read every account.
+    """
+    CREATE INDEX accounts_owner ON accounts (owner_id);
+    """,
 )
 
 
