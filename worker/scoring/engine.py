@@ -660,7 +660,7 @@ PARALLEL_FROM_ACCOUNTS = 5_000
 # the work as it goes, none waiting on another at the end (an org's oldest accounts, the first ids, have the
 # longest histories), and a process holds one chunk's scores at a time, whatever the org's size.
 MAX_CHUNK_ACCOUNTS = 10_000
-MIN_CHUNK_ACCOUNTS = 1_000
+MIN_CHUNK_ACCOUNTS = 250
 
 
 def scoring_processes() -> int:
