@@ -88,14 +88,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def rules(tmp_path: Path) -> Path:
-    folder = tmp_path / "rules"
-    folder.mkdir()
-    for source in SHIPPED_RULES.glob("*.yaml"):
-        shutil.copy(source, folder / source.name)
-    with (folder / "scorecard.yaml").open("a") as card:
+def rules(rules_dir: Path) -> Path:
+    """The shipped rules (the conftest's private copy) with a segment added."""
+    with (rules_dir / "scorecard.yaml").open("a") as card:
         card.write(SEGMENT)
-    return folder
+    return rules_dir
 
 
 def _stored(db: Path) -> dict[str, list[tuple[str, ...]]]:
