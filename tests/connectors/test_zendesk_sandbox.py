@@ -144,6 +144,9 @@ def test_cursor_at_end_of_stream_resumes_to_later_changes_only(
 
 def test_a_ticket_changed_after_an_export_was_read_is_exported_once_at_its_new_place(
         sandbox: ZendeskSandbox, api: httpx.Client, customer: Customer) -> None:
+    """An incremental export returns the items changed since its start, compared by the ticket's
+    `generated_timestamp` (developer.zendesk.com/api-reference/ticketing/ticket-management/incremental_exports/,
+    and 'Using the Incremental Export API'): a changed ticket moves to its new time, and is never listed at both."""
     ids = add_tickets(sandbox, customer, 3)
     export_all(api, MAY - timedelta(days=1))
     sandbox.update_ticket(ids[0], status="solved")
