@@ -140,6 +140,7 @@ def test_sync_ends_with_a_table_per_stream_and_quarantine_ls_lists_bad_rows(
 
     assert synced.returncode == 0, synced.stderr
     assert "Sync by stream" in synced.stderr and "salesforce.Account" in synced.stderr
+    assert "Storing" in synced.stderr, "the table says how much of each stream's time went to storing"
     [row] = json.loads(listed.stdout)
     assert row["source"] == "usage" and row["reason"].startswith("zz-bad.csv line 2: account_id")
 

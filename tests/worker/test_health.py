@@ -235,6 +235,11 @@ def test_a_cycle_is_counted_with_its_records_write_backs_and_api_calls(
     synced = {labels[0][1]: value for (name, labels), value in samples.items()
               if name == "healthbeat_records_synced_total"}
     assert synced == {stream: count for stream, count in report.sync.records.items() if count}
+    spent = {(dict(labels)["stream"], dict(labels)["spent_on"]): value for (name, labels), value in samples.items()
+             if name == "healthbeat_sync_seconds_total"}
+    task = report.sync.streams["salesforce.Task"]
+    assert spent[("salesforce.Task", "storing")] == pytest.approx(task.storing) and task.storing > 0
+    assert spent[("salesforce.Task", "storing")] + spent[("salesforce.Task", "source")] == pytest.approx(task.seconds)
     assert samples[("healthbeat_writebacks_total", (("result", "sent"),))] == report.writeback.sent > 0
     assert samples[("healthbeat_api_calls_total", (("system", "salesforce"),))] == clients.salesforce.calls
     assert samples[("healthbeat_rules_ok", ())] == 1

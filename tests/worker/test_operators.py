@@ -420,6 +420,17 @@ def test_sync_times_every_stream_it_reports(world: World, cycle: Cycle) -> None:
     assert untimed == []
 
 
+def test_sync_says_how_much_of_each_streams_time_went_to_storing(world: World, cycle: Cycle) -> None:
+    report = cycle.run(("sync",))
+
+    assert report.sync is not None
+    read = {name: stats for name, stats in report.sync.streams.items() if stats.read}
+    assert {"salesforce.Task", "zendesk.tickets", "usage.files"} <= set(read), sorted(read)
+    outside = {name: (stats.storing, stats.seconds) for name, stats in read.items()
+               if not 0 < stats.storing <= stats.seconds}
+    assert outside == {}, "storing is a part of each stream's time, and never nothing for one that read records"
+
+
 def test_a_failed_run_once_says_its_error_once(sandboxes: Sandboxes, usage_dir: Path, tmp_path: Path) -> None:
     env = {**sandbox_environment(sandboxes, tmp_path / "hb.db", usage_dir, RULES_DIR),
            "SALESFORCE_CLIENT_SECRET": "not-the-secret"}

@@ -106,12 +106,12 @@ def _progress() -> Iterator[Callable[[str, int], None] | None]:
 def _print_sync_table(rows: list[dict[str, Any]]) -> None:
     table = Table(title="Sync by stream")
     for column in ("Stream", "Read", "Deleted", "Quarantined", "API calls", "Windows", "Narrowed", "Seconds",
-                   "Failed"):
+                   "Storing", "Failed"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row["stream"], str(row["read"]), str(row["deleted"]), str(row["quarantined"]),
                       str(row["api_calls"]), str(row["windows"]), str(row["narrowed"]),
-                      f"{row['seconds']:.2f}", row["failed"])
+                      f"{row['seconds']:.2f}", f"{row['storing_seconds']:.2f}", row["failed"])
     Console(stderr=True).print(table)
 
 

@@ -169,6 +169,10 @@ class Metrics:
                               ["outcome"], registry=r)
         self.records_synced = Counter("healthbeat_records_synced", "Records read into the store, by stream.",
                                       ["stream"], registry=r)
+        self.sync_seconds = Counter("healthbeat_sync_seconds",
+                                    "Seconds each stream's sync took, by stream and by what they went to: storing "
+                                    "(records turned into rows and written) or source (waiting on the API or "
+                                    "file, and the rest).", ["stream", "spent_on"], registry=r)
         self.api_calls = Counter("healthbeat_api_calls", "API calls made, by system.", ["system"], registry=r)
         self.salesforce_api_usage = Gauge("healthbeat_salesforce_api_usage_ratio",
                                           "Share of the Salesforce org's daily API request limit used "
@@ -344,6 +348,10 @@ def observe_cycle(metrics: Metrics, report: CycleReport, store: Store, *, client
         for stream, count in report.sync.records.items():
             if count:
                 metrics.records_synced.labels(stream).inc(count)
+        for stream, stats in report.sync.streams.items():
+            storing = min(stats.storing, stats.seconds) if stats.seconds else stats.storing
+            metrics.sync_seconds.labels(stream, "storing").inc(storing)
+            metrics.sync_seconds.labels(stream, "source").inc(max(stats.seconds - storing, 0.0))
     if report.writeback is not None:
         metrics.count_writeback(report.writeback)
     if report.snapshots is not None:

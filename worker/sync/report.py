@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,7 @@ class StreamStats:
     quarantined: int = 0
     api_calls: int = 0
     seconds: float = 0.0
+    storing: float = 0.0  # of `seconds`: turning records into rows and writing them; the rest waited on the source
     windows: int = 0  # queries asked (one unless Salesforce needed the read in windows of SystemModstamp)
     narrowed: int = 0  # of those: windows Salesforce stopped (QUERY_TIMEOUT), asked for again half as wide
 
@@ -45,11 +48,23 @@ class SyncReport:
         stats.deleted += deleted
         stats.quarantined += quarantined
 
+    @contextmanager
+    def storing(self, stream: str) -> Iterator[None]:
+        """Time a block that turns `stream`'s records into rows and writes them. A stream's `seconds` less this
+        is what it spent waiting on its source (and between pages), so a slow sync says whether the source or
+        this machine held it up: a backfill whose time is mostly storing wants a faster disk or CPU, one whose
+        time is mostly elsewhere wants nothing of this machine."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.streams.setdefault(stream, StreamStats()).storing += time.monotonic() - started
+
     def table(self) -> list[dict[str, Any]]:
         """One row per stream: what `healthbeat sync` prints at the end."""
         return [{"stream": name, "read": s.read, "deleted": s.deleted, "quarantined": s.quarantined,
                  "api_calls": s.api_calls, "windows": s.windows, "narrowed": s.narrowed,
-                 "seconds": round(s.seconds, 2),
+                 "seconds": round(s.seconds, 2), "storing_seconds": round(s.storing, 2),
                  "failed": self.failed_streams.get(name, "")} for name, s in sorted(self.streams.items())]
 
 

@@ -661,44 +661,45 @@ def _store_salesforce_page(store: Store, stream: SalesforceStream, page: list[di
     """Store a page's rows (its unusable records quarantined) and, in the same transaction, the cursor after it:
     `moved` if given (a bulk read's, whose pages are in no order), else past the page's last record."""
     name = f"salesforce.{stream.sobject}"
-    tables: dict[str, list[Row]] = {}
-    bad: list[Quarantined] = []
-    to_rows = stream.to_rows
-    for record in page:
-        try:
-            for table, row in to_rows(record):
-                rows = tables.get(table)
-                if rows is None:
-                    rows = tables[table] = []
-                rows.append(row)
-        except _UNUSABLE as exc:
-            bad.append(Quarantined("salesforce", stream.sobject, _record_id(record), f"{type(exc).__name__}: {exc}",
-                                   record))
-    if moved is None:
-        moved = _cursor_after(page, cursor, now)
-
-    def finish() -> None:
-        store.quarantine(bad, now)
-        store.save_cursor(name, moved.dump() if moved is not None else None, len(page), now)
-        if stream.sobject in _RELATED_STREAMS:
-            store.save_cursor(_RELATED_PENDING, "1", 0, now)
-
-    # No savepoint around the page's rows: inside one, SQLite keeps every database page each row's statement
-    # touched in its sub-journal until the savepoint ends (the change-mark triggers make each row a statement
-    # that may need undoing), a large share of a backfill's CPU (measured: BENCHMARKS.md, 'Figures behind the
-    # code'). A row the store refuses undoes the whole transaction instead, and the page is written again record
-    # by record.
-    try:
-        with store.transaction():
+    with report.storing(name):
+        tables: dict[str, list[Row]] = {}
+        bad: list[Quarantined] = []
+        to_rows = stream.to_rows
+        for record in page:
             try:
-                _write_rows(store, tables)
-            except _REFUSED as exc:
-                raise _Refused from exc
-            finish()
-    except _Refused:
-        with store.transaction():
-            bad += _write_record_by_record(store, stream, page)
-            finish()
+                for table, row in to_rows(record):
+                    rows = tables.get(table)
+                    if rows is None:
+                        rows = tables[table] = []
+                    rows.append(row)
+            except _UNUSABLE as exc:
+                bad.append(Quarantined("salesforce", stream.sobject, _record_id(record),
+                                       f"{type(exc).__name__}: {exc}", record))
+        if moved is None:
+            moved = _cursor_after(page, cursor, now)
+
+        def finish() -> None:
+            store.quarantine(bad, now)
+            store.save_cursor(name, moved.dump() if moved is not None else None, len(page), now)
+            if stream.sobject in _RELATED_STREAMS:
+                store.save_cursor(_RELATED_PENDING, "1", 0, now)
+
+        # No savepoint around the page's rows: inside one, SQLite keeps every database page each row's statement
+        # touched in its sub-journal until the savepoint ends (the change-mark triggers make each row a statement
+        # that may need undoing), a large share of a backfill's CPU (measured: BENCHMARKS.md, 'Figures behind the
+        # code'). A row the store refuses undoes the whole transaction instead, and the page is written again record
+        # by record.
+        try:
+            with store.transaction():
+                try:
+                    _write_rows(store, tables)
+                except _REFUSED as exc:
+                    raise _Refused from exc
+                finish()
+        except _Refused:
+            with store.transaction():
+                bad += _write_record_by_record(store, stream, page)
+                finish()
     report.add(name, len(page), deleted=sum(1 for r in page if isinstance(r, dict) and r.get("IsDeleted")),
                quarantined=len(bad))
     report.quarantined += len(bad)

@@ -85,7 +85,7 @@ def _sync_file(store: Store, seen: dict[str, dict[str, str]], usage_file: UsageF
         _file_problem(store, seen, usage_file.path, f"cannot be read: {exc.strerror or exc}", now, report)
         return
     seen[key] = {"stat": usage_file.fingerprint, "sha256": digest}
-    with store.transaction():
+    with report.storing(_STREAM), store.transaction():
         store.upsert("usage_daily", list(rows.values()), ("account_id", "day"))
         store.quarantine(bad, now)
         store.save_cursor(_STREAM, json.dumps(seen, sort_keys=True), len(rows), now)

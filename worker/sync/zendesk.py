@@ -102,7 +102,7 @@ def _sync_organizations(store: Store, client: ZendeskClient, now: datetime, repo
         rows.append({"id": item.id, "name": item.name, "external_id": item.external_id,
                      "domains": json.dumps(list(item.domain_names))})
     listed = hashlib.sha256(json.dumps(sorted((r["id"], r["external_id"], r["domains"]) for r in rows)).encode())
-    with store.transaction():
+    with report.storing("zendesk.organizations"), store.transaction():
         store.upsert("zendesk_organizations", rows, ("id",))
         store.quarantine(bad, now)
         store.save_cursor("zendesk.organizations", iso(now), len(rows), now)
@@ -212,23 +212,24 @@ def _sync_tickets(store: Store, client: ZendeskClient, now: datetime, report: Sy
         start = max(start, newest - RESTART_OVERLAP)
     exported = _Exported()
     for page in client.ticket_pages(cursor=cursor, start_time=start):
-        tickets = [t for t in page.tickets if isinstance(t, ZendeskTicket)]
-        bad = [Quarantined("zendesk", "tickets", None, t.reason, t.raw)
-               for t in page.tickets if isinstance(t, BadRecord)]
-        solved = _solve_times(store, tickets, page.metrics)
-        rows = [_ticket_row(t, solved.get(t.id)) for t in tickets]
-        with store.transaction() as conn:
-            store.upsert("activities", rows, ("source", "source_id"))
-            # A ticket's comments follow it: to the organization (and account) it now has, and out when deleted.
-            conn.executemany(
-                "UPDATE activities SET related_id = ?, account_id = NULL WHERE source = 'zendesk' "
-                "AND parent_id = ? AND kind = 'ticket_comment' AND related_id IS NOT ?",
-                [(row["related_id"], str(t.id), row["related_id"]) for t, row in zip(tickets, rows, strict=True)])
-            conn.executemany("UPDATE activities SET is_deleted = 1 WHERE source = 'zendesk' AND parent_id = ? "
-                             "AND is_deleted = 0", [(str(t.id),) for t in tickets if t.is_deleted])
-            _map_new_activities(conn, (row["related_id"] for row in rows))
-            store.quarantine(bad, now)
-            store.save_cursor(TICKETS, page.after_cursor or cursor, len(page.tickets), now)
+        with report.storing(TICKETS):
+            tickets = [t for t in page.tickets if isinstance(t, ZendeskTicket)]
+            bad = [Quarantined("zendesk", "tickets", None, t.reason, t.raw)
+                   for t in page.tickets if isinstance(t, BadRecord)]
+            solved = _solve_times(store, tickets, page.metrics)
+            rows = [_ticket_row(t, solved.get(t.id)) for t in tickets]
+            with store.transaction() as conn:
+                store.upsert("activities", rows, ("source", "source_id"))
+                # A ticket's comments follow it: to the organization (and account) it now has, and out when deleted.
+                conn.executemany(
+                    "UPDATE activities SET related_id = ?, account_id = NULL WHERE source = 'zendesk' "
+                    "AND parent_id = ? AND kind = 'ticket_comment' AND related_id IS NOT ?",
+                    [(row["related_id"], str(t.id), row["related_id"]) for t, row in zip(tickets, rows, strict=True)])
+                conn.executemany("UPDATE activities SET is_deleted = 1 WHERE source = 'zendesk' AND parent_id = ? "
+                                 "AND is_deleted = 0", [(str(t.id),) for t in tickets if t.is_deleted])
+                _map_new_activities(conn, (row["related_id"] for row in rows))
+                store.quarantine(bad, now)
+                store.save_cursor(TICKETS, page.after_cursor or cursor, len(page.tickets), now)
         cursor = page.after_cursor or cursor
         exported.created.update((t.id, t.created_at) for t in tickets if not t.is_deleted)
         exported.requesters.update(t.requester_id for t in tickets if t.requester_id is not None)
@@ -316,7 +317,7 @@ def _sync_comments(store: Store, client: ZendeskClient, now: datetime, report: S
         comments = [c for c in page.comments if isinstance(c, ZendeskComment)]
         bad = [Quarantined("zendesk", "ticket_events", None, b.reason, b.raw)
                for b in page.comments if isinstance(b, BadRecord)]
-        stored = _store_comments(store, client, now, comments, roles, bad=bad,
+        stored = _store_comments(store, client, now, report, comments, roles, bad=bad,
                                  position=_EventStream(page.next_start, stream.origin))
         unread |= page.unread_tickets
         position = page.next_start
@@ -326,8 +327,8 @@ def _sync_comments(store: Store, client: ZendeskClient, now: datetime, report: S
                      _missed(store, exported.created, stream.origin, position) | unread)
 
 
-def _store_comments(store: Store, client: ZendeskClient, now: datetime, comments: list[ZendeskComment],
-                    roles: dict[str, str], *, bad: Iterable[Quarantined] = (),
+def _store_comments(store: Store, client: ZendeskClient, now: datetime, report: SyncReport,
+                    comments: list[ZendeskComment], roles: dict[str, str], *, bad: Iterable[Quarantined] = (),
                     position: _EventStream | None = None) -> int:
     """Store the new comments (their authors looked up once) under their tickets, in one transaction with the
     event stream's new `position` when given; return how many were new. A ticket not stored yet leaves its
@@ -336,16 +337,18 @@ def _store_comments(store: Store, client: ZendeskClient, now: datetime, comments
     A comment stored already is left as it is: a comment does not change once made, and the event export
     repeats the events at each page's edge, so writing it again would only clear its sentiment and mark its
     account for scoring, every cycle."""
-    comments = _new_comments(store, comments)
-    _learn_roles(store, client, now, roles, {c.author_id for c in comments})
-    tickets = _stored_tickets(store, {c.ticket_id for c in comments})
-    rows = [_comment_row(c, *tickets.get(c.ticket_id, (None, 0)), roles) for c in comments]
-    with store.transaction():
-        store.insert_missing("activities", rows)
-        _map_new_activities(store.conn, (row["related_id"] for row in rows))
-        store.quarantine(bad, now)
-        if position is not None:
-            store.save_cursor(EVENTS, position.dump(), len(rows), now)
+    with report.storing(COMMENTS):
+        comments = _new_comments(store, comments)
+    _learn_roles(store, client, now, roles, {c.author_id for c in comments})  # Zendesk's time, not the store's
+    with report.storing(COMMENTS):
+        tickets = _stored_tickets(store, {c.ticket_id for c in comments})
+        rows = [_comment_row(c, *tickets.get(c.ticket_id, (None, 0)), roles) for c in comments]
+        with store.transaction():
+            store.insert_missing("activities", rows)
+            _map_new_activities(store.conn, (row["related_id"] for row in rows))
+            store.quarantine(bad, now)
+            if position is not None:
+                store.save_cursor(EVENTS, position.dump(), len(rows), now)
     return len(rows)
 
 
@@ -420,7 +423,7 @@ def _repair_comments(store: Store, client: ZendeskClient, now: datetime, report:
             comments += client.ticket_comments(ticket_id)
         except ZendeskNotFound:  # deleted since the export: no comments left to count
             continue
-    report.add(COMMENTS, _store_comments(store, client, now, comments, roles))
+    report.add(COMMENTS, _store_comments(store, client, now, report, comments, roles))
 
 
 def _ticket_row(t: ZendeskTicket, solved_at: str | None) -> Row:
