@@ -155,6 +155,24 @@ def _p1(results: dict[str, Any]) -> list[str]:
               f"{big['parse_floor']['bytes'] / 1e6:,.0f} MB of JSON; the worker made "
               f"{big['worker']['api_calls']} Salesforce data calls and stored {big['worker']['activities_stored']:,} "
               "activities."]
+    return lines + _p1_by_object(big)
+
+
+def _p1_by_object(p1: dict[str, Any]) -> list[str]:
+    """Where the fastest runs at the largest size spent their time, object by object: the floor's first page is
+    the sandbox's query (most of its work), and the worker's storing is the part of a stream's time that
+    `healthbeat sync` reports as storing. A stream storing longer than the floor reads it is where the worker
+    waits on itself."""
+    floor, worker = p1["parse_floor"].get("by_object"), p1["worker"].get("streams")
+    if not floor or not worker:
+        return []
+    lines = ["", f"By object at {p1['accounts']:,} accounts (the fastest run of each loop):", "",
+             _row("object", "parse floor: first page s", "parse floor: whole s", "worker: stream s",
+                  "worker: storing s"), _row(*["---"] * 5)]
+    for sobject, f in floor.items():
+        w = worker.get(sobject, {})
+        lines.append(_row(sobject, f"{f['first_page']:.2f}", f"{f['seconds']:.2f}",
+                          f"{w['seconds']:.2f}" if w else "", f"{w['storing']:.2f}" if w else ""))
     return lines
 
 

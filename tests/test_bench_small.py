@@ -37,6 +37,18 @@ def test_backfill_loops_fetch_the_same_pages_at_both_sizes(results: dict[str, An
         assert p1["worker"]["failed_streams"] == {}
 
 
+def test_the_backfill_report_puts_each_objects_first_page_beside_the_workers_storing(
+        results: dict[str, Any]) -> None:
+    big = results["p1"][-1]
+    floor, worker = big["parse_floor"]["by_object"], big["worker"]["streams"]
+
+    assert {"Event", "Task", "EmailMessage", "Case"} <= set(worker) <= set(floor)
+    assert all(0 < f["first_page"] <= f["seconds"] for f in floor.values())
+    assert all(0 < w["storing"] <= w["seconds"] for w in worker.values())
+    text = render({**results, "command": "test"})
+    assert "By object at 30 accounts" in text and "| EmailMessage |" in text
+
+
 def test_every_cycle_runs_every_stage(results: dict[str, Any]) -> None:
     assert len(results["cycles"]) == 4
     for cycle in results["cycles"]:
