@@ -291,6 +291,5 @@ def _republish_inputs(store: Store) -> str:
     """What the tabs' bands depend on, in a few figures read from a cursor, an index and the (small) table of
     tabs, never from every account (a pass is asked each cycle): when scores were last stored, the newest
     change of an Account (one that changed owner, or was deleted) and the tabs opened."""
-    accounts = store.conn.execute("SELECT count(*), max(modstamp) FROM accounts").fetchone()
     tabs = store.conn.execute("SELECT count(*), max(opened_at), group_concat(owner_id) FROM home_tabs").fetchone()
-    return json.dumps([store.cursor(changes.SCORES_STORED), *accounts, *tabs])
+    return json.dumps([store.cursor(changes.SCORES_STORED), *changes.accounts_moved(store), *tabs])

@@ -86,6 +86,14 @@ def record_scores_stored(store: Store, accounts: int, as_of: datetime) -> None:
     store.save_cursor(SCORES_STORED, str(int(store.cursor(SCORES_STORED) or 0) + 1), accounts, as_of)
 
 
+def accounts_moved(store: Store) -> tuple[int, str | None]:
+    """How many accounts the store holds and their newest change: any Account stored, merged or deleted moves
+    one or the other. Read from the `accounts_modstamp` index, never from every row, for the checks a quiet
+    cycle makes of whether something that depends on the accounts needs doing again."""
+    count, newest = store.conn.execute("SELECT count(*), max(modstamp) FROM accounts").fetchone()
+    return int(count), newest
+
+
 def record_rescore_time(store: Store, scorecard_digest: str, as_of: datetime) -> None:
     """An incremental re-score moves the 'last seen' time on, so a clock going back is noticed."""
     last = store.cursor(_FULL_RESCORE)

@@ -28,7 +28,7 @@ from connectors.salesforce.ids import to_18
 from connectors.zendesk.client import ZendeskAuthError, ZendeskClient, ZendeskError, ZendeskNotFound
 from connectors.zendesk.events import TicketMetrics
 from connectors.zendesk.records import BadRecord, ZendeskComment, ZendeskOrganization, ZendeskTicket
-from worker.store import Quarantined, Store, iso, parse_iso
+from worker.store import Quarantined, Store, changes, iso, parse_iso
 from worker.sync.report import Row, SyncReport
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,8 @@ def _mapping_inputs(store: Store) -> str:
     """What the mapping depends on, in a few numbers read from indexes and cursors, never from every row (it is
     asked each cycle): the accounts (any change moves their modstamp) and the organizations (stored only by
     `_sync_organizations`, which keeps a digest of what it stored)."""
-    accounts = store.conn.execute("SELECT count(*), max(modstamp) FROM accounts").fetchone()
-    return hashlib.sha256(json.dumps([*accounts, store.cursor(_ORGANIZATIONS_LISTED)]).encode()).hexdigest()
+    inputs = [*changes.accounts_moved(store), store.cursor(_ORGANIZATIONS_LISTED)]
+    return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
 
 
 def map_organizations(store: Store, report: SyncReport, now: datetime) -> None:
