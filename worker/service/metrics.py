@@ -349,9 +349,8 @@ def observe_cycle(metrics: Metrics, report: CycleReport, store: Store, *, client
             if count:
                 metrics.records_synced.labels(stream).inc(count)
         for stream, stats in report.sync.streams.items():
-            storing = min(stats.storing, stats.seconds) if stats.seconds else stats.storing
-            metrics.sync_seconds.labels(stream, "storing").inc(storing)
-            metrics.sync_seconds.labels(stream, "source").inc(max(stats.seconds - storing, 0.0))
+            metrics.sync_seconds.labels(stream, "storing").inc(stats.storing)
+            metrics.sync_seconds.labels(stream, "source").inc(max(stats.seconds - stats.storing, 0.0))
     if report.writeback is not None:
         metrics.count_writeback(report.writeback)
     if report.snapshots is not None:
