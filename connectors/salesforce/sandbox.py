@@ -494,10 +494,18 @@ class SalesforceSandbox:
 
     def _bulk_rows(self, bound: BoundQuery, *, include_deleted: bool) -> list[dict[str, Any]]:
         """The rows a Bulk API 2.0 query job answers: as a REST query's, but never stopped for its size."""
+        candidates, _ = self._snapshot(bound, include_deleted=include_deleted)
+        return bound.run(candidates)
+
+    def _snapshot(self, bound: BoundQuery, *, include_deleted: bool) -> tuple[list[dict[str, Any]], int]:
+        """:meth:`_candidates`, each record copied under the lock, so that the query is worked out on the copies
+        outside it: Salesforce answers other calls while it runs a query ("There isn't a limit on the number of
+        concurrent requests shorter than 20 seconds", API Request Limits and Allocations), and a record is
+        changed in place, so the copies are the query's snapshot."""
         with self._lock:
             self._empty_recycle_bin()
-            candidates, _ = self._candidates(bound, include_deleted=include_deleted)
-            return bound.run(candidates)
+            candidates, scanned = self._candidates(bound, include_deleted=include_deleted)
+            return [dict(r) for r in candidates], scanned
 
     def _issue(self, access_token: str) -> None:
         with self._lock:
@@ -682,16 +690,15 @@ class _Api:
             bound = compile_query(soql, self.sb.schema)
         except SoqlError as exc:
             return _errors(400, exc.error_code, exc.message)
+        candidates, scanned = self.sb._snapshot(bound, include_deleted=endpoint == "queryAll")
+        limit = self.sb.query_timeout_rows
+        if limit is not None and scanned > limit:
+            return _errors(400, "QUERY_TIMEOUT", _QUERY_TIMEOUT)
+        rows = bound.run(candidates)
+        if bound.is_count:
+            return _Response(200, {"totalSize": len(rows), "done": True, "records": []})
+        snapshot = [_serialize(bound.sobject.name, row, version) for row in rows]
         with self.sb._lock:
-            self.sb._empty_recycle_bin()
-            candidates, scanned = self.sb._candidates(bound, include_deleted=endpoint == "queryAll")
-            limit = self.sb.query_timeout_rows
-            if limit is not None and scanned > limit:
-                return _errors(400, "QUERY_TIMEOUT", _QUERY_TIMEOUT)
-            rows = bound.run(candidates)
-            if bound.is_count:
-                return _Response(200, {"totalSize": len(rows), "done": True, "records": []})
-            snapshot = [_serialize(bound.sobject.name, row, version) for row in rows]
             self.sb._cursor_sequence += 1
             locator = make_id("01g", self.sb._cursor_sequence, pod="D0")
             cursor = _Cursor(snapshot, min(self.sb.batch_size, batch_hint or self.sb.batch_size))

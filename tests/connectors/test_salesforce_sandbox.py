@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from connectors.salesforce.sandbox import SalesforceSandbox
+from connectors.salesforce.soql import BoundQuery
 from tests.connectors.conftest import SfClock
 
 V = "/services/data/v59.0"
@@ -175,6 +176,73 @@ def test_later_pages_come_from_the_snapshot_taken_at_query_time(
         [{"attributes": {"type": "Account", "url": f"{V}/sobjects/Account/{second}"}, "Id": second, "Name": "B"}],
     )
     assert rest["done"] is True
+
+
+class _HeldQuery:
+    """`BoundQuery.run` held at its start until released: a query the sandbox is still working out."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+        run = BoundQuery.run
+
+        def held(query: BoundQuery, records: Any) -> list[dict[str, Any]]:
+            self.started.set()
+            assert self.release.wait(10), "the held query was never released"
+            return run(query, records)
+
+        monkeypatch.setattr(BoundQuery, "run", held)
+
+    def ask(self, http: httpx.Client, auth: dict[str, str], query: str) -> Callable[[], httpx.Response | None]:
+        """Send `query` on its own thread and return once the sandbox works on it: a call that gives its answer,
+        or None if it has not come within 5 s."""
+        answer: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: answer.append(soql(http, auth, query)), daemon=True)
+        asking.start()
+        assert self.started.wait(5), "the query never reached the sandbox"
+
+        def answered() -> httpx.Response | None:
+            asking.join(5)
+            return answer[0] if answer else None
+
+        return answered
+
+
+def test_a_query_being_worked_out_holds_up_no_other_session(
+    make_sf_sandbox: Callable[..., SalesforceSandbox], make_sf_http: MakeHttp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Salesforce serves an org's calls side by side: "There isn't a limit on the number of concurrent requests
+    # shorter than 20 seconds", and 25 running longer (API Request Limits and Allocations, Salesforce Developer
+    # Limits and Allocations Quick Reference). A worker reading one object's pages while it asks for the next
+    # object's first page on a second session waits on neither.
+    sandbox = make_sf_sandbox(batch_size=1)
+    for name in ("A", "B"):
+        sandbox.insert("Account", {"Name": name})
+    (reader, reader_auth), (asker, asker_auth) = make_sf_http(sandbox), make_sf_http(sandbox)
+    page = soql(reader, reader_auth, "SELECT Id, Name FROM Account ORDER BY Name").json()
+    held = _HeldQuery(monkeypatch)
+    answered = held.ask(asker, asker_auth, "SELECT Id FROM Account")
+    try:
+        rest = reader.get(page["nextRecordsUrl"], headers=reader_auth)
+        assert (rest.status_code, [r["Name"] for r in rest.json()["records"]]) == (200, ["B"])
+        assert not held.release.is_set()
+    finally:
+        held.release.set()
+    response = answered()
+    assert response is not None and response.json()["totalSize"] == 2
+
+
+def test_a_record_changed_while_its_query_is_worked_out_is_read_as_it_was_when_the_query_came(
+    make_sf_sandbox: Callable[..., SalesforceSandbox], make_sf_http: MakeHttp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox = make_sf_sandbox()
+    account = sandbox.insert("Account", {"Name": "Before"})
+    http, auth = make_sf_http(sandbox)
+    held = _HeldQuery(monkeypatch)
+    answered = held.ask(http, auth, "SELECT Id, Name FROM Account WHERE Name = 'Before'")
+    sandbox.update("Account", account, {"Name": "After"})
+    held.release.set()
+    response = answered()
+    assert response is not None and [r["Name"] for r in response.json()["records"]] == ["Before"]
 
 
 def test_unknown_query_locator_is_refused(sf_http: httpx.Client, sf_auth: dict[str, str]) -> None:
