@@ -177,8 +177,9 @@ class SalesforceSandbox:
         self._lock = threading.RLock()
         self._data: dict[str, dict[str, dict[str, Any]]] = {o.name: {} for o in self.schema}
         self._indexes: dict[str, _StampIndex] = {o.name: _StampIndex() for o in self.schema}
-        """Every stored record is added to its object's index, and every change of a stored record's
-        SystemModstamp is reported to it (:meth:`_restamped`): queries trust the index to find them."""
+        """Every stored record is added to its object's index, and every change of a stored record is reported
+        to it (:meth:`_restamped`), its SystemModstamp moved or not: queries trust the index to find them, and
+        a query worked out outside the lock learns from it whether a record changed meanwhile."""
         self._recycle_bin: deque[tuple[datetime, str, str]] = deque()  # (deleted at, sObject, Id), oldest first
         self._sequence = 0
         self._cursor_sequence = 0
@@ -494,18 +495,32 @@ class SalesforceSandbox:
 
     def _bulk_rows(self, bound: BoundQuery, *, include_deleted: bool) -> list[dict[str, Any]]:
         """The rows a Bulk API 2.0 query job answers: as a REST query's, but never stopped for its size."""
-        candidates, _ = self._snapshot(bound, include_deleted=include_deleted)
-        return bound.run(candidates)
+        rows = self._query_rows(bound, include_deleted=include_deleted, scan_limit=None)
+        assert rows is not None
+        return rows
 
-    def _snapshot(self, bound: BoundQuery, *, include_deleted: bool) -> tuple[list[dict[str, Any]], int]:
-        """:meth:`_candidates`, each record copied under the lock, so that the query is worked out on the copies
-        outside it: Salesforce answers other calls while it runs a query ("There isn't a limit on the number of
-        concurrent requests shorter than 20 seconds", API Request Limits and Allocations), and a record is
-        changed in place, so the copies are the query's snapshot."""
+    def _query_rows(self, bound: BoundQuery, *, include_deleted: bool, scan_limit: int | None
+                    ) -> list[dict[str, Any]] | None:
+        """``bound``'s rows, or None if it would scan more than ``scan_limit`` records (a QUERY_TIMEOUT).
+
+        Worked out outside the lock, so that other calls are answered meanwhile, as Salesforce answers them
+        ("There isn't a limit on the number of concurrent requests shorter than 20 seconds", API Request
+        Limits and Allocations). A record is changed in place, so if one of the object's records changed
+        meanwhile (a test writing beside a query), the rows are worked out again under the lock: they are
+        always the records as they were at one moment."""
+        index = self._indexes[bound.sobject.name]
         with self._lock:
             self._empty_recycle_bin()
             candidates, scanned = self._candidates(bound, include_deleted=include_deleted)
-            return [dict(r) for r in candidates], scanned
+            if scan_limit is not None and scanned > scan_limit:
+                return None
+            changes = index.changes
+        rows = bound.run(candidates)
+        with self._lock:
+            if index.changes == changes:
+                return rows
+            candidates, _ = self._candidates(bound, include_deleted=include_deleted)
+            return bound.run(candidates)
 
     def _issue(self, access_token: str) -> None:
         with self._lock:
@@ -690,11 +705,9 @@ class _Api:
             bound = compile_query(soql, self.sb.schema)
         except SoqlError as exc:
             return _errors(400, exc.error_code, exc.message)
-        candidates, scanned = self.sb._snapshot(bound, include_deleted=endpoint == "queryAll")
-        limit = self.sb.query_timeout_rows
-        if limit is not None and scanned > limit:
+        rows = self.sb._query_rows(bound, include_deleted=endpoint == "queryAll", scan_limit=self.sb.query_timeout_rows)
+        if rows is None:
             return _errors(400, "QUERY_TIMEOUT", _QUERY_TIMEOUT)
-        rows = bound.run(candidates)
         if bound.is_count:
             return _Response(200, {"totalSize": len(rows), "done": True, "records": []})
         snapshot = [_serialize(bound.sobject.name, row, version) for row in rows]
@@ -1063,8 +1076,11 @@ class _StampIndex:
         self._records: list[dict[str, Any]] = []
         self._positions: dict[str, int] = {}
         self._stale = 0
+        self.changes = 0
+        """How many times a record was added, changed or removed: a query worked out beside them checks it."""
 
     def add(self, record: dict[str, Any]) -> None:
+        self.changes += 1
         position = len(self._records)
         self._records.append(record)
         self._positions[record["Id"]] = position
@@ -1072,10 +1088,13 @@ class _StampIndex:
 
     def remove(self, record: dict[str, Any]) -> None:
         """A record purged: its place holds an empty record, which makes its entries stale."""
+        self.changes += 1
         self._records[self._positions.pop(record["Id"])] = {}
         self._stale += 1
 
     def restamped(self, record: dict[str, Any], old_stamp: Any) -> None:
+        """A record changed (its stamp too, or not)."""
+        self.changes += 1
         stamp = record.get(_INDEXED_FIELD)
         if stamp == old_stamp:
             return
