@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,22 @@ def _next_interval(cycle: TimedCycle, server: SandboxServer) -> None:
     server.ask("shift_days", cycle.settings.interval.total_seconds() / 86400)
 
 
+def _on_one_day(cycle: TimedCycle, server: SandboxServer, intervals: int) -> None:
+    """Move both clocks past midnight UTC if the run's cycles would straddle it.
+
+    A cycle on a new day re-scores every account (a day's score counts days), and the write-back sends every
+    changed one: a quiet cycle past midnight would measure the calendar, not the worker. The run spans
+    `intervals` of `HEALTHBEAT_INTERVAL`, plus an hour for the cycles' own time at the largest scale."""
+    assert isinstance(cycle.clock, ShiftedClock)
+    now = cycle.clock()
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
+    if now + cycle.settings.interval * intervals + timedelta(hours=1) < midnight:
+        return
+    shift = midnight - now + timedelta(minutes=1)
+    cycle.clock.offset += shift
+    server.ask("shift_days", shift.total_seconds() / 86400)
+
+
 def _run(cycle: TimedCycle, server: SandboxServer, label: str) -> CycleFigures:
     server.ask("reset_calls")
     cycle.stage_seconds = {}
@@ -115,6 +131,7 @@ def run_cycles(server: SandboxServer, workdir: Path, rules_dir: Path, *, naive_c
     results = CycleResults(len(server.endpoints.world.accounts))
     with Store(settings.db, lock=True) as store:
         cycle = TimedCycle(store, settings, RuleBook(settings.rules_dir), clients, clock=ShiftedClock())
+        _on_one_day(cycle, server, intervals=4)
         for index, label in enumerate(("backfill", "first quiet cycle (after our own write-back)",
                                        "quiet cycle (steady state)")):
             if index:
