@@ -95,19 +95,13 @@ def _next_interval(cycle: TimedCycle, server: SandboxServer) -> None:
 
 
 def _on_one_day(cycle: TimedCycle, server: SandboxServer, intervals: int) -> None:
-    """Move both clocks past midnight UTC if the run's cycles would straddle it.
-
-    A cycle on a new day re-scores every account (a day's score counts days), and the write-back sends every
-    changed one: a quiet cycle past midnight would measure the calendar, not the worker. The run spans
-    `intervals` of `HEALTHBEAT_INTERVAL`, plus an hour for the cycles' own time at the largest scale."""
+    """Move both clocks past midnight UTC if the run's cycles would straddle it: a quiet cycle on a new day
+    would measure the calendar, not the worker. The run spans `intervals` of `HEALTHBEAT_INTERVAL`, plus an
+    hour for the cycles' own time at the largest scale."""
     assert isinstance(cycle.clock, ShiftedClock)
-    now = cycle.clock()
-    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
-    if now + cycle.settings.interval * intervals + timedelta(hours=1) < midnight:
-        return
-    shift = midnight - now + timedelta(minutes=1)
-    cycle.clock.offset += shift
-    server.ask("shift_days", shift.total_seconds() / 86400)
+    shift = cycle.clock.clear_of_midnight(cycle.settings.interval * intervals + timedelta(hours=1))
+    if shift:
+        server.ask("shift_days", shift.total_seconds() / 86400)
 
 
 def _run(cycle: TimedCycle, server: SandboxServer, label: str) -> CycleFigures:

@@ -6,6 +6,7 @@ The sandboxes and the worker share one shifted clock, so a test can let weeks pa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,11 @@ def vader() -> VaderModel:
 
 @pytest.fixture
 def clock() -> ShiftedClock:
-    return ShiftedClock()
+    """Real time, past midnight UTC if the test's next two hours would cross it: tests let a cycle's 15 minutes
+    pass and expect the same day."""
+    shifted = ShiftedClock()
+    shifted.clear_of_midnight(timedelta(hours=2))
+    return shifted
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 Clock = Callable[[], datetime]
 
@@ -27,3 +27,15 @@ class ShiftedClock:
 
     def __call__(self) -> datetime:
         return (datetime.now(UTC) + self.offset).replace(microsecond=0)
+
+    def clear_of_midnight(self, span: timedelta) -> timedelta:
+        """Move past the next midnight UTC if the coming `span` would cross it; the shift made (none if it would
+        not). For a run that lets cycles pass and must not see the day turn unless it turns it itself: a day's
+        score counts whole days, so a cycle on a new day re-scores, writes back and snapshots every account."""
+        now = self()
+        midnight = datetime.combine(now.date() + timedelta(days=1), time(), UTC)
+        if now + span < midnight:
+            return timedelta(0)
+        shift = midnight - now + timedelta(minutes=1)
+        self.offset += shift
+        return shift
