@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.backfill import worker_backfill
 from bench.generate import WorldSpec
-from bench.measure import isolated, machine
+from bench.measure import machine
 from bench.server import SandboxServer
 
 log = logging.getLogger("bench.bulk")
@@ -39,7 +39,7 @@ def compare(accounts: int, workdir: Path, rules_dir: Path = RULES_DIR) -> dict[s
         runs = {}
         for name, threshold in (("rest", 0), ("bulk", 1)):
             db = workdir / f"b1-{name}.db"
-            runs[name] = isolated(worker_backfill, server.endpoints, db, rules_dir, threshold)
+            runs[name] = server.isolated(worker_backfill, server.endpoints, db, rules_dir, threshold)
             db.unlink(missing_ok=True)
             log.info("%s: %.1f s wall", name, runs[name]["wall"])
     return {"accounts": accounts, "salesforce_records": world.salesforce_records, "activities": world.activities,

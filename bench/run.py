@@ -70,9 +70,9 @@ def run(scale: Scale, workdir: Path, rules_dir: Path, *, with_pandas: bool = Tru
                                   "activities": world.activities}
             for attempt in range(scale.repeats):
                 db = workdir / f"p1-{size}-{attempt}.db"
-                runs = {"bytes_floor": isolated(bare_loop, server.endpoints, False),
-                        "parse_floor": isolated(bare_loop, server.endpoints, True),
-                        "worker": isolated(worker_backfill, server.endpoints, db, rules_dir)}
+                runs = {"bytes_floor": server.isolated(bare_loop, server.endpoints, False),
+                        "parse_floor": server.isolated(bare_loop, server.endpoints, True),
+                        "worker": server.isolated(worker_backfill, server.endpoints, db, rules_dir)}
                 for loop, figures in runs.items():
                     figures["walls"] = [*p1.get(loop, {}).get("walls", []), figures["wall"]]
                     if loop not in p1 or figures["wall"] < p1[loop]["wall"]:
