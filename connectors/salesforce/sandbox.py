@@ -519,7 +519,9 @@ class SalesforceSandbox:
         with self._lock:
             if index.changes == changes:
                 return rows
-            candidates, _ = self._candidates(bound, include_deleted=include_deleted)
+            candidates, scanned = self._candidates(bound, include_deleted=include_deleted)
+            if scan_limit is not None and scanned > scan_limit:  # as if asked after the change: it scans more
+                return None
             return bound.run(candidates)
 
     def _issue(self, access_token: str) -> None:

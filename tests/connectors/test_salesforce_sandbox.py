@@ -249,6 +249,25 @@ def test_a_record_changed_while_its_query_is_worked_out_is_answered_as_it_is_aft
     assert [(r["Name"], r["Industry"]) for r in response.json()["records"]] == [("After", "Banking")]
 
 
+def test_a_query_worked_out_again_after_a_change_is_stopped_if_it_now_scans_too_many_records(
+    make_sf_sandbox: Callable[..., SalesforceSandbox], make_sf_http: MakeHttp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Answered as the records are after the change, the query is held to the scan its answer took, as any other
+    # query is (QUERY_TIMEOUT, the stricter reading: Salesforce documents no query answered from before a write).
+    sandbox = make_sf_sandbox()
+    sandbox.query_timeout_rows = 2
+    for name in ("A", "B"):
+        sandbox.insert("Account", {"Name": name})
+    http, auth = make_sf_http(sandbox)
+    held = _HeldQuery(monkeypatch)
+    answered = held.ask(http, auth, "SELECT Id FROM Account")
+    sandbox.insert("Account", {"Name": "C"})
+    held.release.set()
+    response = answered()
+    assert response is not None and response.status_code == 400
+    assert response.json()[0]["errorCode"] == "QUERY_TIMEOUT"
+
+
 def test_unknown_query_locator_is_refused(sf_http: httpx.Client, sf_auth: dict[str, str]) -> None:
     response = sf_http.get(f"{V}/query/01gD0000000000AAAA-2000", headers=sf_auth)
     assert response.status_code == 400
