@@ -511,18 +511,23 @@ class SalesforceSandbox:
         index = self._indexes[bound.sobject.name]
         with self._lock:
             self._empty_recycle_bin()
-            candidates, scanned = self._candidates(bound, include_deleted=include_deleted)
-            if scan_limit is not None and scanned > scan_limit:
+            candidates = self._scanned(bound, include_deleted=include_deleted, scan_limit=scan_limit)
+            if candidates is None:
                 return None
             changes = index.changes
         rows = bound.run(candidates)
         with self._lock:
             if index.changes == changes:
                 return rows
-            candidates, scanned = self._candidates(bound, include_deleted=include_deleted)
-            if scan_limit is not None and scanned > scan_limit:  # as if asked after the change: it scans more
-                return None
-            return bound.run(candidates)
+            candidates = self._scanned(bound, include_deleted=include_deleted, scan_limit=scan_limit)
+            return None if candidates is None else bound.run(candidates)
+
+    def _scanned(self, bound: BoundQuery, *, include_deleted: bool, scan_limit: int | None
+                 ) -> list[dict[str, Any]] | None:
+        """The records ``bound`` looks at, or None if it would scan more than ``scan_limit`` (a QUERY_TIMEOUT): a
+        query worked out again after a change is held to the limit too, as if asked after it."""
+        candidates, scanned = self._candidates(bound, include_deleted=include_deleted)
+        return None if scan_limit is not None and scanned > scan_limit else candidates
 
     def _issue(self, access_token: str) -> None:
         with self._lock:
